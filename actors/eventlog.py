@@ -1,0 +1,341 @@
+"""The node's event log: append-only streams, snapshots and small values in one LMDB environment.
+
+This is the only module that imports ``lmdb``. One environment lives under a node's ``data_dir``; every
+process of the node that needs it opens it itself (LMDB handles must not cross ``fork``), at most once per
+process (:func:`open_event_log` caches per process), and LMDB's lock file arbitrates between processes.
+
+Durability contract: when :meth:`EventLog.append` or a :class:`WriteBatch` returns, the records are on
+stable storage (LMDB ``sync=True, metasync=True``; ``writemap`` and ``map_async`` stay off). Speed comes
+from group commit: put many records (of any streams, plus consumer offsets) in one batch, which is one
+durable transaction.
+
+Records are versioned envelopes: ``version (1 byte) | codec (1 byte) | crc32 (4 bytes) | msgpack body``.
+A record whose checksum does not match raises :class:`CorruptRecord` naming the file, stream and sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import lmdb._envid
+import msgspec
+
+__all__ = [
+    "CorruptRecord",
+    "EventLog",
+    "EventLogError",
+    "Record",
+    "UnreadableEventLog",
+    "WriteBatch",
+    "open_event_log",
+]
+
+FORMAT_MARKER = b"garrison-eventlog"
+FORMAT_VERSION = 1
+_ENVELOPE = struct.Struct(">BBI")
+_CODEC_MSGPACK = 1
+_SEQ = struct.Struct(">Q")
+_INITIAL_MAP_SIZE = 64 << 20
+_MARKER_KEY = b"__format__"
+
+
+def _pid_scoped_env_keys(path: Any, subdir: bool, _original: Any = lmdb._envid.env_keys) -> tuple[Any, ...]:
+    """py-lmdb refuses to open an environment "already open in this process", keeping the set of open
+    files in a process-global that ``fork`` copies. Thespian forks every actor from its parent actor, so
+    a child would inherit its parent's entry and could never open the node's log. fcntl locks, which are
+    what the guard protects, are not inherited across fork, so the child's own open is sound: scope the
+    keys by pid (a second open within one process is still refused)."""
+    return tuple((os.getpid(), *key) for key in _original(path, subdir))
+
+
+lmdb._envid.env_keys = _pid_scoped_env_keys
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
+class EventLogError(Exception):
+    """Base class of event-log errors."""
+
+
+class UnreadableEventLog(EventLogError):
+    """The environment on disk is corrupt, foreign (not garrison's) or of an unknown format version."""
+
+
+class CorruptRecord(EventLogError):
+    """A record's checksum or envelope does not match its contents."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    stream: str
+    seq: int
+    payload: Any
+
+
+def _event_key(stream: str, seq: int) -> bytes:
+    return stream.encode() + b"\x00" + _SEQ.pack(seq)
+
+
+def _stream_prefix(stream: str) -> bytes:
+    if "\x00" in stream or not stream:
+        raise ValueError(f"invalid stream name {stream!r}: must be non-empty and contain no NUL")
+    return stream.encode() + b"\x00"
+
+
+def encode_envelope(payload: Any) -> bytes:
+    body = _encoder.encode(payload)
+    return _ENVELOPE.pack(FORMAT_VERSION, _CODEC_MSGPACK, zlib.crc32(body)) + body
+
+
+def decode_envelope(raw: bytes, where: str) -> Any:
+    if len(raw) < _ENVELOPE.size:
+        raise CorruptRecord(f"{where}: record is {len(raw)} bytes, shorter than its header")
+    version, codec, crc = _ENVELOPE.unpack_from(raw)
+    body = raw[_ENVELOPE.size :]
+    if version != FORMAT_VERSION or codec != _CODEC_MSGPACK:
+        raise CorruptRecord(f"{where}: unknown record version {version} / codec {codec}")
+    if zlib.crc32(body) != crc:
+        raise CorruptRecord(f"{where}: checksum mismatch (stored {crc:#010x})")
+    return _decoder.decode(body)
+
+
+class WriteBatch:
+    """Operations collected in memory and committed as ONE durable LMDB transaction.
+
+    Use as a context manager: the commit happens at ``__exit__`` (nothing is written if the block raises).
+    Appends to several streams, consumer offsets and snapshots can share one batch, which is how a consumer
+    records its input offset atomically with its output (exactly-once processing).
+    """
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._appends: dict[str, list[bytes]] = {}
+        self._values: dict[str, bytes | None] = {}
+        self._snapshots: dict[str, bytes] = {}
+        self._compactions: dict[str, int] = {}
+        self.assigned: dict[str, list[int]] = {}
+
+    def append(self, stream: str, payload: Any) -> None:
+        _stream_prefix(stream)
+        self._appends.setdefault(stream, []).append(encode_envelope(payload))
+
+    def put_value(self, key: str, value: Any) -> None:
+        self._values[key] = encode_envelope(value)
+
+    def delete_value(self, key: str) -> None:
+        self._values[key] = None
+
+    def save_snapshot(self, stream: str, seq: int, state: Any) -> None:
+        self._snapshots[stream] = encode_envelope({"seq": seq, "state": state})
+
+    def compact(self, stream: str, through_seq: int) -> None:
+        """Delete the events of ``stream`` with sequence <= ``through_seq`` (retention)."""
+        self._compactions[stream] = max(through_seq, self._compactions.get(stream, 0))
+
+    def __enter__(self) -> WriteBatch:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.assigned = self._log._commit(self)
+
+
+class EventLog:
+    """Append-only streams over one LMDB environment. See the module docstring for the contract."""
+
+    def __init__(self, path: str | os.PathLike[str], *, map_size: int = _INITIAL_MAP_SIZE) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        data_file = self.path / "data.mdb"
+        try:
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=8,
+                sync=True,
+                metasync=True,
+                writemap=False,
+                map_async=False,
+                subdir=True,
+            )
+        except lmdb.InvalidError as exc:
+            raise UnreadableEventLog(f"{data_file}: not an LMDB environment ({exc})") from exc
+        except lmdb.Error as exc:
+            raise UnreadableEventLog(f"{data_file}: cannot open ({exc})") from exc
+        self._check_format(data_file)
+        self._events = self._env.open_db(b"events")
+        self._heads = self._env.open_db(b"heads")
+        self._values = self._env.open_db(b"values")
+        self._snapshots = self._env.open_db(b"snapshots")
+
+    def _check_format(self, data_file: Path) -> None:
+        expected = FORMAT_MARKER + b"/" + str(FORMAT_VERSION).encode()
+        with self._env.begin(write=False) as txn:
+            marker = txn.get(_MARKER_KEY)
+            has_other_keys = any(True for _ in txn.cursor().iternext(keys=True, values=False))
+        if marker == expected:
+            return
+        if marker is not None:
+            raise UnreadableEventLog(
+                f"{data_file}: format {marker.decode(errors='replace')!r} is not the "
+                f"supported {expected.decode()!r}"
+            )
+        if has_other_keys:
+            raise UnreadableEventLog(
+                f"{data_file}: an LMDB environment without garrison's format marker "
+                "(created by another program?); point data_dir at an empty directory"
+            )
+        with self._env.begin(write=True) as txn:
+            txn.put(_MARKER_KEY, expected)
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def batch(self) -> WriteBatch:
+        return WriteBatch(self)
+
+    def append(self, stream: str, payloads: Sequence[Any]) -> list[int]:
+        """Append ``payloads`` to ``stream`` in one durable transaction; returns their sequence numbers."""
+        with self.batch() as batch:
+            for payload in payloads:
+                batch.append(stream, payload)
+        return batch.assigned.get(stream, [])
+
+    def put_value(self, key: str, value: Any) -> None:
+        with self.batch() as batch:
+            batch.put_value(key, value)
+
+    def _commit(self, batch: WriteBatch) -> dict[str, list[int]]:
+        while True:
+            try:
+                return self._commit_once(batch)
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)  # another process grew the map: adopt its size
+
+    def _commit_once(self, batch: WriteBatch) -> dict[str, list[int]]:
+        assigned: dict[str, list[int]] = {}
+        with self._env.begin(write=True) as txn:
+            for stream, envelopes in batch._appends.items():
+                head = self._head(txn, stream)
+                seqs = list(range(head + 1, head + 1 + len(envelopes)))
+                for seq, env in zip(seqs, envelopes, strict=True):
+                    txn.put(_event_key(stream, seq), env, db=self._events)
+                txn.put(stream.encode(), _SEQ.pack(seqs[-1]), db=self._heads)
+                assigned[stream] = seqs
+            for key, value in batch._values.items():
+                if value is None:
+                    txn.delete(key.encode(), db=self._values)
+                else:
+                    txn.put(key.encode(), value, db=self._values)
+            for stream, snap in batch._snapshots.items():
+                txn.put(stream.encode(), snap, db=self._snapshots)
+            for stream, through in batch._compactions.items():
+                self._delete_through(txn, stream, through)
+        return assigned
+
+    def _delete_through(self, txn: lmdb.Transaction, stream: str, through: int) -> None:
+        prefix = _stream_prefix(stream)
+        cursor = txn.cursor(db=self._events)
+        if not cursor.set_range(prefix):
+            return
+        while cursor.key().startswith(prefix):
+            if _SEQ.unpack(cursor.key()[len(prefix) :])[0] > through:
+                break
+            if not cursor.delete():
+                break
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def _head(self, txn: lmdb.Transaction, stream: str) -> int:
+        raw = txn.get(stream.encode(), db=self._heads)
+        return _SEQ.unpack(raw)[0] if raw else 0
+
+    def last_seq(self, stream: str) -> int:
+        """Sequence of the newest record ever appended to ``stream`` (0 if none), compaction or not."""
+        with self._env.begin() as txn:
+            return self._head(txn, stream)
+
+    def read(self, stream: str, after: int = 0, limit: int | None = None) -> list[Record]:
+        """Records of ``stream`` with sequence > ``after``, oldest first, at most ``limit``."""
+        return list(self.iter(stream, after, limit))
+
+    def iter(self, stream: str, after: int = 0, limit: int | None = None) -> Iterator[Record]:
+        prefix = _stream_prefix(stream)
+        out: list[Record] = []
+        with self._env.begin() as txn:
+            cursor = txn.cursor(db=self._events)
+            if not cursor.set_range(_event_key(stream, after + 1)):
+                return iter(out)
+            for key, raw in cursor:
+                if not key.startswith(prefix) or (limit is not None and len(out) >= limit):
+                    break
+                seq = _SEQ.unpack(key[len(prefix) :])[0]
+                where = f"{self.path / 'data.mdb'}: stream {stream!r} seq {seq}"
+                out.append(Record(stream, seq, decode_envelope(bytes(raw), where)))
+        return iter(out)
+
+    def first_seq(self, stream: str) -> int:
+        """Sequence of the oldest retained record (0 if the stream holds none)."""
+        first = self.read(stream, 0, 1)
+        return first[0].seq if first else 0
+
+    def get_value(self, key: str, default: Any = None) -> Any:
+        with self._env.begin() as txn:
+            raw = txn.get(key.encode(), db=self._values)
+        if raw is None:
+            return default
+        return decode_envelope(bytes(raw), f"{self.path / 'data.mdb'}: value {key!r}")
+
+    def values_with_prefix(self, prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        raw_prefix = prefix.encode()
+        with self._env.begin() as txn:
+            cursor = txn.cursor(db=self._values)
+            if cursor.set_range(raw_prefix):
+                for key, raw in cursor:
+                    if not key.startswith(raw_prefix):
+                        break
+                    where = f"{self.path / 'data.mdb'}: value {key.decode()!r}"
+                    out[key.decode()] = decode_envelope(bytes(raw), where)
+        return out
+
+    def load_snapshot(self, stream: str) -> tuple[int, Any] | None:
+        with self._env.begin() as txn:
+            raw = txn.get(stream.encode(), db=self._snapshots)
+        if raw is None:
+            return None
+        snap = decode_envelope(bytes(raw), f"{self.path / 'data.mdb'}: snapshot of {stream!r}")
+        return int(snap["seq"]), snap["state"]
+
+    def streams(self) -> list[str]:
+        with self._env.begin() as txn:
+            return [k.decode() for k in txn.cursor(db=self._heads).iternext(values=False)]
+
+    def map_size(self) -> int:
+        return int(self._env.info()["map_size"])
+
+    def close(self) -> None:
+        _OPEN.pop((os.getpid(), str(self.path.resolve())), None)
+        self._env.close()
+
+
+_OPEN: dict[tuple[int, str], EventLog] = {}
+
+
+def open_event_log(path: str | os.PathLike[str]) -> EventLog:
+    """The process-wide :class:`EventLog` for ``path``: LMDB forbids opening one environment twice in a
+    process, and a handle inherited through ``fork`` must not be used, hence the key on the pid."""
+    key = (os.getpid(), str(Path(path).resolve()))
+    log = _OPEN.get(key)
+    if log is None:
+        log = _OPEN[key] = EventLog(path)
+    return log

@@ -1,0 +1,98 @@
+"""Control messages between supervisors, supervised actors and the node launcher.
+
+Module-level frozen dataclasses: Thespian pickles messages by module path, so each class has exactly one
+import path, and nothing passed between actors is mutable. Bulk data never travels here: it goes through
+the event log (see ``actors.eventlog``); these messages only carry control and small notifications.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Configure:
+    """First message to every supervised actor: who it is, where its state lives, its arguments."""
+
+    node: str
+    supervisor: str  # path of the supervising supervisor, e.g. "root/pipeline"; "" for the root
+    child_id: str
+    args: dict[str, Any]
+    data_dir: str
+    log_format: str
+    incarnation: int  # 1 for the first start, +1 for every restart of this child id
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpawned:
+    """Sent by a child as soon as it is configured, before recovery and ``on_start``: its PID lets the
+    supervisor kill it if it hangs (a busy Thespian actor never reads a stop request)."""
+
+    child_id: str
+    incarnation: int
+    pid: int
+    session: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStarted:
+    """Sent by a child when ``on_start`` returned and its state is recovered: it now accepts work."""
+
+    child_id: str
+    incarnation: int
+    pid: int
+    session: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFailed:
+    """Sent by a child exactly once when ``on_start`` or a handler raised (or a subtree escalated)."""
+
+    child_id: str
+    incarnation: int
+    reason: str  # "ExcType: message" (one line)
+    exc_type: str
+    traceback_digest: str  # short hash of the failing frames: equal digests = the same bug
+    location: str  # file:line of the innermost frame
+    message_type: str  # type of the message being handled ("Configure" during start)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildExiting:
+    """Sent by a child that stops on its own accord (a normal exit: not restarted when transient)."""
+
+    child_id: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopChild:
+    """Supervisor -> child: stop gracefully (run ``on_stop``, stop own children, exit)."""
+
+    reason: str = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class RootEscalated:
+    """Root supervisor -> node launcher: the tree gave up; the node must exit non-zero."""
+
+    reason: str
+    child: str
+
+
+@dataclass(frozen=True, slots=True)
+class TreeStopped:
+    """Root supervisor -> node launcher: every child stopped after a ``StopChild`` from the launcher."""
+
+
+@dataclass(frozen=True, slots=True)
+class TreeStatusRequest:
+    """Ask a supervisor for the state of its children (recursively answered by nested supervisors)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TreeStatus:
+    supervisor: str
+    children: tuple[dict[str, Any], ...]

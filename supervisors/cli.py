@@ -1,0 +1,69 @@
+"""The ``garrison`` command: run a node, validate a topology, and the tools on-call needs."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+from actors.logs import LOG_FORMATS, default_format
+from supervisors.topology import TopologyError, load_topology
+
+
+def _version() -> str:
+    try:
+        return version("garrison")
+    except PackageNotFoundError:
+        return "0+unknown (not installed)"
+
+
+@click.group()
+def main() -> None:
+    """garrison: supervised actor trees on Thespian for resilient edge AI pipelines."""
+
+
+@main.command()
+@click.argument("topology", required=False, type=click.Path(dir_okay=False))
+@click.option("--node", "node_name", help="Node to run (may be left out when the topology has one).")
+@click.option("--duration", type=click.FloatRange(min=0), help="Stop by itself after SECONDS.")
+@click.option(
+    "--log-format", type=click.Choice(LOG_FORMATS), help="Default: console on a terminal, else json."
+)
+def run(topology: str | None, node_name: str | None, duration: float | None, log_format: str | None) -> None:
+    """Run one node of TOPOLOGY (default: the embedded single-node topology)."""
+    from supervisors.node import NodeAlreadyRunning, run_node
+
+    try:
+        node = load_topology(topology).node(node_name)
+    except TopologyError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    try:
+        code = run_node(node, duration=duration, log_format=log_format or default_format())
+    except NodeAlreadyRunning as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check a topology FILE; print every error and exit non-zero if there is any."""
+    try:
+        topo = load_topology(file)
+    except TopologyError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(f"{file}: ok ({len(topo.nodes)} node(s): {', '.join(n.name for n in topo.nodes)})")
+
+
+@main.command(name="version")
+def version_cmd() -> None:
+    """Print garrison's version."""
+    click.echo(f"garrison {_version()}")
+
+
+if __name__ == "__main__":
+    main()

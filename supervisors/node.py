@@ -1,0 +1,172 @@
+"""The node launcher: one ActorSystem per node, the root supervisor, and what a root escalation means.
+
+Thespian gives top-level actors no parent, so this process stands in for the root's parent: it receives
+``RootEscalated`` and exits non-zero (a service manager restarts the node), turns SIGINT/SIGTERM into a
+graceful stop in reverse start order, and after ``shutdown()`` kills any process of the node's session that
+is still alive, so that nothing of the node is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from actors.logs import configure_logging, get_logger
+from actors.messages import ChildSpawned, ChildStarted, Configure, RootEscalated, StopChild, TreeStopped
+from supervisors.supervisor import SUPERVISOR_CLASS
+from supervisors.thespian_env import (
+    SYSTEM_BASE,
+    free_loopback_port,
+    prepare_environment,
+    processes_in_session,
+)
+from supervisors.topology import NodeConfig
+
+EXIT_OK = 0
+EXIT_ESCALATED = 1
+EXIT_START_FAILED = 3
+ROOT_START_TIMEOUT_S = 60.0
+
+
+class NodeAlreadyRunning(Exception):
+    """Another launcher holds this node's data_dir."""
+
+
+@dataclass
+class _RootState:
+    pid: int | None = None
+    session: int | None = None
+    started: bool = False
+    escalation: RootEscalated | None = None
+    tree_stopped: bool = False
+
+
+class NodeRunner:
+    def __init__(self, node: NodeConfig, log_format: str) -> None:
+        self.node = node
+        self.log_format = log_format
+        self.stop_requested: str | None = None
+        self.root = _RootState()
+        self.log: Any = None
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stop_requested = signal.Signals(signum).name
+
+    def run(self, duration: float | None = None) -> int:
+        node = self.node
+        configure_logging(self.log_format, node.name)
+        self.log = get_logger(supervisor="node")
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(node.data_dir / "node.lock", "w")  # noqa: SIM115 - held for the node's lifetime
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NodeAlreadyRunning(
+                f"{node.data_dir}: another garrison node is running on this data_dir"
+            ) from None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        log_defs = prepare_environment(node.data_dir)
+        port = free_loopback_port()
+        from thespian.actors import ActorSystem
+
+        asys = ActorSystem(SYSTEM_BASE, {"Admin Port": port}, logDefs=log_defs)
+        reason, code = "stopped", EXIT_OK
+        try:
+            reason, code = self._supervise(asys, duration)
+        finally:
+            leftovers = self._shutdown(asys)
+            self.log.info(
+                "node_stopped",
+                reason=reason,
+                exit_code=code,
+                killed_leftover_processes=leftovers or None,
+            )
+            lock.close()
+        return code
+
+    def _supervise(self, asys: Any, duration: float | None) -> tuple[str, int]:
+        node = self.node
+        root = asys.createActor(SUPERVISOR_CLASS)
+        asys.tell(
+            root,
+            Configure(
+                node=node.name,
+                supervisor="",
+                child_id=node.tree.id,
+                args={},
+                data_dir=str(node.data_dir),
+                log_format=self.log_format,
+                incarnation=1,
+                extra={"spec": node.tree},
+            ),
+        )
+        began = time.monotonic()
+        deadline = None if duration is None else began + duration
+        while True:
+            msg = asys.listen(0.1)
+            self._handle(msg)
+            if self.root.escalation is not None:
+                return f"root supervisor escalated: {self.root.escalation.reason}", EXIT_ESCALATED
+            if not self.root.started and time.monotonic() - began > ROOT_START_TIMEOUT_S:
+                return f"root supervisor did not start within {ROOT_START_TIMEOUT_S}s", EXIT_START_FAILED
+            if self.root.pid is not None and not _alive(self.root.pid):
+                return "root supervisor process lost", EXIT_ESCALATED
+            if self.stop_requested or (deadline is not None and time.monotonic() >= deadline):
+                why = self.stop_requested or "duration elapsed"
+                self._stop_tree(asys, root)
+                if self.root.escalation is not None:
+                    return f"root supervisor escalated: {self.root.escalation.reason}", EXIT_ESCALATED
+                return why, EXIT_OK
+
+    def _handle(self, msg: object) -> None:
+        if isinstance(msg, ChildSpawned):
+            self.root.pid, self.root.session = msg.pid, msg.session
+        elif isinstance(msg, ChildStarted):
+            self.root.started = True
+            self.log.info(
+                "node_started", root_pid=msg.pid, session=self.root.session, data_dir=str(self.node.data_dir)
+            )
+        elif isinstance(msg, RootEscalated):
+            self.root.escalation = msg
+        elif isinstance(msg, TreeStopped):
+            self.root.tree_stopped = True
+
+    def _stop_tree(self, asys: Any, root: Any) -> None:
+        asys.tell(root, StopChild("node stopping"))
+        limit = time.monotonic() + self.node.tree.effective_shutdown_timeout() + 5.0
+        while not self.root.tree_stopped and self.root.escalation is None and time.monotonic() < limit:
+            if self.root.pid is not None and not _alive(self.root.pid):
+                break
+            self._handle(asys.listen(0.1))
+
+    def _shutdown(self, asys: Any) -> list[int]:
+        with contextlib.suppress(Exception):
+            asys.shutdown()
+        if self.root.session is None or self.root.session == os.getsid(0):
+            return []
+        leftovers = processes_in_session(self.root.session)
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return leftovers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_node(node: NodeConfig, *, duration: float | None, log_format: str) -> int:
+    return NodeRunner(node, log_format).run(duration)

@@ -1,0 +1,413 @@
+"""The supervisor actor: executes the pure policy (``supervisors.policy``) over Thespian children.
+
+Why it looks like this:
+- Thespian tells a parent only ``ChildActorExited`` (no reason, sometimes twice). Children report crashes
+  themselves (``ChildFailed``) and their PID (``ChildSpawned``); an exit of the *current* address with no
+  report is a ``lost`` child; an exit of an old address is a duplicate and ignored.
+- Work is sequential, as in OTP: children start one at a time in declared order (the next starts when the
+  previous reported ``ChildStarted``) and stop one at a time in reverse order, each with its shutdown
+  timeout after which its process is SIGKILLed. Exits that arrive while a start/stop sequence runs wait in a
+  queue and are decided when it is done.
+- The restart history is written to the event log before the directive is carried out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from thespian.actors import ActorAddress, ActorExitRequest
+
+from actors.base import SupervisedActor
+from actors.messages import (
+    ChildExiting,
+    ChildFailed,
+    ChildSpawned,
+    ChildStarted,
+    Configure,
+    RootEscalated,
+    StopChild,
+    TreeStatus,
+    TreeStatusRequest,
+    TreeStopped,
+)
+from supervisors.policy import (
+    Escalate,
+    Forget,
+    History,
+    RestartChildren,
+    decide,
+    record_start,
+)
+from supervisors.spec import ChildSpec, ExitKind, SupervisorSpec, child_shutdown_timeout
+
+SUPERVISOR_CLASS = "supervisors.supervisor.Supervisor"
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    address: ActorAddress | None = None
+    incarnation: int = 0
+    pid: int | None = None
+    status: str = "stopped"  # starting | running | stopping | stopped
+    failure: ChildFailed | None = None
+    exiting_normally: bool = False
+
+
+class Supervisor(SupervisedActor):
+    """A tree node. ``Configure.extra["spec"]`` is its :class:`SupervisorSpec`."""
+
+    announce_started_after_on_start = False
+
+    def on_start(self, args: dict[str, Any]) -> None:
+        assert self.config is not None
+        self.spec: SupervisorSpec = self.config.extra["spec"]
+        self.is_root = not self.config.supervisor
+        self.my_path = self.path
+        self.children = {c.id: _Child(c) for c in self.spec.children}
+        self.order = [c.id for c in self.spec.children]
+        self.rng = random.Random()
+        self.history = History.from_json(self.event_log.get_value(self._history_key))
+        self.pending_exits: deque[tuple[str, ExitKind]] = deque()
+        self.start_queue: deque[str] = deque(self.order)
+        self.stop_queue: deque[str] = deque()
+        self.after_stop: Callable[[], None] | None = None
+        self.initial_start = True
+        self.escalated = False
+        self.stopping_tree = False
+        self.waiting_backoff = False
+        self.log = self.log.bind(supervisor=self.my_path)
+        self._pump()
+
+    @property
+    def _history_key(self) -> str:
+        return f"supervisor/{self.path}/history"
+
+    def _save_history(self) -> None:
+        self.event_log.put_value(self._history_key, self.history.to_json())
+
+    # -- starting -----------------------------------------------------------------------------------
+
+    def _start(self, child: _Child) -> None:
+        spec = child.spec
+        actor_class = SUPERVISOR_CLASS if isinstance(spec, SupervisorSpec) else spec.actor
+        child.incarnation += 1
+        child.failure, child.exiting_normally, child.pid = None, False, None
+        child.address = self.createActor(actor_class)
+        child.status = "starting"
+        assert self.config is not None
+        extra = {"spec": spec} if isinstance(spec, SupervisorSpec) else {}
+        args = {} if isinstance(spec, SupervisorSpec) else dict(spec.args)
+        self.send(
+            child.address,
+            Configure(
+                node=self.config.node,
+                supervisor=self.my_path,
+                child_id=spec.id,
+                args=args,
+                data_dir=self.config.data_dir,
+                log_format=self.config.log_format,
+                incarnation=child.incarnation,
+                extra=extra,
+            ),
+        )
+        self.schedule(f"start-timeout:{spec.id}:{child.incarnation}", START_TIMEOUT_S)
+
+    def _pump(self) -> None:
+        """Advance the work in OTP's order: finish a stop phase, decide queued exits, then start children
+        in declared order one at a time; when nothing is left, the tree is up."""
+        if any(c.status == "stopping" for c in self.children.values()):
+            return  # wait for that child's exit (or its shutdown timeout)
+        if self.stop_queue:
+            self._stop_next()
+            return
+        if self.after_stop is not None:
+            then, self.after_stop = self.after_stop, None
+            then()
+            return
+        if self.pending_exits and not (self.escalated or self.stopping_tree):
+            child_id, kind = self.pending_exits.popleft()
+            self._apply_policy(child_id, kind)
+            self._pump()
+            return
+        if self.waiting_backoff or self.escalated or self.stopping_tree:
+            return
+        if any(c.status == "starting" for c in self.children.values()):
+            return
+        while self.start_queue:
+            child = self.children[self.start_queue.popleft()]
+            if child.status == "stopped":
+                self._start(child)
+                return
+        if self.initial_start:
+            self.initial_start = False
+            self.announce_started()
+
+    def _queue_start(self, ids: list[str]) -> None:
+        wanted = set(self.start_queue) | set(ids)
+        self.start_queue = deque(i for i in self.order if i in wanted)
+
+    def on_message(self, msg: object, sender: ActorAddress) -> None:
+        if isinstance(msg, ChildSpawned):
+            child = self._current(msg.child_id, msg.incarnation)
+            if child is not None:
+                child.pid = msg.pid
+        elif isinstance(msg, ChildStarted):
+            self._on_started(msg)
+        elif isinstance(msg, ChildFailed):
+            self._on_failed(msg)
+        elif isinstance(msg, ChildExiting):
+            child = self._current(msg.child_id, msg.incarnation)
+            if child is not None:
+                child.exiting_normally = True
+        elif isinstance(msg, TreeStatusRequest):
+            self.send(sender, self.status())
+
+    def _current(self, child_id: str, incarnation: int) -> _Child | None:
+        child = self.children.get(child_id)
+        return child if child is not None and child.incarnation == incarnation else None
+
+    def _on_started(self, msg: ChildStarted) -> None:
+        child = self._current(msg.child_id, msg.incarnation)
+        if child is None or child.status != "starting":
+            return
+        child.status, child.pid = "running", msg.pid
+        self.history = record_start(self.history, child.spec.id, time.time())
+        restarted = child.incarnation > 1
+        self.log.info(
+            "child_restarted" if restarted else "child_started",
+            child=child.spec.id,
+            pid=msg.pid,
+            incarnation=child.incarnation,
+            restart_count=self.history.restart_counts.get(child.spec.id, 0),
+        )
+        self._pump()
+
+    def _on_failed(self, msg: ChildFailed) -> None:
+        child = self._current(msg.child_id, msg.incarnation)
+        if child is None or child.status == "stopped":
+            return
+        child.failure = msg
+        if child.address is not None:
+            self.send(child.address, ActorExitRequest())
+
+    # -- exits --------------------------------------------------------------------------------------
+
+    def on_child_exited(self, address: ActorAddress) -> None:
+        child = next((c for c in self.children.values() if c.address == address), None)
+        if child is None:
+            return  # Thespian may report one exit twice; the second has no current child
+        was = child.status
+        child.status, child.address = "stopped", None
+        if was != "stopping" and not (self.escalated or self.stopping_tree):
+            if child.failure is not None:
+                kind = ExitKind.CRASH
+            elif child.exiting_normally:
+                kind = ExitKind.NORMAL
+            else:
+                kind = ExitKind.LOST
+            self.pending_exits.append((child.spec.id, kind))
+        self._pump()
+
+    def _apply_policy(self, child_id: str, kind: ExitKind) -> None:
+        child = self.children[child_id]
+        decision = decide(
+            strategy=self.spec.strategy,
+            intensity=self.spec.intensity,
+            period=self.spec.period,
+            children=self.spec.children,
+            history=self.history,
+            child=child_id,
+            kind=kind,
+            now=time.time(),
+            rng=self.rng,
+        )
+        self.history = decision.history
+        directive = decision.directive
+        fields: dict[str, Any] = {
+            "child": child_id,
+            "strategy": str(self.spec.strategy),
+            "restart_count": decision.restarts_in_window,
+            "restart_type": str(child.spec.restart),
+        }
+        if child.failure is not None:
+            fields.update(
+                reason=child.failure.reason,
+                exc_type=child.failure.exc_type,
+                traceback_digest=child.failure.traceback_digest,
+                location=child.failure.location,
+                message_type=child.failure.message_type,
+            )
+        elif kind is ExitKind.LOST:
+            fields["reason"] = "process exited without a report (killed, segfault or OOM)"
+        else:
+            fields["reason"] = str(kind)
+        if isinstance(directive, Escalate):
+            self.history = replace(self.history, restarts=())  # the parent counts from here on
+            self._save_history()
+            self._log_exit(kind, fields, "escalate")
+            self.log.error(
+                "restart_intensity_exceeded",
+                child=child_id,
+                restart_count=decision.restarts_in_window,
+                intensity=self.spec.intensity,
+                period=self.spec.period,
+                strategy=str(self.spec.strategy),
+            )
+            self._escalate(directive.reason, child_id)
+            return
+        self._save_history()
+        if isinstance(directive, Forget):
+            self._log_exit(kind, fields, "ignore")
+            return
+        assert isinstance(directive, RestartChildren)
+        self._log_exit(
+            kind, fields, "restart", affected=list(directive.children), backoff_s=round(directive.delay, 3)
+        )
+        self.stop_queue.extend(reversed(directive.children))
+        self._queue_start(list(directive.children))
+        if directive.delay > 0:
+
+            def wait_backoff() -> None:
+                self.waiting_backoff = True
+                self.schedule("restart-after-backoff", directive.delay)
+
+            self.after_stop = wait_backoff
+
+    def _log_exit(self, kind: ExitKind, fields: dict[str, Any], directive: str, **more: Any) -> None:
+        if kind is ExitKind.CRASH:
+            self.log.error("child_crashed", directive=directive, **fields, **more)
+        elif kind is ExitKind.LOST:
+            self.log.error("child_lost", directive=directive, **fields, **more)
+        else:
+            self.log.info("child_exited", directive=directive, **fields, **more)
+
+    # -- stopping -----------------------------------------------------------------------------------
+
+    def _stop_next(self) -> None:
+        while self.stop_queue:
+            child = self.children[self.stop_queue.popleft()]
+            if child.status in ("starting", "running") and child.address is not None:
+                child.status = "stopping"
+                self.send(child.address, StopChild())
+                timeout = child_shutdown_timeout(child.spec)
+                self.schedule(f"shutdown-timeout:{child.spec.id}:{child.incarnation}", timeout)
+                return
+        self._pump()
+
+    def _on_shutdown_timeout(self, child_id: str, incarnation: int) -> None:
+        child = self._current(child_id, incarnation)
+        if child is None or child.status != "stopping":
+            return
+        self.log.warning(
+            "child_killed",
+            child=child_id,
+            pid=child.pid,
+            reason=f"did not stop within its shutdown_timeout of {child_shutdown_timeout(child.spec)}s",
+        )
+        self._kill(child)
+
+    def _kill(self, child: _Child) -> None:
+        if child.pid and child.pid != os.getpid():  # in-process test bases share our pid
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+        elif child.address is not None:
+            self.send(child.address, ActorExitRequest())
+
+    def _escalate(self, reason: str, child_id: str) -> None:
+        self.escalated = True
+        self.pending_exits.clear()
+        self.start_queue.clear()
+        self.stop_queue.extend(reversed(self.order))
+
+        def report() -> None:
+            self.log.error(
+                "supervisor_escalated",
+                reason=reason,
+                child=child_id,
+                to="node" if self.is_root else self.config.supervisor,
+            )
+            if self.is_root:
+                self.send(self._supervisor_address, RootEscalated(reason, child_id))
+                self.send(self.myAddress, ActorExitRequest())
+            else:
+                self.send(
+                    self._supervisor_address,
+                    ChildFailed(
+                        child_id=self.child_id,
+                        incarnation=self.config.incarnation,
+                        reason=f"Escalation: {reason}",
+                        exc_type="Escalation",
+                        traceback_digest="",
+                        location=self.my_path,
+                        message_type="ChildActorExited",
+                    ),
+                )
+                self._crashed = True  # ignore everything until the parent stops this instance
+
+        self.after_stop = report
+        self._pump()
+
+    def handle_stop(self, msg: StopChild) -> None:
+        """Graceful stop: children in reverse start order, each with its timeout, then this supervisor."""
+        self.stopping_tree = True
+        self.pending_exits.clear()
+        self.start_queue.clear()
+        self.stop_queue.clear()
+        self.stop_queue.extend(reversed(self.order))
+
+        def done() -> None:
+            if self.is_root:
+                self.send(self._supervisor_address, TreeStopped())
+            self.send(self.myAddress, ActorExitRequest())
+
+        self.after_stop = done
+        self._pump()
+
+    def on_timer(self, name: str) -> None:
+        kind, _, rest = name.partition(":")
+        if kind == "restart-after-backoff":
+            self.waiting_backoff = False
+            self._pump()
+        elif kind == "shutdown-timeout":
+            child_id, _, inc = rest.rpartition(":")
+            self._on_shutdown_timeout(child_id, int(inc))
+        elif kind == "start-timeout":
+            child_id, _, inc = rest.rpartition(":")
+            child = self._current(child_id, int(inc))
+            if child is not None and child.status == "starting" and child.failure is None:
+                child.failure = ChildFailed(
+                    child_id,
+                    child.incarnation,
+                    f"StartTimeout: no ChildStarted within {START_TIMEOUT_S}s",
+                    "StartTimeout",
+                    "",
+                    "",
+                    "Configure",
+                )
+                self._kill(child)
+
+    def status(self) -> TreeStatus:
+        return TreeStatus(
+            supervisor=self.my_path,
+            children=tuple(
+                {
+                    "id": c.spec.id,
+                    "status": c.status,
+                    "pid": c.pid,
+                    "incarnation": c.incarnation,
+                    "restart_count": self.history.restart_counts.get(c.spec.id, 0),
+                    "supervisor": isinstance(c.spec, SupervisorSpec),
+                }
+                for c in self.children.values()
+            ),
+        )
