@@ -208,6 +208,8 @@ class Supervisor(SupervisedActor):
             return  # Thespian may report one exit twice; the second has no current child
         was = child.status
         child.status, child.address = "stopped", None
+        if was == "stopping":
+            self.log.info("child_stopped", child=child.spec.id, pid=child.pid)
         if was != "stopping" and not (self.escalated or self.stopping_tree):
             if child.failure is not None:
                 kind = ExitKind.CRASH

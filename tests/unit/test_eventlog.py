@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from actors.eventlog import CorruptRecord, EventLog, UnreadableEventLog, open_event_log
+
+
+def test_append_read_snapshot_compact_and_values(tmp_path: Path) -> None:
+    log = EventLog(tmp_path)
+    assert log.append("s", [{"n": i} for i in range(5)]) == [1, 2, 3, 4, 5]
+    assert [r.payload["n"] for r in log.read("s", after=2)] == [2, 3, 4]
+    assert [r.seq for r in log.read("s", after=1, limit=2)] == [2, 3]
+    with log.batch() as b:
+        b.append("s", {"n": 5})
+        b.append("t", "other stream")
+        b.put_value("consumer/x", 6)
+        b.save_snapshot("s", 6, {"sum": 15})
+        b.compact("s", 4)
+    assert b.assigned == {"s": [6], "t": [1]}
+    assert log.first_seq("s") == 5 and log.last_seq("s") == 6
+    assert log.load_snapshot("s") == (6, {"sum": 15})
+    assert log.get_value("consumer/x") == 6 and log.get_value("missing", "dflt") == "dflt"
+    assert sorted(log.streams()) == ["s", "t"]
+    log.close()
+
+
+def test_nothing_is_written_when_the_batch_block_raises(tmp_path: Path) -> None:
+    log = EventLog(tmp_path)
+    with pytest.raises(RuntimeError), log.batch() as b:
+        b.append("s", 1)
+        raise RuntimeError("consumer failed mid-batch")
+    assert log.last_seq("s") == 0
+    log.close()
+
+
+def test_map_full_grows_the_map(tmp_path: Path) -> None:
+    log = EventLog(tmp_path, map_size=256 << 10)
+    before = log.map_size()
+    for _ in range(50):
+        log.append("big", ["x" * 10_000] * 5)
+    assert log.map_size() > before
+    assert len(log.read("big")) == 250
+    log.close()
+
+
+def test_corrupt_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "data.mdb").write_bytes(b"this is not lmdb" * 1000)
+    with pytest.raises(UnreadableEventLog, match=r"data\.mdb: not an LMDB environment"):
+        EventLog(tmp_path)
+
+
+def test_foreign_lmdb_environment_is_refused(tmp_path: Path) -> None:
+    env = lmdb.open(str(tmp_path))
+    with env.begin(write=True) as txn:
+        txn.put(b"someone-elses", b"data")
+    env.close()
+    with pytest.raises(UnreadableEventLog, match="without garrison's format marker"):
+        EventLog(tmp_path)
+
+
+def test_checksum_mismatch_names_stream_and_seq(tmp_path: Path) -> None:
+    log = EventLog(tmp_path)
+    log.append("s", [{"v": 1}])
+    log.close()
+    env = lmdb.open(str(tmp_path), max_dbs=8)
+    db = env.open_db(b"events")
+    with env.begin(write=True) as txn:
+        key, raw = next(iter(txn.cursor(db=db)))
+        txn.put(key, raw[:-1] + bytes([raw[-1] ^ 0xFF]), db=db)
+    env.close()
+    log = EventLog(tmp_path)
+    with pytest.raises(CorruptRecord, match=r"stream 's' seq 1: checksum mismatch"):
+        log.read("s")
+    log.close()
+
+
+def test_open_event_log_is_one_handle_per_process(tmp_path: Path) -> None:
+    a = open_event_log(tmp_path)
+    assert open_event_log(tmp_path) is a
+    a.close()
