@@ -1,0 +1,103 @@
+"""``CrdtReplicaActor``: per-pollutant exposure counters (a delta-state CRDT) fed by ``readings``.
+
+The shell around ``actors.crdt.gossip.GossipCore``. Exposure is counted in integer micro-units of
+``unit x seconds`` (a reading of ``v`` held for ``reading_interval_s``). Each batch of readings is added to
+the state and persisted together with the input offset in one durable transaction (exactly once across
+crashes). Gossip goes through the event log: messages for replica ``R`` are appended to ``gossip/R`` and R
+reads them after its own offset. The log is the bus between replicas of one node; the core tolerates loss,
+duplication and reordering, so an inter-node channel can later carry the same encoded messages.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from actors.base import SupervisedActor
+from actors.crdt.codec import CodecError, decode, encode
+from actors.crdt.exposure import Exposure
+from actors.crdt.gossip import AckMessage, DeltaMessage, GossipCore, GossipMessage
+from actors.streams import READINGS
+
+MICRO = 1_000_000
+
+
+def gossip_stream(replica: str) -> str:
+    return f"gossip/{replica}"
+
+
+class CrdtReplicaActor(SupervisedActor):
+    """args: ``replica`` (id, default the child id), ``peers`` (replica ids), ``consume_readings`` (bool,
+    default true), ``reading_interval_s`` (10), ``gossip_interval`` (s), ``report_interval`` (s)."""
+
+    def on_start(self, args: dict[str, Any]) -> None:
+        self.replica = str(args.get("replica") or self.child_id)
+        self.consume = bool(args.get("consume_readings", True))
+        self.interval_s = float(args.get("reading_interval_s", 10.0))
+        self.key = f"crdt/{self.replica}"
+        saved = self.event_log.get_value(self.key) or {}
+        state = decode(saved["state"], Exposure) if "state" in saved else Exposure()
+        self.readings_offset = int(saved.get("readings_offset", 0))
+        self.inbox_offset = int(saved.get("inbox_offset", 0))
+        incarnation = int(saved.get("incarnation", 0)) + 1
+        self.core = GossipCore(self.replica, list(args.get("peers", [])), state, incarnation=incarnation)
+        self._save(outgoing=[])  # the new incarnation number must be durable before it is used
+        self.gossip_interval = float(args.get("gossip_interval", 0.2))
+        self.report_interval = float(args.get("report_interval", 5.0))
+        self.log.info("exposure_recovered", replica=self.replica, exposure=self._report())
+        self.schedule("work", self.gossip_interval)
+        self.schedule("report", self.report_interval)
+
+    def _report(self) -> dict[str, float]:
+        return {p: v / MICRO for p, v in sorted(self.core.state.value().items())}
+
+    def _save(self, outgoing: list[GossipMessage]) -> None:
+        with self.event_log.batch() as batch:
+            for msg in outgoing:
+                batch.append(gossip_stream(msg.recipient), encode(msg))
+            batch.put_value(
+                self.key,
+                {
+                    "state": encode(self.core.state),
+                    "readings_offset": self.readings_offset,
+                    "inbox_offset": self.inbox_offset,
+                    "incarnation": self.core.incarnation,
+                },
+            )
+
+    def on_timer(self, name: str) -> None:
+        if name == "report":
+            self.log.info("exposure", replica=self.replica, exposure=self._report())
+            self.schedule("report", self.report_interval)
+            return
+        outgoing: list[GossipMessage] = []
+        changed = False
+        if self.consume:
+            records = self.event_log.read(READINGS, after=self.readings_offset, limit=4096)
+            for rec in records:
+                value = rec.payload.get("value")
+                if value is None or not math.isfinite(value) or value <= 0:
+                    continue
+                self.core.add(rec.payload["pollutant"], round(value * self.interval_s * MICRO))
+            if records:
+                self.readings_offset, changed = records[-1].seq, True
+        inbox = self.event_log.read(gossip_stream(self.replica), after=self.inbox_offset, limit=1024)
+        for rec in inbox:
+            outgoing.extend(self.core.receive(_decode_message(rec.payload)))
+        if inbox:
+            self.inbox_offset, changed = inbox[-1].seq, True
+        outgoing.extend(self.core.tick())
+        if changed or outgoing:
+            self._save(outgoing)
+        self.schedule("work", self.gossip_interval)
+
+    def on_message(self, msg: object, sender: Any) -> None:
+        if msg == "exposure":
+            self.send(sender, self.core.state.value())
+
+
+def _decode_message(raw: bytes) -> GossipMessage:
+    try:
+        return decode(raw, DeltaMessage)
+    except CodecError:
+        return decode(raw, AckMessage)

@@ -1,0 +1,158 @@
+"""``InferenceActor``: readings -> feature windows -> ONNX model -> episodes -> proposed incidents.
+
+Exactly once across crashes: the actor reads ``readings`` after its offset and writes, in ONE durable
+transaction, the incidents it proposes together with its new offset, window buffers and episode trackers.
+A restarted instance resumes from that state, so no window is scored twice and no episode is opened twice;
+``incident_id`` is deterministic (sensor, pollutant, episode start), so a downstream replay is idempotent.
+
+A model that cannot load (missing, corrupt, wrong shape) degrades to the rule-based heuristic with a
+``model_degraded`` event; the actor re-checks the configured file every few seconds and goes back to the
+model (``model_loaded``) once a good one is there, which is also how a new model version is rolled out:
+replace the file (or point ``model`` at a new one and restart just this child). NaN/inf outputs raise
+``NonFiniteOutput``: a crash, handled by the supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actors.base import SupervisedActor
+from actors.streams import PROPOSED_INCIDENTS, READINGS
+from models.detector import DEFAULT_MODEL_PATH, Detector, HeuristicDetector, ModelLoadError, load_detector
+from models.episodes import DEFAULT_THRESHOLD, EpisodeConfig, EpisodeStarted, EpisodeTracker
+from models.features import WindowBuffer, window_features
+
+MODEL_CHECK_S = 2.0
+
+
+class InferenceActor(SupervisedActor):
+    """args: ``model`` (path; default the committed model), ``threshold`` (0.85), ``poll_interval`` (s),
+    ``batch_limit`` (readings per transaction)."""
+
+    def on_start(self, args: dict[str, Any]) -> None:
+        assert self.config is not None
+        self.model_path = Path(args.get("model") or DEFAULT_MODEL_PATH)
+        if not self.model_path.is_absolute():
+            self.model_path = Path(self.config.data_dir) / self.model_path
+        self.episodes = EpisodeConfig(threshold=float(args.get("threshold", DEFAULT_THRESHOLD)))
+        self.poll = float(args.get("poll_interval", 0.05))
+        self.batch_limit = int(args.get("batch_limit", 4096))
+        self.node = self.config.node
+        self.key = f"inference/{self.path}"
+        saved = self.event_log.get_value(self.key) or {}
+        self.offset = int(saved.get("offset", 0))
+        self.buffers = {k: WindowBuffer.from_state(v) for k, v in saved.get("buffers", {}).items()}
+        self.trackers = {k: EpisodeTracker.from_state(v) for k, v in saved.get("trackers", {}).items()}
+        self.detector: Detector = HeuristicDetector()
+        self.model_stamp: tuple[float, int] | str | None = "never checked"
+        self.degraded = True
+        self._check_model()
+        self.log.info("inference_resumed", offset=self.offset, model_version=self.model_version)
+        self.schedule("poll", self.poll)
+        self.schedule("model-check", MODEL_CHECK_S)
+
+    @property
+    def model_version(self) -> str:
+        return str(getattr(self.detector, "version", "unknown"))
+
+    def _check_model(self) -> None:
+        try:
+            st = os.stat(self.model_path)
+            stamp: tuple[float, int] | None = (st.st_mtime, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp == self.model_stamp:
+            return  # unchanged since the last check (also: still missing)
+        previous = self.model_stamp
+        self.model_stamp = stamp
+        try:
+            detector = load_detector(self.model_path)
+        except ModelLoadError as exc:
+            if not self.degraded or previous == "never checked" or stamp is not None:
+                self.log.warning("model_degraded", reason=str(exc), fallback=HeuristicDetector.version)
+            self.detector, self.degraded = HeuristicDetector(), True
+            return
+        self.detector, self.degraded = detector, False
+        self.log.info("model_loaded", path=str(self.model_path), model_version=self.model_version)
+
+    def on_timer(self, name: str) -> None:
+        if name == "model-check":
+            self._check_model()
+            self.schedule("model-check", MODEL_CHECK_S)
+            return
+        while self._process_batch():
+            pass
+        self.schedule("poll", self.poll)
+
+    def _process_batch(self) -> bool:
+        records = self.event_log.read(READINGS, after=self.offset, limit=self.batch_limit)
+        if not records:
+            return False
+        windows = []
+        for rec in records:
+            r = rec.payload
+            key = f"{r['sensor']}|{r['pollutant']}"
+            buf = self.buffers.get(key)
+            if buf is None:
+                buf = self.buffers[key] = WindowBuffer(r["sensor"], r["pollutant"])
+            value = float("nan") if r["value"] is None else float(r["value"])
+            window = buf.push(float(r["ts"]), value)
+            if window is not None:
+                windows.append((key, window, r))
+        proposals = []
+        if windows:
+            features = np.stack([window_features(w.array()) for _, w, _ in windows]).astype(np.float32)
+            probabilities = self.detector.predict(features)  # NonFiniteOutput -> crash
+            for (key, window, reading), p in zip(windows, probabilities.tolist(), strict=True):
+                tracker = self.trackers.get(key)
+                if tracker is None:
+                    tracker = self.trackers[key] = EpisodeTracker(
+                        window.sensor, window.pollutant, self.episodes
+                    )
+                change = tracker.update(window.end_ts, float(p))
+                if isinstance(change, EpisodeStarted):
+                    proposals.append(self._incident(change, reading))
+        with self.event_log.batch() as batch:
+            for incident in proposals:
+                batch.append(PROPOSED_INCIDENTS, incident)
+            batch.put_value(
+                self.key,
+                {
+                    "offset": records[-1].seq,
+                    "buffers": {k: b.state() for k, b in self.buffers.items()},
+                    "trackers": {k: t.state() for k, t in self.trackers.items()},
+                },
+            )
+        self.offset = records[-1].seq
+        for incident in proposals:
+            self.log.info(
+                "detection",
+                incident_id=incident["incident_id"],
+                sensor=incident["sensor"],
+                type=incident["type"],
+                confidence=incident["confidence"],
+                model_version=self.model_version,
+            )
+        return len(records) == self.batch_limit
+
+    def _incident(self, started: EpisodeStarted, reading: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "incident_id": started.incident_id,
+            "timestamp": started.start_ts,
+            "type": f"{started.pollutant}_leak",
+            "source_node": self.node,
+            "sensor": started.sensor,
+            "confidence": round(float(started.confidence), 4),
+            "payload": {
+                "reading": {k: reading[k] for k in ("value", "unit", "ts")},
+                "location": reading.get("location"),
+                "pollutant": started.pollutant,
+                "model_version": self.model_version,
+                "degraded": self.degraded,
+                "ingested_at": reading.get("ingested_at"),
+            },
+        }
