@@ -68,3 +68,76 @@ def worker(id: str, actor: str = "tests.fixture_actors.Scripted", **fields: Any)
 
 def supervisor(id: str, children: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
     return {"id": id, "children": children, **fields}
+
+
+class LiveNode:
+    """A node running in the background; its JSON log lines are collected as they come."""
+
+    def __init__(self, topology: Path, duration: float = 600) -> None:
+        import threading
+
+        cmd = [sys.executable, "-m", "supervisors.cli", "run", str(topology), "--log-format", "json"]
+        cmd += ["--duration", str(duration)]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError), self._lock:
+                    self.events.append(json.loads(line))
+
+    def named(self, event: str, **match: Any) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                e
+                for e in self.events
+                if e.get("event") == event and all(e.get(k) == v for k, v in match.items())
+            ]
+
+    def wait_for(self, event: str, timeout: float = 30, count: int = 1, **match: Any) -> list[dict[str, Any]]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.named(event, **match)
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(
+            f"no {count} x {event} {match} within {timeout}s; last events: {self.events[-10:]}"
+        )
+
+    def pid_of(self, supervisor: str, child: str) -> int:
+        started = self.named("child_started", supervisor=supervisor, child=child)
+        started += self.named("child_restarted", supervisor=supervisor, child=child)
+        return int(started[-1]["pid"])
+
+    def session(self) -> int:
+        return int(self.wait_for("node_started")[0]["session"])
+
+    def stop(self, timeout: float = 60) -> int:
+        import signal as _signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(_signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def kill_whole_node(self) -> None:
+        """SIGKILL the launcher and every process of the node's session (a power cut, minus the disk)."""
+        import os
+        import signal as _signal
+
+        session = self.session()
+        self.proc.kill()
+        self.proc.wait()
+        for pid in processes_in_session(session):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, _signal.SIGKILL)
+        self._reader.join(timeout=5)
