@@ -1,0 +1,156 @@
+"""Group per-window leak probabilities into episodes (incidents) with hysteresis.
+
+PURE: no clock, no I/O. Time is the ``ts`` of each window, given by the caller.
+
+One tracker per (sensor, pollutant). An episode starts when ``min_on`` consecutive windows
+reach ``threshold``; it stays open while windows stay at or above ``release`` and closes after
+``min_off`` consecutive windows below it. A leak that lasts many windows is therefore one
+episode, and its ``incident_id`` depends only on (sensor, pollutant, start ts), so a replay of the
+same readings yields the same ids (idempotent downstream).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_THRESHOLD = 0.85
+
+
+def incident_id(sensor: str, pollutant: str, episode_start_ts: float) -> str:
+    """Deterministic 16-hex-digit id; ts is rounded to the millisecond so that float noise from
+    different code paths (e.g. a replay) cannot change it."""
+    key = f"{sensor}\x1f{pollutant}\x1f{round(episode_start_ts * 1000)}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeConfig:
+    threshold: float = DEFAULT_THRESHOLD
+    release: float = 0.5
+    min_on: int = 2
+    min_off: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.release <= self.threshold <= 1.0:
+            raise ValueError(
+                f"need 0 <= release <= threshold <= 1, got release={self.release} "
+                f"threshold={self.threshold}"
+            )
+        if self.min_on < 1 or self.min_off < 1:
+            raise ValueError(f"min_on and min_off must be >= 1, got {self.min_on}, {self.min_off}")
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeStarted:
+    sensor: str
+    pollutant: str
+    start_ts: float
+    incident_id: str
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeEnded:
+    sensor: str
+    pollutant: str
+    start_ts: float
+    end_ts: float
+    incident_id: str
+    peak_confidence: float
+
+
+class EpisodeTracker:
+    """Hysteresis over one channel's window probabilities; see the module docstring."""
+
+    def __init__(self, sensor: str, pollutant: str, config: EpisodeConfig | None = None) -> None:
+        self.sensor = sensor
+        self.pollutant = pollutant
+        self.config = config or EpisodeConfig()
+        self._run_start: float | None = None  # ts of the first window of the current "on" run
+        self._run_len = 0
+        self._open_start: float | None = None  # start ts of the open episode
+        self._off_len = 0
+        self._peak = 0.0
+        self._last_ts: float | None = None
+
+    @property
+    def open_incident(self) -> str | None:
+        if self._open_start is None:
+            return None
+        return incident_id(self.sensor, self.pollutant, self._open_start)
+
+    def update(self, ts: float, probability: float) -> EpisodeStarted | EpisodeEnded | None:
+        """Feed one window's leak probability; windows not after the last one are ignored."""
+        if self._last_ts is not None and ts <= self._last_ts:
+            return None
+        self._last_ts = ts
+        cfg = self.config
+        if self._open_start is None:
+            if probability >= cfg.threshold:
+                if self._run_len == 0:
+                    self._run_start = ts
+                self._run_len += 1
+                self._peak = max(self._peak, probability)
+                if self._run_len >= cfg.min_on:
+                    assert self._run_start is not None
+                    self._open_start = self._run_start
+                    self._off_len = 0
+                    return EpisodeStarted(
+                        self.sensor,
+                        self.pollutant,
+                        self._open_start,
+                        incident_id(self.sensor, self.pollutant, self._open_start),
+                        probability,
+                    )
+            else:
+                self._run_len, self._run_start, self._peak = 0, None, 0.0
+            return None
+        self._peak = max(self._peak, probability)
+        if probability >= cfg.release:
+            self._off_len = 0
+            return None
+        self._off_len += 1
+        if self._off_len < cfg.min_off:
+            return None
+        ended = EpisodeEnded(
+            self.sensor,
+            self.pollutant,
+            self._open_start,
+            ts,
+            incident_id(self.sensor, self.pollutant, self._open_start),
+            self._peak,
+        )
+        self._open_start, self._run_start = None, None
+        self._run_len, self._off_len, self._peak = 0, 0, 0.0
+        return ended
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "sensor": self.sensor,
+            "pollutant": self.pollutant,
+            "config": {
+                "threshold": self.config.threshold,
+                "release": self.config.release,
+                "min_on": self.config.min_on,
+                "min_off": self.config.min_off,
+            },
+            "run_start": self._run_start,
+            "run_len": self._run_len,
+            "open_start": self._open_start,
+            "off_len": self._off_len,
+            "peak": self._peak,
+            "last_ts": self._last_ts,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EpisodeTracker:
+        tracker = cls(state["sensor"], state["pollutant"], EpisodeConfig(**state["config"]))
+        tracker._run_start = state["run_start"]
+        tracker._run_len = int(state["run_len"])
+        tracker._open_start = state["open_start"]
+        tracker._off_len = int(state["off_len"])
+        tracker._peak = float(state["peak"])
+        tracker._last_ts = state["last_ts"]
+        return tracker
