@@ -59,6 +59,30 @@ def validate(file: str) -> None:
     click.echo(f"{file}: ok ({len(topo.nodes)} node(s): {', '.join(n.name for n in topo.nodes)})")
 
 
+@main.command(name="check-history")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--model", "model", required=True, type=click.Choice(["cas-register", "kv", "log"]))
+def check_history_cmd(file: str, model: str) -> None:
+    """Check a Jepsen-style JSON-lines history FILE for linearizability (exit 0 yes, 1 no, 2 bad input)."""
+    from actors.linearizability import run_check_history
+
+    sys.exit(run_check_history(file, model, sys.stdout))
+
+
+@main.group()
+def model() -> None:
+    """The gas-leak detector model."""
+
+
+@model.command(name="build", context_settings={"ignore_unknown_options": True})
+@click.argument("build_args", nargs=-1, type=click.UNPROCESSED)
+def model_build(build_args: tuple[str, ...]) -> None:
+    """Train and export the ONNX detector and its model card (same options as python -m models.build)."""
+    from models.build import main as build_main
+
+    sys.exit(build_main(list(build_args)))
+
+
 @main.command(name="version")
 def version_cmd() -> None:
     """Print garrison's version."""
