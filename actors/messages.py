@@ -96,3 +96,16 @@ class TreeStatusRequest:
 class TreeStatus:
     supervisor: str
     children: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WhereIs:
+    """Ask a supervisor for the address of one of its running children (siblings find each other)."""
+
+    child_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    child_id: str
+    address: Any  # Thespian ActorAddress, or None when that child is not running

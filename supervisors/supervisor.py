@@ -32,11 +32,13 @@ from actors.messages import (
     ChildSpawned,
     ChildStarted,
     Configure,
+    Location,
     RootEscalated,
     StopChild,
     TreeStatus,
     TreeStatusRequest,
     TreeStopped,
+    WhereIs,
 )
 from supervisors.policy import (
     Escalate,
@@ -171,6 +173,10 @@ class Supervisor(SupervisedActor):
                 child.exiting_normally = True
         elif isinstance(msg, TreeStatusRequest):
             self.send(sender, self.status())
+        elif isinstance(msg, WhereIs):
+            child = self.children.get(msg.child_id)
+            running = child is not None and child.status == "running"
+            self.send(sender, Location(msg.child_id, child.address if running else None))
 
     def _current(self, child_id: str, incarnation: int) -> _Child | None:
         child = self.children.get(child_id)

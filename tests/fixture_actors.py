@@ -83,3 +83,37 @@ class Accumulator(SupervisedActor):
     def on_message(self, msg: object, sender: ActorAddress) -> None:
         if msg == "get":
             self.send(sender, self.state["count"])
+
+
+class ForgedProposer(SupervisedActor):
+    """After ``after`` s, asks its supervisor for ``target`` and sends it two entries that must be
+    rejected by every replica: one with a forged signature, one signed by a node nobody trusts."""
+
+    def on_start(self, args: dict[str, Any]) -> None:
+        self.args = args
+        self.schedule("go", float(args.get("after", 1.0)))
+
+    def on_timer(self, name: str) -> None:
+        from actors.messages import WhereIs
+
+        self.send(self._supervisor_address, WhereIs(self.args["target"]))
+
+    def on_message(self, msg: object, sender: ActorAddress) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from actors.messages import Location
+        from actors.raft.replica import ProposeEntry, _decode, _encode, signed_entry
+
+        if not isinstance(msg, Location) or msg.address is None:
+            self.schedule("go", 0.2)
+            return
+        assert self.config is not None
+        incident = {"incident_id": "forged-1", "type": "CO_leak", "sensor": "S9"}
+        stranger = signed_entry(
+            "mallory", {**incident, "incident_id": "stranger-1"}, Ed25519PrivateKey.generate()
+        )
+        genuine_shape = _decode(signed_entry(self.config.node, incident, Ed25519PrivateKey.generate()))
+        forged = _encode(genuine_shape)  # claims to be this node, signed with another key
+        self.send(msg.address, ProposeEntry(forged))
+        self.send(msg.address, ProposeEntry(stranger))
+        self.log.info("forged_entries_sent")

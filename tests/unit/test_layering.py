@@ -15,7 +15,7 @@ PURE = [
     *sorted(
         str(p.relative_to(ROOT))
         for p in (ROOT / "actors" / "raft").glob("*.py")
-        if p.name not in ("replica.py", "lmdb_storage.py", "node_keys.py")
+        if p.name not in ("replica.py", "durable_storage.py", "node_keys.py")
     ),
     *sorted(
         str(p.relative_to(ROOT)) for p in (ROOT / "actors" / "crdt").glob("*.py") if p.name != "replica.py"

@@ -1,0 +1,345 @@
+"""``RaftReplicaActor``: one replica of the incident log; the Thespian shell around ``RaftCore``.
+
+The node.go loop of etcd-raft, driven by Thespian messages and timer ticks. For every ``Ready``: persist
+snapshot, entries and hard state in one fsynced LMDB transaction (``DurableRaftStorage``), only then send
+the messages, then apply committed entries and advance. A replica restarted by its supervisor, or on a
+rebooted node, reloads everything from LMDB, so it never votes twice in a term nor forgets an entry it
+acknowledged.
+
+Incidents: a replica with ``publish: true`` (one per node) takes the node's ``incidents/proposed`` stream,
+signs each incident with the node's Ed25519 key and proposes it (through the leader), re-proposing until it
+sees it applied; every replica applies committed entries to its state machine (dedup by ``incident_id``;
+an entry whose signature does not verify against the trusted keys is rejected, identically everywhere), and
+the publishing replica appends applied incidents to ``incidents/committed``: the same interface as the
+single-node ``IncidentLogActor``, which this replaces.
+
+Replicas of one node find each other through their supervisor (``WhereIs``) and greet each other
+(``PeerHello``) so that a restarted replica's new address is learnt at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from thespian.actors import ActorAddress
+
+from actors.base import SupervisedActor
+from actors.messages import Location, WhereIs
+from actors.raft.codec import decode_message, encode_message
+from actors.raft.core import RaftCore
+from actors.raft.durable_storage import DurableRaftStorage
+from actors.raft.errors import NotLeader, ProposalDropped
+from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64, verify
+from actors.raft.types import RaftConfig, Ready
+from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
+
+_encode = msgspec.msgpack.Encoder(order="deterministic").encode
+_decode = msgspec.msgpack.decode
+
+
+@dataclass(frozen=True, slots=True)
+class RaftEnvelope:
+    """A raft Message between replicas, as raft-codec msgpack bytes (never a pickled object)."""
+
+    sender: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHello:
+    replica: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeEntry:
+    """Propose an encoded incident entry (forwarded to the leader by followers)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LinearizableRead:
+    ctx: str
+
+
+@dataclass(frozen=True, slots=True)
+class StaleRead:
+    """A local read, possibly stale: no leadership check."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    ctx: str
+    applied_index: int
+    incidents_applied: int
+    linearizable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStatusRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStatus:
+    replica: str
+    role: str
+    term: int
+    leader: str | None
+    commit: int
+    applied: int
+    incidents_applied: int
+
+
+def signed_entry(node: str, incident: dict[str, Any], key: Any) -> bytes:
+    body = _encode({"node": node, "incident": incident})
+    return _encode({"v": 1, "body": body, "sig": key.sign(body)})
+
+
+def open_entry(data: bytes, trusted: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The incident in an entry, or None and why it is rejected (the same answer on every replica)."""
+    try:
+        outer = _decode(data)
+        body = _decode(outer["body"])
+        node, incident = body["node"], body["incident"]
+        incident_id = incident["incident_id"]
+    except (msgspec.DecodeError, KeyError, TypeError) as exc:
+        return None, f"malformed entry: {exc}"
+    public = trusted.get(node)
+    if public is None:
+        return None, f"entry {incident_id} signed by {node!r}, which has no trusted key"
+    if not verify(public, outer["sig"], outer["body"]):
+        return None, f"entry {incident_id}: signature does not verify against {node!r}'s key"
+    return incident, ""
+
+
+class RaftReplicaActor(SupervisedActor):
+    """args: ``replica`` (id; default the child id), ``peers`` (sibling replica ids), ``publish`` (bool),
+    ``trusted_keys`` ({node: base64 Ed25519 public key}; default: this node's own key only),
+    ``tick_s`` (0.01), ``election_ticks`` (15), ``heartbeat_ticks`` (3), ``snapshot_every`` (1000)."""
+
+    def on_start(self, args: dict[str, Any]) -> None:
+        assert self.config is not None
+        self.replica = str(args.get("replica") or self.child_id)
+        self.peers = [p for p in args.get("peers", []) if p != self.replica]
+        self.publish = bool(args.get("publish", True))
+        self.tick_s = float(args.get("tick_s", 0.01))
+        self.snapshot_every = int(args.get("snapshot_every", 1000))
+        self.node = self.config.node
+        self.key = load_or_create_signing_key(self.config.data_dir, self.node)
+        declared = args.get("trusted_keys") or {self.node: public_key_b64(self.key)}
+        self.trusted = {node: parse_public_key(b64) for node, b64 in declared.items()}
+        self.storage = DurableRaftStorage(self.event_log, self.replica)
+        config = RaftConfig(
+            id=self.replica,
+            peers=tuple(sorted({self.replica, *self.peers})),
+            election_ticks=int(args.get("election_ticks", 15)),
+            heartbeat_ticks=int(args.get("heartbeat_ticks", 3)),
+        )
+        self.core = RaftCore(config, self.storage, random.Random())
+        self.addresses: dict[str, ActorAddress] = {}
+        self.pending_reads: list[tuple[int, str, ActorAddress]] = []
+        self.read_waiters: dict[str, ActorAddress] = {}
+        self.prefix = f"raft/{self.replica}/"
+        self.offset_key = f"offset/raft/{self.replica}"
+        self.offset = int(self.event_log.get_value(self.offset_key, 0))
+        self.read_upto = self.offset
+        self.pending: dict[str, tuple[bytes, int, int]] = {}  # incident_id -> (entry, seq, tick sent)
+        self.ticks = 0
+        self.applied_count = int(self.event_log.get_value(self.prefix + "applied_count", 0))
+        self.published = self.event_log.last_seq(COMMITTED_INCIDENTS)
+        self.last_role: tuple[str, int, str | None] | None = None
+        self._find_peers()
+        self.log.info(
+            "raft_replica_started",
+            replica=self.replica,
+            term=self.core.term,
+            commit=self.core.commit_index,
+            peers=self.peers,
+        )
+        self._drain()
+        self.schedule("tick", self.tick_s)
+
+    # -- peers ----------------------------------------------------------------------------------------
+
+    def _find_peers(self) -> None:
+        for peer in self.peers:
+            if peer not in self.addresses and self._supervisor_address is not None:
+                self.send(self._supervisor_address, WhereIs(peer))
+
+    def _send_raft(self, to: str, data: bytes) -> None:
+        address = self.addresses.get(to)
+        if address is not None:  # unknown peer: the message is lost, which Raft tolerates
+            self.send(address, RaftEnvelope(self.replica, data))
+
+    # -- messages -------------------------------------------------------------------------------------
+
+    def on_message(self, msg: object, sender: ActorAddress) -> None:
+        if isinstance(msg, RaftEnvelope):
+            self.addresses.setdefault(msg.sender, sender)
+            self.core.step(decode_message(msg.data))
+        elif isinstance(msg, Location):
+            if msg.address is not None:
+                self.addresses[msg.child_id] = msg.address
+                self.send(msg.address, PeerHello(self.replica))
+        elif isinstance(msg, PeerHello):
+            self.addresses[msg.replica] = sender
+        elif isinstance(msg, ProposeEntry):
+            self._propose(msg.data)
+        elif isinstance(msg, LinearizableRead):
+            self.read_waiters[msg.ctx] = sender
+            try:
+                self.core.read_index(msg.ctx.encode())
+            except NotLeader:
+                del self.read_waiters[msg.ctx]
+                self.send(sender, ReadResult(msg.ctx, -1, -1, linearizable=False))
+        elif isinstance(msg, StaleRead):
+            self.send(sender, ReadResult("", self.core.applied_index, self.applied_count, linearizable=False))
+        elif isinstance(msg, RaftStatusRequest):
+            self.send(sender, self.status())
+        self._drain()
+
+    def status(self) -> RaftStatus:
+        core = self.core
+        return RaftStatus(
+            self.replica,
+            core.role,
+            core.term,
+            core.leader_id,
+            core.commit_index,
+            core.applied_index,
+            self.applied_count,
+        )
+
+    def on_timer(self, name: str) -> None:
+        self.ticks += 1
+        self.core.tick()
+        if self.ticks % 100 == 0:
+            self._find_peers()
+        if self.publish:
+            self._take_proposals()
+        self._drain()
+        self.schedule("tick", self.tick_s)
+
+    # -- proposals ------------------------------------------------------------------------------------
+
+    def _propose(self, data: bytes) -> None:
+        if self.core.role == "leader":
+            with contextlib.suppress(NotLeader, ProposalDropped):  # re-proposed from `pending` later
+                self.core.propose(data)
+            return
+        leader = self.core.leader_id
+        if leader is not None and leader in self.addresses:
+            self.send(self.addresses[leader], ProposeEntry(data))
+
+    def _take_proposals(self) -> None:
+        for rec in self.event_log.read(PROPOSED_INCIDENTS, after=self.read_upto, limit=256):
+            self.read_upto = rec.seq
+            iid = rec.payload.get("incident_id")
+            if (
+                iid
+                and iid not in self.pending
+                and self.event_log.get_value(self.prefix + "applied/" + iid) is None
+            ):
+                self.pending[iid] = (signed_entry(self.node, rec.payload, self.key), rec.seq, -(10**9))
+        for iid, (data, seq, sent) in list(self.pending.items()):
+            if self.ticks - sent >= 50:  # not applied within ~50 ticks: propose (again)
+                self._propose(data)
+                self.pending[iid] = (data, seq, self.ticks)
+
+    def _done_offset(self) -> int:
+        """Everything up to here is applied (or was a duplicate): a restart re-reads only after it."""
+        if self.pending:
+            return min(seq for _, seq, _ in self.pending.values()) - 1
+        return self.read_upto
+
+    # -- the Ready loop -------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while self.core.has_ready():
+            rd = self.core.ready()
+            self.storage.persist_ready(rd)  # durable BEFORE any message that depends on it
+            for m in rd.messages:
+                self._send_raft(m.to, encode_message(m))
+            self._apply(rd)
+            self.core.advance(rd)
+            for state in rd.read_states:
+                ctx = state.ctx.decode()
+                waiter = self.read_waiters.pop(ctx, None)
+                if waiter is not None:
+                    self.pending_reads.append((state.index, ctx, waiter))
+        self._serve_reads()
+        self._maybe_compact()
+        role = (self.core.role, self.core.term, self.core.leader_id)
+        if role != self.last_role:
+            self.last_role = role
+            self.log.info("raft_role", replica=self.replica, role=role[0], term=role[1], leader=role[2])
+
+    def _apply(self, rd: Ready) -> None:
+        if not rd.committed_entries and not self.pending:
+            return
+        newly: list[tuple[int, dict[str, Any]]] = []
+        with self.event_log.batch() as batch:
+            seen: set[str] = set()
+            for entry in rd.committed_entries:
+                if entry.kind != "normal" or not entry.data:
+                    continue
+                incident, why = open_entry(entry.data, self.trusted)
+                if incident is None:
+                    batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
+                    self.log.warning("entry_rejected", replica=self.replica, index=entry.index, reason=why)
+                    continue
+                iid = incident["incident_id"]
+                self.pending.pop(iid, None)
+                if iid in seen or self.event_log.get_value(self.prefix + "applied/" + iid) is not None:
+                    continue  # the same incident proposed twice: applied once
+                seen.add(iid)
+                batch.put_value(self.prefix + "applied/" + iid, entry.index)
+                newly.append((entry.index, incident))
+                if self.publish:
+                    batch.append(
+                        COMMITTED_INCIDENTS,
+                        {
+                            "index": self.published + len(newly),
+                            "incident": incident,
+                            "raft_index": entry.index,
+                        },
+                    )
+            if newly:
+                batch.put_value(self.prefix + "applied_count", self.applied_count + len(newly))
+            if self.publish:
+                self.offset = self._done_offset()
+                batch.put_value(self.offset_key, self.offset)
+        self.applied_count += len(newly)
+        if self.publish:
+            self.published += len(newly)
+        for raft_index, incident in newly:
+            self.log.info(
+                "incident_committed",
+                replica=self.replica,
+                raft_index=raft_index,
+                incident_id=incident["incident_id"],
+                type=incident.get("type"),
+                sensor=incident.get("sensor"),
+                confidence=incident.get("confidence"),
+                term=self.core.term,
+            )
+
+    def _serve_reads(self) -> None:
+        applied = self.core.applied_index
+        ready = [r for r in self.pending_reads if r[0] <= applied]
+        self.pending_reads = [r for r in self.pending_reads if r[0] > applied]
+        for index, ctx, waiter in ready:
+            self.send(waiter, ReadResult(ctx, index, self.applied_count, linearizable=True))
+
+    def _maybe_compact(self) -> None:
+        applied = self.core.applied_index
+        if self.snapshot_every and applied - self.storage.snapshot().index >= self.snapshot_every:
+            try:
+                self.core.compact(applied, _encode({"applied_index": applied}))
+            except Exception as exc:  # not yet persisted / already snapshotted: try again later
+                self.log.debug("compaction_deferred", reason=str(exc))

@@ -1,0 +1,138 @@
+"""Raft replica actors on a real node: replication, leader SIGKILL, restart from LMDB, signatures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.eventlog import EventLog
+from actors.raft.codec import decode_hard_state
+from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS, READINGS
+from tests.system.nodes import LiveNode, supervisor, worker, write_topology
+from tests.system.test_pipeline import STEPS, _check_exactly_once
+
+pytestmark = pytest.mark.system
+
+REPLICAS = ("gw1", "gw2", "gw3")
+
+
+def cluster_tree(extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    replicas = [
+        worker(
+            r,
+            actor="actors.raft.replica.RaftReplicaActor",
+            args={"peers": list(REPLICAS), "publish": r == "gw1"},
+        )
+        for r in REPLICAS
+    ]
+    return supervisor(
+        "root",
+        [
+            worker(
+                "sensors",
+                actor="actors.sensor.SimulatedSensorActor",
+                args={"seed": 7, "speedup": 600, "max_steps": STEPS},
+            ),
+            worker("inference", actor="actors.inference.InferenceActor"),
+            supervisor("raft", replicas + (extra or []), intensity=20, period=10),
+        ],
+        intensity=20,
+        period=10,
+    )
+
+
+def _read(data_dir: Path) -> tuple[list[dict[str, Any]], dict[str, list[int]], dict[str, Any]]:
+    log = EventLog(data_dir / "eventlog")
+    try:
+        committed = [r.payload for r in log.read(COMMITTED_INCIDENTS)]
+        applied = {r: sorted(log.values_with_prefix(f"raft/{r}/applied/").values()) for r in REPLICAS}
+        extra = {
+            "drained": log.get_value("inference/root/inference", {}).get("offset")
+            == log.last_seq(READINGS)
+            > 0
+            and log.get_value("offset/raft/gw1", 0) == log.last_seq(PROPOSED_INCIDENTS),
+            "hard_states": {
+                r: decode_hard_state(log.get_value(f"raft/{r}/hs"))
+                for r in REPLICAS
+                if log.get_value(f"raft/{r}/hs")
+            },
+            "rejected": {
+                r: {k.rsplit("/", 1)[1]: v for k, v in log.values_with_prefix(f"raft/{r}/rejected/").items()}
+                for r in REPLICAS
+            },
+        }
+        return committed, applied, extra
+    finally:
+        log.close()
+
+
+def _wait(data_dir: Path, predicate: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate(*_read(data_dir)):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"condition not reached in {timeout}s: {_read(data_dir)}")
+
+
+def _leader(node: LiveNode) -> str:
+    roles = node.named("raft_role", role="leader")
+    assert roles, "no leader elected"
+    return roles[-1]["replica"]
+
+
+def test_three_replicas_survive_leader_sigkill_and_apply_each_incident_once(tmp_path: Path) -> None:
+    topo = write_topology(tmp_path, cluster_tree())
+    node = LiveNode(topo)
+    try:
+        node.wait_for("raft_role", role="leader", timeout=30)
+        node.wait_for("incident_committed", replica="gw1", timeout=60)
+        leader = _leader(node)
+        term_before = node.named("raft_role", role="leader")[-1]["term"]
+        os.kill(node.pid_of("root/raft", leader), signal.SIGKILL)
+        node.wait_for("child_lost", supervisor="root/raft", child=leader)
+        node.wait_for("child_restarted", supervisor="root/raft", child=leader)
+        new_leaders = node.wait_for("raft_role", role="leader", count=2, timeout=30)
+        assert new_leaders[-1]["term"] > term_before
+
+        def settled(committed: list, applied: dict, extra: dict) -> bool:
+            counts = {len(v) for v in applied.values()}
+            return extra["drained"] and len(counts) == 1 and counts.pop() == len(committed) > 0
+
+        _wait(tmp_path / "data", settled, timeout=90)
+    finally:
+        assert node.stop() == 0
+    committed, applied, extra = _read(tmp_path / "data")
+    _check_exactly_once(committed)
+    # every replica applied the same incidents at the same raft indexes (state machine safety)
+    assert applied["gw1"] == applied["gw2"] == applied["gw3"]
+    # the restarted replica recovered its term and vote from LMDB: no replica is behind the leader's term
+    terms = {r: hs.term for r, hs in extra["hard_states"].items()}
+    assert min(terms.values()) >= term_before
+
+
+def test_entries_with_bad_signatures_are_rejected_identically_on_every_replica(tmp_path: Path) -> None:
+    forger = worker(
+        "forger", actor="tests.fixture_actors.ForgedProposer", args={"target": "gw2", "after": 1.0}
+    )
+    topo = write_topology(tmp_path, cluster_tree(extra=[forger]))
+    node = LiveNode(topo)
+    try:
+        node.wait_for("forged_entries_sent", timeout=30)
+        node.wait_for("entry_rejected", count=6, timeout=30)
+    finally:
+        assert node.stop() == 0
+    _, _, extra = _read(tmp_path / "data")
+    rejected = extra["rejected"]
+    assert len(rejected["gw1"]) == 2
+    assert rejected["gw1"] == rejected["gw2"] == rejected["gw3"]
+    reasons = sorted(rejected["gw1"].values())
+    assert "signature does not verify" in reasons[0] or "signature does not verify" in reasons[1]
+    assert any("'mallory', which has no trusted key" in r for r in reasons)
+    committed, _, _ = _read(tmp_path / "data")
+    assert not any(c["incident"]["incident_id"] in ("forged-1", "stranger-1") for c in committed)
