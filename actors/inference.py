@@ -51,7 +51,12 @@ class InferenceActor(SupervisedActor):
         self.model_stamp: tuple[float, int] | str | None = "never checked"
         self.degraded = True
         self._check_model()
-        self.log.info("inference_resumed", offset=self.offset, model_version=self.model_version)
+        self.log.info(
+            "inference_resumed",
+            offset=self.offset,
+            model_version=self.model_version,
+            threshold=self.episodes.threshold,
+        )
         self.schedule("poll", self.poll)
         self.schedule("model-check", MODEL_CHECK_S)
 

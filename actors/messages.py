@@ -109,3 +109,12 @@ class WhereIs:
 class Location:
     child_id: str
     address: Any  # Thespian ActorAddress, or None when that child is not running
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """Launcher -> root supervisor (routed down by path): new ``args`` for the worker at ``path``
+    (e.g. ``pipeline/inference``), applied by restarting that worker alone with them."""
+
+    path: str
+    args: dict[str, Any]

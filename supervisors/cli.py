@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import click
 
@@ -40,7 +41,12 @@ def run(topology: str | None, node_name: str | None, duration: float | None, log
         click.echo(str(exc), err=True)
         sys.exit(2)
     try:
-        code = run_node(node, duration=duration, log_format=log_format or default_format())
+        code = run_node(
+            node,
+            duration=duration,
+            log_format=log_format or default_format(),
+            topology_file=Path(topology) if topology else None,
+        )
     except NodeAlreadyRunning as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

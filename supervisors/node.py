@@ -13,12 +13,22 @@ import fcntl
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from actors.logs import configure_logging, get_logger
-from actors.messages import ChildSpawned, ChildStarted, Configure, RootEscalated, StopChild, TreeStopped
+from actors.messages import (
+    ChildSpawned,
+    ChildStarted,
+    Configure,
+    Reconfigure,
+    RootEscalated,
+    StopChild,
+    TreeStopped,
+)
+from supervisors.spec import ChildSpec, SupervisorSpec, WorkerSpec
 from supervisors.supervisor import SUPERVISOR_CLASS
 from supervisors.thespian_env import (
     SYSTEM_BASE,
@@ -26,12 +36,13 @@ from supervisors.thespian_env import (
     prepare_environment,
     processes_in_session,
 )
-from supervisors.topology import NodeConfig
+from supervisors.topology import NodeConfig, TopologyError, load_topology
 
 EXIT_OK = 0
 EXIT_ESCALATED = 1
 EXIT_START_FAILED = 3
 ROOT_START_TIMEOUT_S = 60.0
+TOPOLOGY_CHECK_S = 1.0
 
 
 class NodeAlreadyRunning(Exception):
@@ -48,8 +59,10 @@ class _RootState:
 
 
 class NodeRunner:
-    def __init__(self, node: NodeConfig, log_format: str) -> None:
+    def __init__(self, node: NodeConfig, log_format: str, topology_file: Path | None = None) -> None:
         self.node = node
+        self.topology_file = topology_file
+        self.topology_stamp = _stamp(topology_file)
         self.log_format = log_format
         self.stop_requested: str | None = None
         self.root = _RootState()
@@ -109,9 +122,13 @@ class NodeRunner:
         )
         began = time.monotonic()
         deadline = None if duration is None else began + duration
+        next_topology_check = began + TOPOLOGY_CHECK_S
         while True:
             msg = asys.listen(0.1)
             self._handle(msg)
+            if self.root.started and time.monotonic() >= next_topology_check:
+                next_topology_check = time.monotonic() + TOPOLOGY_CHECK_S
+                self._apply_topology_changes(asys, root)
             if self.root.escalation is not None:
                 return f"root supervisor escalated: {self.root.escalation.reason}", EXIT_ESCALATED
             if not self.root.started and time.monotonic() - began > ROOT_START_TIMEOUT_S:
@@ -124,6 +141,29 @@ class NodeRunner:
                 if self.root.escalation is not None:
                     return f"root supervisor escalated: {self.root.escalation.reason}", EXIT_ESCALATED
                 return why, EXIT_OK
+
+    def _apply_topology_changes(self, asys: Any, root: Any) -> None:
+        """Hot rollout: new worker args in the topology file (a model version, a threshold) are applied
+        by restarting only those workers; other changes need a node restart and are reported."""
+        stamp = _stamp(self.topology_file)
+        if stamp == self.topology_stamp or self.topology_file is None:
+            return
+        self.topology_stamp = stamp
+        try:
+            new = load_topology(self.topology_file).node(self.node.name)
+        except TopologyError as exc:
+            self.log.error("topology_reload_failed", file=str(self.topology_file), errors=exc.errors)
+            return
+        changed, structural = diff_worker_args(self.node.tree, new.tree)
+        for path, args in changed.items():
+            asys.tell(root, Reconfigure(path, args))
+        if structural:
+            self.log.warning(
+                "topology_change_needs_restart", file=str(self.topology_file), changes=structural
+            )
+        if changed:
+            self.log.info("topology_reloaded", file=str(self.topology_file), reconfigured=sorted(changed))
+        self.node = replace(self.node, tree=_with_args(self.node.tree, changed))
 
     def _handle(self, msg: object) -> None:
         if isinstance(msg, ChildSpawned):
@@ -168,5 +208,52 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def run_node(node: NodeConfig, *, duration: float | None, log_format: str) -> int:
-    return NodeRunner(node, log_format).run(duration)
+def run_node(
+    node: NodeConfig, *, duration: float | None, log_format: str, topology_file: Path | None = None
+) -> int:
+    return NodeRunner(node, log_format, topology_file).run(duration)
+
+
+def _stamp(path: Path | None) -> tuple[float, int] | None:
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size) if st else None
+
+
+def diff_worker_args(
+    old: SupervisorSpec, new: SupervisorSpec, prefix: str = ""
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Workers (by path below the root) whose args changed, and changes that are not just args."""
+    changed: dict[str, dict[str, Any]] = {}
+    structural: list[str] = []
+    if [c.id for c in old.children] != [c.id for c in new.children]:
+        return {}, [f"{prefix or old.id}: children changed"]
+    for before, after in zip(old.children, new.children, strict=True):
+        path = f"{prefix}{before.id}"
+        if isinstance(before, SupervisorSpec) and isinstance(after, SupervisorSpec):
+            sub_changed, sub_structural = diff_worker_args(before, after, f"{path}/")
+            changed.update(sub_changed)
+            structural += sub_structural
+            if replace(before, children=()) != replace(after, children=()):
+                structural.append(f"{path}: supervisor settings changed")
+        elif isinstance(before, WorkerSpec) and isinstance(after, WorkerSpec):
+            if replace(before, args={}) != replace(after, args={}):
+                structural.append(f"{path}: worker settings other than args changed")
+            elif before.args != after.args:
+                changed[path] = dict(after.args)
+        else:
+            structural.append(f"{path}: changed between worker and supervisor")
+    return changed, structural
+
+
+def _with_args(tree: SupervisorSpec, changed: dict[str, dict[str, Any]], prefix: str = "") -> SupervisorSpec:
+    children: list[ChildSpec] = []
+    for child in tree.children:
+        path = f"{prefix}{child.id}"
+        if isinstance(child, SupervisorSpec):
+            children.append(_with_args(child, changed, f"{path}/"))
+        else:
+            children.append(replace(child, args=changed[path]) if path in changed else child)
+    return replace(tree, children=tuple(children))

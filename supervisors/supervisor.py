@@ -33,6 +33,7 @@ from actors.messages import (
     ChildStarted,
     Configure,
     Location,
+    Reconfigure,
     RootEscalated,
     StopChild,
     TreeStatus,
@@ -173,10 +174,30 @@ class Supervisor(SupervisedActor):
                 child.exiting_normally = True
         elif isinstance(msg, TreeStatusRequest):
             self.send(sender, self.status())
+        elif isinstance(msg, Reconfigure):
+            self._reconfigure(msg)
         elif isinstance(msg, WhereIs):
             child = self.children.get(msg.child_id)
             running = child is not None and child.status == "running"
             self.send(sender, Location(msg.child_id, child.address if running else None))
+
+    def _reconfigure(self, msg: Reconfigure) -> None:
+        head, _, rest = msg.path.partition("/")
+        child = self.children.get(head)
+        if child is None:
+            self.log.warning("reconfigure_unknown_child", path=msg.path)
+            return
+        if isinstance(child.spec, SupervisorSpec):
+            if rest and child.address is not None:
+                self.send(child.address, Reconfigure(rest, msg.args))
+            return
+        child.spec = replace(child.spec, args=dict(msg.args))
+        self.spec = replace(self.spec, children=tuple(c.spec for c in self.children.values()))
+        self.log.info("child_reconfigured", child=head, args=msg.args)
+        # a restart with the new args that is not a failure: no intensity, no backoff
+        self.stop_queue.append(head)
+        self._queue_start([head])
+        self._pump()
 
     def _current(self, child_id: str, incarnation: int) -> _Child | None:
         child = self.children.get(child_id)
