@@ -1,0 +1,1 @@
+"""Benchmarks of the runtime (not part of the pytest suite): ``python -m bench.<name> --help``."""
