@@ -195,6 +195,24 @@ def _check_actor_class(dotted: str) -> str | None:
     return None
 
 
+def _raw_actor_errors(data: Any, loc: tuple[int | str, ...] = ()) -> list[tuple[tuple[int | str, ...], str]]:
+    """Actor classes checked on the raw document, so they are reported along with schema errors."""
+    errors: list[tuple[tuple[int | str, ...], str]] = []
+    if isinstance(data, dict):
+        actor = data.get("actor")
+        if isinstance(actor, str) and "." in actor:
+            problem = _check_actor_class(actor)
+            if problem:
+                errors.append(((*loc, "actor"), problem))
+        for key, value in data.items():
+            if key != "args":
+                errors += _raw_actor_errors(value, (*loc, key))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            errors += _raw_actor_errors(item, (*loc, i))
+    return errors
+
+
 def _semantic_errors(model: TopologyModel) -> list[tuple[tuple[int | str, ...], str]]:
     errors: list[tuple[tuple[int | str, ...], str]] = []
     seen_nodes: set[str] = set()
@@ -274,9 +292,9 @@ def parse_topology(text: str, source: str, base_dir: Path | None = None) -> Topo
     try:
         model = TopologyModel.model_validate(data)
     except ValidationError as exc:
-        raise TopologyError(
-            source, [f"{where(e['loc'])}{_format_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
-        ) from None
+        errors = [f"{where(e['loc'])}{_format_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
+        errors += [f"{where(loc)}{_format_path(loc)}: {msg}" for loc, msg in _raw_actor_errors(data)]
+        raise TopologyError(source, errors) from None
     semantic = _semantic_errors(model)
     if semantic:
         raise TopologyError(source, [f"{where(loc)}{_format_path(loc)}: {msg}" for loc, msg in semantic])
