@@ -32,9 +32,9 @@ from actors.messages import Location, WhereIs
 from actors.raft.codec import decode_message, encode_message
 from actors.raft.core import RaftCore
 from actors.raft.durable_storage import DurableRaftStorage
-from actors.raft.errors import NotLeader, ProposalDropped
+from actors.raft.errors import NotLeader, ProposalDropped, RaftError
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64, verify
-from actors.raft.types import RaftConfig, Ready
+from actors.raft.types import ConfChange, RaftConfig, Ready
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
@@ -77,6 +77,28 @@ class ReadResult:
     applied_index: int
     incidents_applied: int
     linearizable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLeadership:
+    """Ask the leader to hand leadership to ``to`` (e.g. before taking its node down)."""
+
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeMembership:
+    """One membership step, sent to the leader: ``add_learner`` (catches up without voting), ``promote``
+    (refused until the learner caught up), or ``remove``."""
+
+    kind: str
+    replica: str
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipResult:
+    ok: bool
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +223,24 @@ class RaftReplicaActor(SupervisedActor):
             self.send(sender, ReadResult("", self.core.applied_index, self.applied_count, linearizable=False))
         elif isinstance(msg, RaftStatusRequest):
             self.send(sender, self.status())
+        elif isinstance(msg, TransferLeadership):
+            try:
+                self.core.transfer_leadership(msg.to)
+            except RaftError as exc:  # not the leader, unknown target: a request error, not a crash
+                self.log.warning("leadership_transfer_refused", to=msg.to, reason=str(exc))
+        elif isinstance(msg, ChangeMembership):
+            self.send(sender, self._change_membership(msg))
         self._drain()
+
+    def _change_membership(self, msg: ChangeMembership) -> MembershipResult:
+        try:
+            self.core.propose_conf_change(ConfChange(msg.kind, msg.replica))  # type: ignore[arg-type]
+        except RaftError as exc:
+            return MembershipResult(False, f"{type(exc).__name__}: {exc}")
+        if msg.replica not in self.peers and msg.kind != "remove":
+            self.peers.append(msg.replica)
+            self._find_peers()
+        return MembershipResult(True, "proposed")
 
     def status(self) -> RaftStatus:
         core = self.core
