@@ -93,9 +93,7 @@ class OnnxDetector:
                 f"computes {N_FEATURES} ({', '.join(FEATURE_NAMES)}): rebuild the model"
             )
         if inputs[0].type != "tensor(float)":
-            raise ModelLoadError(
-                f"model file {self.path} input is {inputs[0].type}, expected tensor(float)"
-            )
+            raise ModelLoadError(f"model file {self.path} input is {inputs[0].type}, expected tensor(float)")
         out_shape = list(outputs[0].shape) if outputs else []
         if not outputs or len(out_shape) not in (1, 2) or (len(out_shape) == 2 and out_shape[1] != 1):
             raise ModelLoadError(

@@ -35,8 +35,7 @@ class EpisodeConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.release <= self.threshold <= 1.0:
             raise ValueError(
-                f"need 0 <= release <= threshold <= 1, got release={self.release} "
-                f"threshold={self.threshold}"
+                f"need 0 <= release <= threshold <= 1, got release={self.release} threshold={self.threshold}"
             )
         if self.min_on < 1 or self.min_off < 1:
             raise ValueError(f"min_on and min_off must be >= 1, got {self.min_on}, {self.min_off}")
@@ -89,19 +88,18 @@ class EpisodeTracker:
         cfg = self.config
         if self._open_start is None:
             if probability >= cfg.threshold:
-                if self._run_len == 0:
-                    self._run_start = ts
+                start = ts if self._run_start is None else self._run_start
+                self._run_start = start
                 self._run_len += 1
                 self._peak = max(self._peak, probability)
                 if self._run_len >= cfg.min_on:
-                    assert self._run_start is not None
-                    self._open_start = self._run_start
+                    self._open_start = start
                     self._off_len = 0
                     return EpisodeStarted(
                         self.sensor,
                         self.pollutant,
-                        self._open_start,
-                        incident_id(self.sensor, self.pollutant, self._open_start),
+                        start,
+                        incident_id(self.sensor, self.pollutant, start),
                         probability,
                     )
             else:

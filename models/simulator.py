@@ -361,9 +361,7 @@ class SimulatedSensor:
     """One simulated sensor, resumable: ``SimulatedSensor(scenario, "S1", next_step=k)``
     continues exactly where a previous instance stopped after step ``k - 1``."""
 
-    def __init__(
-        self, scenario: Scenario, sensor: str, *, start_ts: float = 0.0, next_step: int = 0
-    ) -> None:
+    def __init__(self, scenario: Scenario, sensor: str, *, start_ts: float = 0.0, next_step: int = 0) -> None:
         if next_step < 0:
             raise ValueError(f"next_step must be >= 0, got {next_step}")
         self.scenario = scenario
@@ -550,9 +548,7 @@ def _random_negative(
         return Drift(sensor, pollutant, at, rng.uniform(2.0, 8.0) * 3600.0, rng.uniform(-0.6, 1.5))
     if kind == "stuck":
         return Stuck(sensor, pollutant, at, rng.uniform(5.0, 60.0) * 60.0)
-    return Dropout(
-        sensor, rng.choice([None, pollutant]), at, rng.uniform(1.0, 30.0) * 60.0
-    )
+    return Dropout(sensor, rng.choice([None, pollutant]), at, rng.uniform(1.0, 30.0) * 60.0)
 
 
 def _poisson(rng: random.Random, mean: float) -> int:
