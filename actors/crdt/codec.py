@@ -20,7 +20,7 @@ import msgspec
 
 from actors.crdt.counters import GCounter, PNCounter
 from actors.crdt.exposure import Exposure
-from actors.crdt.gossip import AckMessage, DeltaMessage
+from actors.crdt.gossip import AckMessage, DeltaMessage, GossipMessage
 from actors.crdt.orset import CausalContext, Dot, ORSet
 
 SCHEMA_VERSION = 1
@@ -108,23 +108,35 @@ def decode(data: bytes, expected: type[T]) -> T:
     Raises `CodecError` for anything else: malformed bytes, another schema version, another kind
     of value, or a value that breaks the CRDT's invariants.
     """
+    value = _decode_any(data, expected.__name__)
+    if not isinstance(value, expected):
+        raise CodecError(f"expected a {expected.__name__} record, got a {type(value).__name__}")
+    return value
+
+
+def decode_message(data: bytes) -> GossipMessage:
+    """Decode a gossip message of either kind; raises `CodecError` like `decode`."""
+    value = _decode_any(data, "gossip message")
+    if not isinstance(value, DeltaMessage | AckMessage):
+        raise CodecError(f"expected a gossip message record, got a {type(value).__name__}")
+    return value
+
+
+def _decode_any(data: bytes, expected: str) -> Codable:
     try:
         envelope = _ENVELOPE_DECODER.decode(data)
         body = None if envelope.v != SCHEMA_VERSION else _BODY_DECODER.decode(envelope.body)
     except msgspec.DecodeError as error:  # ValidationError is a subclass
-        raise CodecError(f"not a valid {expected.__name__} record: {error}") from error
+        raise CodecError(f"not a valid {expected} record: {error}") from error
     if body is None:
         raise CodecError(
             f"record has schema version {envelope.v}, this node reads {SCHEMA_VERSION}; "
             "upgrade the older node (or migrate the snapshot) first"
         )
     try:
-        value = _from_wire(body)
+        return _from_wire(body)
     except (ValueError, TypeError) as error:
-        raise CodecError(f"{expected.__name__} record breaks an invariant: {error}") from error
-    if not isinstance(value, expected):
-        raise CodecError(f"expected a {expected.__name__} record, got a {type(value).__name__}")
-    return value
+        raise CodecError(f"{expected} record breaks an invariant: {error}") from error
 
 
 def _to_wire(value: Codable) -> _Body:

@@ -5,8 +5,8 @@ Both are immutable join-semilattices (Shapiro et al. 2011; Almeida, Shoker, Baqu
 `(new_state, delta)` where the delta is itself a (small) state with `state.merge(delta) == new_state`.
 Deltas can therefore be shipped over channels that drop, duplicate and reorder messages.
 
-Amounts are integers (for exposure: micro-units of ppm*s) so that merged sums are exact on every
-replica; a float would make the result depend on the order of additions.
+Amounts are integers (for exposure: micro-units of ppm*s) so that equal states read the same total
+on every replica: a float sum depends on the order of its terms, which differs between replicas.
 """
 
 from __future__ import annotations
@@ -123,6 +123,10 @@ class PNCounter:
 
     p: GCounter = field(default_factory=GCounter)
     n: GCounter = field(default_factory=GCounter)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.p, GCounter) and isinstance(self.n, GCounter)):
+            raise TypeError(f"PNCounter is built from two GCounters, got {self.p!r}, {self.n!r}")
 
     def value(self) -> int:
         return self.p.value() - self.n.value()

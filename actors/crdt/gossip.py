@@ -14,14 +14,20 @@ The changes for restarts:
   *incarnation*. Messages name the sender's and the intended recipient's incarnation. An ack for an
   earlier incarnation of ours is ignored (it would acknowledge deltas that incarnation never sent),
   an interval meant for an earlier incarnation of the receiver is merged but not acknowledged (the
-  receiver may have lost the prefix it relied on), and a peer seen with a new incarnation is
-  treated as new, i.e. gets our full state. So the caller needs to persist only the state.
-- A full state that lacks something we have marks its sender as behind (also a new peer).
+  receiver may have lost the prefix it relied on), and a peer seen with another incarnation than
+  the last one (the latest seen wins, so incarnations need only be distinct) is treated as new,
+  i.e. gets our full state. So the caller needs to persist only the state.
+- A full state that lacks something we have marks its sender as behind (also a new peer). The two
+  rules overlap on purpose: either alone brings a restarted replica back.
 
 Merging is always safe for a join-semilattice, so nothing here relies on ordered or exactly-once
 delivery; messages may be dropped, duplicated and reordered. The caller delivers each returned
 message to the replica named in its `recipient`, calls `tick()` periodically, and persists `state`
 (a new object exactly when it changed) before acknowledging a local update to its client.
+
+A replica must count only on top of the state it last persisted. Counting under the same replica
+id from an older state (a lost disk) would be masked by the higher counts its peers already hold
+for that id: after a disk loss, rejoin under a new replica id.
 
 Amounts in the state are integers in micro-units (see `actors.crdt.exposure`).
 """
@@ -100,6 +106,8 @@ class GossipCore:
         max_buffered_deltas: int = 256,
     ) -> None:
         require_replica_id(replica)
+        if isinstance(peers, str):
+            raise GossipConfigError(f"peers must be a list of replica ids, got the str {peers!r}")
         for peer in peers:
             require_replica_id(peer)
         if replica in peers or len(set(peers)) != len(peers):

@@ -14,9 +14,9 @@ import math
 from typing import Any
 
 from actors.base import SupervisedActor
-from actors.crdt.codec import CodecError, decode, encode
+from actors.crdt.codec import decode, decode_message, encode
 from actors.crdt.exposure import Exposure
-from actors.crdt.gossip import AckMessage, DeltaMessage, GossipCore, GossipMessage
+from actors.crdt.gossip import GossipCore, GossipMessage
 from actors.streams import READINGS
 
 MICRO = 1_000_000
@@ -83,7 +83,7 @@ class CrdtReplicaActor(SupervisedActor):
                 self.readings_offset, changed = records[-1].seq, True
         inbox = self.event_log.read(gossip_stream(self.replica), after=self.inbox_offset, limit=1024)
         for rec in inbox:
-            outgoing.extend(self.core.receive(_decode_message(rec.payload)))
+            outgoing.extend(self.core.receive(decode_message(rec.payload)))
         if inbox:
             self.inbox_offset, changed = inbox[-1].seq, True
         outgoing.extend(self.core.tick())
@@ -94,10 +94,3 @@ class CrdtReplicaActor(SupervisedActor):
     def on_message(self, msg: object, sender: Any) -> None:
         if msg == "exposure":
             self.send(sender, self.core.state.value())
-
-
-def _decode_message(raw: bytes) -> GossipMessage:
-    try:
-        return decode(raw, DeltaMessage)
-    except CodecError:
-        return decode(raw, AckMessage)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.crdt import codec
-from actors.crdt.codec import CodecError, decode, encode
+from actors.crdt.codec import CodecError, decode, decode_message, encode
 from actors.crdt.counters import GCounter, PNCounter
 from actors.crdt.exposure import Exposure
 from actors.crdt.gossip import AckMessage, DeltaMessage
@@ -56,6 +56,7 @@ def test_gossip_messages_round_trip(message: DeltaMessage | AckMessage) -> None:
     data = encode(message)
     assert decode(data, type(message)) == message
     assert encode(decode(data, type(message))) == data
+    assert decode_message(data) == message
 
 
 def test_records_are_plain_msgpack_with_a_version() -> None:
@@ -69,6 +70,8 @@ def test_records_are_plain_msgpack_with_a_version() -> None:
 def test_a_record_of_another_kind_is_refused() -> None:
     with pytest.raises(CodecError, match="expected a PNCounter"):
         decode(encode(GCounter({"a": 1})), PNCounter)
+    with pytest.raises(CodecError, match="expected a gossip message"):
+        decode_message(encode(Exposure()))
 
 
 def _record(body: dict, version: int = codec.SCHEMA_VERSION) -> bytes:

@@ -27,7 +27,7 @@ steps = st.tuples(
 
 
 @pytest.mark.parametrize("kind", [GCounter, PNCounter], ids=lambda k: k.__name__)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(history=st.lists(steps, max_size=25), data=st.data())
 def test_updates_are_inflationary_deltas_and_sum_like_a_sequential_model(
     kind: type, history: list[tuple[str, int, int, int]], data: st.DataObject

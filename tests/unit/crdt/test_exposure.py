@@ -24,7 +24,7 @@ steps = st.tuples(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(history=st.lists(steps, max_size=25), data=st.data())
 def test_updates_are_inflationary_deltas_and_total_like_a_sequential_model(
     history: list[tuple[str, int, int, str, int]], data: st.DataObject

@@ -131,6 +131,33 @@ def test_a_restarted_peer_is_treated_as_new_and_gets_the_full_state() -> None:
     assert cores["b"].state.value() == {"NO2": 4}
 
 
+def test_a_peer_with_a_new_incarnation_is_treated_as_new_even_if_it_lacks_nothing() -> None:
+    cores = mesh("a", "b")
+    cores["a"].add("NO2", 4)
+    settle(cores)
+    cores["b"] = GossipCore("b", ["a"], cores["b"].state, incarnation=99)  # restored intact
+    (hello,) = cores["b"].tick()
+    cores["a"].receive(hello)
+    assert cores["a"].acked("b") is None, "what b acknowledged before its restart no longer counts"
+
+
+def test_a_delta_from_an_earlier_incarnation_of_a_peer_is_sent_back_to_its_new_incarnation() -> None:
+    cores = mesh("a", "b", "c")
+    settle(cores)
+    settle(cores)
+    cores["c"].add("NO2", 5)
+    deliver(cores, to("b", cores["c"].tick()))  # c's message to a is lost
+    (forward,) = to("a", cores["b"].tick())  # b forwards c's delta to a; it arrives late
+    # b crashes before persisting what it received, and restarts without it.
+    cores["b"] = GossipCore("b", ["a", "c"], Exposure(), incarnation=99)
+    deliver(cores, to("a", cores["b"].tick()))
+    deliver(cores, to("b", cores["a"].tick()))
+    assert cores["a"].acked("b") == cores["a"].next_seq
+    deliver(cores, [forward])  # now a holds c's delta, received from b's earlier incarnation
+    (catch_up,) = to("b", cores["a"].tick())
+    assert catch_up.payload.value() == {"NO2": 5}, "b's new incarnation never had that delta"
+
+
 def test_an_ack_for_an_earlier_incarnation_is_ignored() -> None:
     cores = mesh("a", "b")
     cores["a"].add("NO2", 1)
@@ -212,8 +239,9 @@ def test_messages_from_strangers_or_for_others_are_refused() -> None:
         (["b", "b"], {}),  # duplicates
         (["b"], {"max_buffered_deltas": 0}),
         (["b"], {"incarnation": -1}),
+        ("bc", {}),  # a str is a sequence too
     ],
 )
-def test_inconsistent_configuration_is_refused(peers: list[str], kwargs: dict) -> None:
+def test_inconsistent_configuration_is_refused(peers: list[str] | str, kwargs: dict) -> None:
     with pytest.raises(GossipConfigError):
         GossipCore("a", peers, Exposure(), **{"incarnation": 1, **kwargs})

@@ -2,8 +2,10 @@
 
 For each type: merge is commutative, associative and idempotent, the bottom element is its
 identity, `leq` is the order that merge induces, `difference` is the smallest delta that carries
-what a state adds, and a codec round trip is the identity. Each law runs on every example (300
-examples per type), so each law is checked 1500 times per run.
+what a state adds, and a codec round trip is the identity. Every law runs on every example: 200
+per type, so the merge and order laws get 1000 examples per run (5 types), `difference` 600 (the
+3 counter-based types) and the codec 800 (the 4 stored types). The update laws (inflationary,
+delta-correct, equal to a sequential model) are in the per-type files, 1000 examples in total.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ WITH_DIFFERENCE = (GCounter, PNCounter, Exposure)
 
 
 @pytest.mark.parametrize("kind", list(TRIPLES), ids=lambda k: k.__name__)
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_merge_is_a_join(kind: type, data: st.DataObject) -> None:
     a, b, c = data.draw(TRIPLES[kind], label="a, b, c")

@@ -47,7 +47,7 @@ steps = st.tuples(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(history=st.lists(steps, max_size=30), data=st.data())
 def test_orset_matches_the_naive_model_and_its_deltas_carry_every_update(
     history: list[tuple[str, int, int, str]], data: st.DataObject
