@@ -40,7 +40,8 @@ class CrdtReplicaActor(SupervisedActor):
         self.readings_offset = int(saved.get("readings_offset", 0))
         self.inbox_offset = int(saved.get("inbox_offset", 0))
         incarnation = int(saved.get("incarnation", 0)) + 1
-        self.core = GossipCore(self.replica, list(args.get("peers", [])), state, incarnation=incarnation)
+        peers = [p for p in args.get("peers", []) if p != self.replica]
+        self.core = GossipCore(self.replica, peers, state, incarnation=incarnation)
         self._save(outgoing=[])  # the new incarnation number must be durable before it is used
         self.gossip_interval = float(args.get("gossip_interval", 0.2))
         self.report_interval = float(args.get("report_interval", 5.0))
