@@ -95,5 +95,13 @@ def version_cmd() -> None:
     click.echo(f"garrison {_version()}")
 
 
+def _register_subcommands() -> None:
+    from supervisors.deadletters import register
+
+    register(main)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

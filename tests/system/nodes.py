@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,16 @@ class LiveNode:
 
         cmd = [sys.executable, "-m", "supervisors.cli", "run", str(topology), "--log-format", "json"]
         cmd += ["--duration", str(duration)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -87,9 +96,11 @@ class LiveNode:
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
-            if line.startswith("{"):
-                with contextlib.suppress(json.JSONDecodeError), self._lock:
-                    self.events.append(json.loads(line))
+            with self._lock:
+                self.lines.append(line)
+                if line.startswith("{"):
+                    with contextlib.suppress(json.JSONDecodeError):
+                        self.events.append(json.loads(line))
 
     def named(self, event: str, **match: Any) -> list[dict[str, Any]]:
         with self._lock:
@@ -111,6 +122,37 @@ class LiveNode:
         raise AssertionError(
             f"no {count} x {event} {match} within {timeout}s; last events: {self.events[-10:]}"
         )
+
+    def wait_until(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = condition()
+            if result:
+                return result
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; log tail:\n{''.join(self.lines[-30:])}")
+
+    def finish(self, timeout: float = 60, stop: bool = False) -> NodeRun:
+        """Wait for the node to exit (after a graceful SIGTERM stop when ``stop``); kill it on timeout."""
+        import signal as _signal
+
+        if stop and self.proc.poll() is None:
+            self.proc.send_signal(_signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._reader.join(timeout=5)
+        run = NodeRun(code, list(self.events), "".join(self.lines))
+        for pid in run.leftover_processes():  # only after a failure: the launcher cleans up after itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, _signal.SIGKILL)
+        return run
 
     def pid_of(self, supervisor: str, child: str) -> int:
         started = self.named("child_started", supervisor=supervisor, child=child)

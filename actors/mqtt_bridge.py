@@ -1,0 +1,262 @@
+"""``MqttBridgeActor``: sensor readings from an MQTT broker into the node's ``readings`` stream.
+
+Delivery contract: QoS 1 on a persistent session (``clean_session=False``, a stable client id) with
+**manual acks**. paho's network thread only queues what arrives; the actor drains the queue on a short
+timer, validates, appends the valid readings (``"source": "mqtt"``) and the rejected ones (to
+``deadletters/mqtt-bridge``) in ONE durable transaction, and only then sends the PUBACKs. A crash before
+the commit leaves the messages unacknowledged, so the broker redelivers them to the next instance: a
+reading is never lost, and may be appended twice if the crash falls between the commit and the acks
+(at-least-once; downstream windows tolerate a duplicate reading).
+
+A malformed payload never stops the bridge: it is counted, logged as ``reading_rejected`` with the
+reason, kept as a dead letter (raw text, topic, reason) and acknowledged, because it is durably kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from actors.base import SupervisedActor
+from actors.streams import READINGS, dead_letter_stream
+
+__all__ = ["DEAD_LETTERS", "MalformedReading", "MqttBridgeActor", "parse_reading"]
+
+DEAD_LETTERS = dead_letter_stream("mqtt-bridge")
+_MAX_RAW = 4096  # bytes of a rejected payload kept in its dead letter
+
+
+class MalformedReading(ValueError):
+    """A payload that is not a valid reading; ``reason`` says which field is wrong and why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrived:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Status:
+    event: str
+    fields: dict[str, Any]
+
+
+def _finite_number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedReading(f"{field} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise MalformedReading(f"{field} must be finite, got {value!r}")
+    return float(value)
+
+
+def _text(doc: dict[str, Any], *names: str, required: bool = True) -> str | None:
+    for name in names:
+        if name in doc:
+            value = doc[name]
+            if not isinstance(value, str) or not value.strip():
+                raise MalformedReading(f"{name} must be a non-empty string, got {value!r}")
+            return value
+    if required:
+        raise MalformedReading(f"missing field {names[0]!r}")
+    return None
+
+
+def _timestamp(doc: dict[str, Any]) -> float:
+    for name in ("ts", "timestamp"):
+        if name in doc:
+            value = doc[name]
+            if isinstance(value, str):
+                try:
+                    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    raise MalformedReading(f"{name} {value!r} is not ISO 8601 nor epoch seconds") from None
+            return _finite_number(value, name)
+    raise MalformedReading("missing field 'timestamp' (or 'ts')")
+
+
+def _location(doc: dict[str, Any]) -> list[float] | str | None:
+    value = doc.get("location")
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and 2 <= len(value) <= 3:
+        return [_finite_number(v, "location[]") for v in value]
+    raise MalformedReading(f"location must be [lat, lon(, alt)] or a name, got {value!r}")
+
+
+def parse_reading(topic: str, payload: bytes) -> dict[str, Any]:
+    """The ``readings`` record for one MQTT message, or :class:`MalformedReading`.
+
+    The payload is a JSON object: ``sensor`` (or ``sensor_id``; default: the topic's second level, as in
+    ``sensor/<id>/raw``), ``pollutant``, ``value`` (finite number), ``unit``, ``timestamp`` (or ``ts``:
+    epoch seconds or ISO 8601) and optional ``location``."""
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedReading(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MalformedReading(f"not a JSON object but {type(doc).__name__}")
+    sensor = _text(doc, "sensor", "sensor_id", required=False)
+    if sensor is None:
+        levels = topic.split("/")
+        if len(levels) < 2 or not levels[1]:
+            raise MalformedReading("missing field 'sensor' (and the topic names none)")
+        sensor = levels[1]
+    if "value" not in doc:
+        raise MalformedReading("missing field 'value'")
+    return {
+        "sensor": sensor,
+        "pollutant": _text(doc, "pollutant"),
+        "ts": _timestamp(doc),
+        "value": _finite_number(doc["value"], "value"),
+        "unit": _text(doc, "unit"),
+        "location": _location(doc),
+        "source": "mqtt",
+    }
+
+
+def _set_nodelay(client: Any, userdata: Any, sock: Any) -> None:
+    # Nagle + delayed ACK cost ~88 ms per QoS 1 round trip (anchors/perf.md): send PUBACKs at once
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class MqttBridgeActor(SupervisedActor):
+    """args: ``host`` (127.0.0.1), ``port`` (1883), ``topic`` (``sensor/+/raw``), ``client_id`` (default
+    stable per node and actor path), ``username``/``password``, ``tls`` (``{"ca_certs", "certfile",
+    "keyfile"}`` or null), ``qos`` (1), ``keepalive`` (30 s), ``reconnect_min``/``reconnect_max`` (1/30 s),
+    ``drain_interval`` (0.01 s), ``batch`` (max messages per durable transaction, 1000)."""
+
+    def on_start(self, args: dict[str, Any]) -> None:
+        assert self.config is not None
+        self.topic = str(args.get("topic", "sensor/+/raw"))
+        self.qos = int(args.get("qos", 1))
+        self.drain_interval = float(args.get("drain_interval", 0.01))
+        self.batch_size = max(1, int(args.get("batch", 1000)))
+        self.counter_key = f"mqtt-bridge/{self.path}/counts"
+        counts = self.event_log.get_value(self.counter_key) or {}
+        self.accepted = int(counts.get("accepted", 0))
+        self.rejected = int(counts.get("rejected", 0))
+        self.inbox: queue.SimpleQueue[_Arrived | _Status] = queue.SimpleQueue()
+        client_id = args.get("client_id") or f"garrison-{self.config.node}-{self.path.replace('/', '-')}"
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if args.get("username") is not None:
+            client.username_pw_set(args["username"], args.get("password"))
+        tls = args.get("tls")
+        if tls:
+            client.tls_set(
+                ca_certs=tls.get("ca_certs"), certfile=tls.get("certfile"), keyfile=tls.get("keyfile")
+            )
+        client.on_socket_open = _set_nodelay
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.reconnect_delay_set(
+            min_delay=int(args.get("reconnect_min", 1)), max_delay=int(args.get("reconnect_max", 30))
+        )
+        self.client = client
+        host, port = str(args.get("host", "127.0.0.1")), int(args.get("port", 1883))
+        # connect_async: the network thread connects (and reconnects with backoff); a broker that is down
+        # at start is not a crash of the bridge
+        client.connect_async(host, port, int(args.get("keepalive", 30)))
+        client.loop_start()
+        self.log.info(
+            "mqtt_bridge_started", host=host, port=port, topic=self.topic, client_id=client_id, qos=self.qos
+        )
+        self.schedule("drain", self.drain_interval)
+
+    # -- paho's network thread: only hand over, never touch the event log or the logger -------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self.inbox.put(_Status("mqtt_connect_failed", {"reason": str(reason)}))
+            return
+        client.subscribe(self.topic, qos=self.qos)
+        self.inbox.put(_Status("mqtt_connected", {"session_present": bool(flags.session_present)}))
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.inbox.put(_Status("mqtt_disconnected", {"reason": str(reason)}))
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        self.inbox.put(
+            _Status("mqtt_subscribed", {"topic": self.topic, "granted": [str(r) for r in reasons]})
+        )
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self.inbox.put(_Arrived(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+
+    # -- the actor's thread -------------------------------------------------------------------------
+
+    def on_timer(self, name: str) -> None:
+        arrived: list[_Arrived] = []
+        while len(arrived) < self.batch_size:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Status):
+                self.log.info(item.event, **item.fields)
+            else:
+                arrived.append(item)
+        if arrived:
+            self._store(arrived)
+        self.schedule("drain", 0 if len(arrived) == self.batch_size else self.drain_interval)
+
+    def _store(self, arrived: list[_Arrived]) -> None:
+        now = time.time()
+        rejections: list[tuple[_Arrived, str]] = []
+        with self.event_log.batch() as batch:
+            for msg in arrived:
+                try:
+                    reading = parse_reading(msg.topic, msg.payload)
+                except MalformedReading as exc:
+                    rejections.append((msg, exc.reason))
+                    batch.append(
+                        DEAD_LETTERS,
+                        {
+                            "reason": exc.reason,
+                            "ts": now,
+                            "topic": msg.topic,
+                            "raw": msg.payload[:_MAX_RAW].decode("utf-8", errors="replace"),
+                            "truncated": len(msg.payload) > _MAX_RAW,
+                        },
+                    )
+                    continue
+                reading["ingested_at"] = now
+                batch.append(READINGS, reading)
+            accepted = self.accepted + len(arrived) - len(rejections)
+            rejected = self.rejected + len(rejections)
+            batch.put_value(self.counter_key, {"accepted": accepted, "rejected": rejected})
+        self.accepted, self.rejected = accepted, rejected
+        # durable now: only from here on may the broker forget these messages
+        for msg in arrived:
+            if msg.qos > 0:
+                self.client.ack(msg.mid, msg.qos)
+        before = self.rejected - len(rejections)
+        for n, (msg, reason) in enumerate(rejections, 1):
+            self.log.warning("reading_rejected", topic=msg.topic, reason=reason, rejected_total=before + n)
+
+    def on_stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.log.info("mqtt_bridge_stopped", accepted=self.accepted, rejected=self.rejected)
