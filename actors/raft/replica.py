@@ -38,6 +38,9 @@ from actors.raft.types import ConfChange, RaftConfig, Ready
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
+REPROPOSE_TICKS = 50
+# Bounded forwarding: at most one ProposeEntries message of this many entries per tick.
+MAX_PROPOSALS_PER_TICK = 256
 _decode = msgspec.msgpack.decode
 
 
@@ -59,6 +62,14 @@ class ProposeEntry:
     """Propose an encoded incident entry (forwarded to the leader by followers)."""
 
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeEntries:
+    """Several entries in one message: a follower forwards its pending proposals in batches, since a
+    Thespian message costs ~1 ms and more than ~950 queued sends stall the sender."""
+
+    entries: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +222,9 @@ class RaftReplicaActor(SupervisedActor):
         elif isinstance(msg, PeerHello):
             self.addresses[msg.replica] = sender
         elif isinstance(msg, ProposeEntry):
-            self._propose(msg.data)
+            self._propose([msg.data])
+        elif isinstance(msg, ProposeEntries):
+            self._propose(list(msg.entries))
         elif isinstance(msg, LinearizableRead):
             self.read_waiters[msg.ctx] = sender
             try:
@@ -266,17 +279,19 @@ class RaftReplicaActor(SupervisedActor):
 
     # -- proposals ------------------------------------------------------------------------------------
 
-    def _propose(self, data: bytes) -> None:
+    def _propose(self, entries: list[bytes]) -> None:
         if self.core.role == "leader":
             with contextlib.suppress(NotLeader, ProposalDropped):  # re-proposed from `pending` later
-                self.core.propose(data)
+                for data in entries:
+                    self.core.propose(data)
             return
         leader = self.core.leader_id
-        if leader is not None and leader in self.addresses:
-            self.send(self.addresses[leader], ProposeEntry(data))
+        if leader is not None and leader in self.addresses and entries:
+            self.send(self.addresses[leader], ProposeEntries(tuple(entries)))
 
     def _take_proposals(self) -> None:
-        for rec in self.event_log.read(PROPOSED_INCIDENTS, after=self.read_upto, limit=256):
+        room = 4 * MAX_PROPOSALS_PER_TICK - len(self.pending)  # bound what is outstanding
+        for rec in self.event_log.read(PROPOSED_INCIDENTS, after=self.read_upto, limit=max(room, 0)):
             self.read_upto = rec.seq
             iid = rec.payload.get("incident_id")
             if (
@@ -285,9 +300,14 @@ class RaftReplicaActor(SupervisedActor):
                 and self.event_log.get_value(self.prefix + "applied/" + iid) is None
             ):
                 self.pending[iid] = (signed_entry(self.node, rec.payload, self.key), rec.seq, -(10**9))
-        for iid, (data, seq, sent) in list(self.pending.items()):
-            if self.ticks - sent >= 50:  # not applied within ~50 ticks: propose (again)
-                self._propose(data)
+        due = [
+            (iid, data, seq)
+            for iid, (data, seq, sent) in self.pending.items()
+            if self.ticks - sent >= REPROPOSE_TICKS  # not applied in time: propose (again)
+        ][:MAX_PROPOSALS_PER_TICK]
+        if due:
+            self._propose([data for _, data, _ in due])
+            for iid, data, seq in due:
                 self.pending[iid] = (data, seq, self.ticks)
 
     def _done_offset(self) -> int:
