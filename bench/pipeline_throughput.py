@@ -41,11 +41,12 @@ from thespian.actors import ActorSystem
 
 from actors.eventlog import open_event_log
 from actors.streams import PROPOSED_INCIDENTS, READINGS
-from bench.pipeline_throughput_core import PipelineCore
 from bench.raft_commit import durable_commit_probe, kill_session_leftovers, start_tree
 from bench.restart_latency import BenchError, Mailbox, stderr_to
 from models.detector import DEFAULT_MODEL_PATH, load_detector
+from models.episodes import EpisodeConfig
 from models.features import STEP, WindowBuffer, window_features
+from models.pipeline import DetectionPipeline
 from models.simulator import default_scenario, generate
 from supervisors.spec import Restart, SupervisorSpec, WorkerSpec
 from supervisors.thespian_env import SYSTEM_BASE, free_loopback_port, prepare_environment
@@ -143,12 +144,15 @@ def run_actor(readings: list[dict[str, Any]], batch_limit: int, root_dir: Path) 
     }
 
 
-def run_in_process(readings: list[dict[str, Any]], batch_limit: int, batched: bool = False) -> dict[str, Any]:
-    core = PipelineCore(load_detector(DEFAULT_MODEL_PATH), batched_features=batched)
+def run_in_process(readings: list[dict[str, Any]], batch_limit: int) -> dict[str, Any]:
+    """The actor's per-chunk work (the same DetectionPipeline, state built per chunk) without the log."""
+    core = DetectionPipeline(load_detector(DEFAULT_MODEL_PATH), EpisodeConfig())
+    proposals = 0
     t0 = time.perf_counter()
     for lo in range(0, len(readings), batch_limit):
-        core.process_chunk(readings[lo : lo + batch_limit])
-    return {"elapsed_s": time.perf_counter() - t0, "proposals": core.proposals, "windows": core.windows}
+        proposals += len(core.process(readings[lo : lo + batch_limit]))
+        core.state()
+    return {"elapsed_s": time.perf_counter() - t0, "proposals": proposals, "windows": core.windows_scored}
 
 
 def run_bare_ort(features: np.ndarray, batch: int) -> dict[str, Any]:
@@ -209,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
             limit = b * STEP
             actor = run_actor(readings, limit, root)
             inproc = run_in_process(readings, limit)
-            vectorised = run_in_process(readings, limit, batched=True)
             ort_run = run_bare_ort(features, b)
             ort_rows_s = ort_run["rows"] / ort_run["elapsed_s"]
             actor_windows_s = n_windows / actor["elapsed_s"]
@@ -220,15 +223,12 @@ def main(argv: list[str] | None = None) -> int:
                 "actor_windows_per_s": round(actor_windows_s, 1),
                 "in_process_readings_per_s": round(n_readings / inproc["elapsed_s"], 1),
                 "in_process_windows_per_s": round(n_windows / inproc["elapsed_s"], 1),
-                "in_process_batched_features_windows_per_s": round(n_windows / vectorised["elapsed_s"], 1),
                 "bare_ort_rows_per_s": round(ort_rows_s, 1),
                 "actor_vs_bare_ort": round(actor_windows_s / ort_rows_s, 5),
                 "in_process_vs_bare_ort": round(n_windows / inproc["elapsed_s"] / ort_rows_s, 4),
                 "actor_vs_in_process": round(inproc["elapsed_s"] / actor["elapsed_s"], 4),
                 "actor_elapsed_s": round(actor["elapsed_s"], 3),
             }
-            if vectorised["proposals"] != inproc["proposals"]:
-                notes.append(f"B={b}: batched features changed the detections: {vectorised['proposals']}")
             if actor["proposals"] != inproc["proposals"] or actor["model_degraded"] or actor["crashes"]:
                 notes.append(
                     f"B={b}: CHECK FAILED: actor proposed {actor['proposals']} incidents, in-process "
@@ -257,13 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'B':>5}{'limit':>7}{'txns':>6}{'actor rd/s':>12}{'actor win/s':>13}{'inproc win/s':>14}"
-        f"{'vect. win/s':>13}{'ORT rows/s':>13}{'actor/ORT':>11}{'inproc/ORT':>12}{'actor/inproc':>14}"
+        f"{'ORT rows/s':>13}{'actor/ORT':>11}{'inproc/ORT':>12}{'actor/inproc':>14}"
     )
     for b, r in rows.items():
         print(
             f"{b:>5}{r['batch_limit_readings']:>7}{r['transactions']:>6}{r['actor_readings_per_s']:>12,.0f}"
             f"{r['actor_windows_per_s']:>13,.0f}{r['in_process_windows_per_s']:>14,.0f}"
-            f"{r['in_process_batched_features_windows_per_s']:>13,.0f}"
             f"{r['bare_ort_rows_per_s']:>13,.0f}{r['actor_vs_bare_ort']:>11.4f}"
             f"{r['in_process_vs_bare_ort']:>12.4f}{r['actor_vs_in_process']:>14.3f}"
         )
