@@ -206,9 +206,7 @@ class RaftCore:
             if msg.type == "append" and "accept_stale_append" in self._bugs:
                 self._handle_append(msg)  # PLANTED BUG: obey a deposed leader
                 return
-            if msg.type in ("append", "heartbeat") and (
-                self._config.check_quorum or self._config.pre_vote
-            ):
+            if msg.type in ("append", "heartbeat") and (self._config.check_quorum or self._config.pre_vote):
                 # Tell the stale leader our term so it steps down; without this, a leader cut
                 # off by pre-vote/check-quorum could keep others' elections from finishing.
                 self._send("append_resp", msg.sender)
@@ -327,6 +325,8 @@ class RaftCore:
         self._conf_history.insert(0, (index, conf))
 
     def has_ready(self) -> bool:
+        """Whether `ready()` has anything. Proposals batched since the last Ready are turned
+        into appends here (one per follower), so call it before `ready()`."""
         if self._broadcast_pending:
             self._flush_broadcast()
         log = self._log
@@ -356,10 +356,7 @@ class RaftCore:
             messages=tuple(self._msgs),
             committed_entries=tuple(log.next_committed_entries()),
             read_states=tuple(self._read_states),
-            must_sync=bool(entries)
-            or snapshot is not None
-            or hs.term != prev.term
-            or hs.vote != prev.vote,
+            must_sync=bool(entries) or snapshot is not None or hs.term != prev.term or hs.vote != prev.vote,
         )
 
     def advance(self, rd: Ready) -> None:
@@ -557,9 +554,7 @@ class RaftCore:
             return
         # Reject with the last index whose term is <= the leader's term at msg.index, so the
         # leader can skip every entry of a conflicting term in one round trip.
-        hint_index, hint_term = log.find_conflict_by_term(
-            min(msg.index, log.last_index()), msg.log_term
-        )
+        hint_index, hint_term = log.find_conflict_by_term(min(msg.index, log.last_index()), msg.log_term)
         self._send(
             "append_resp",
             msg.sender,
@@ -695,8 +690,10 @@ class RaftCore:
 
     def _bcast_append(self, send_if_empty: bool = True) -> None:
         for peer in self._progress:
-            if peer != self._id:
-                self._maybe_send_append(peer, send_if_empty)
+            if peer != self._id and self._maybe_send_append(peer, send_if_empty):
+                # Pipelining: fill the in-flight window (a probing peer pauses after one).
+                while self._maybe_send_append(peer, send_if_empty=False):
+                    pass
 
     def _bcast_heartbeat(self, ctx: bytes) -> None:
         committed = self._log.committed
