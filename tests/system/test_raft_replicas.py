@@ -54,7 +54,7 @@ def _read(data_dir: Path) -> tuple[list[dict[str, Any]], dict[str, list[int]], d
         extra = {
             "drained": log.get_value("inference/root/inference", {}).get("offset")
             == log.last_seq(READINGS)
-            > 0
+            == STEPS * 20  # the sensors are done, not just momentarily caught up with
             and log.get_value("offset/raft/gw1", 0) == log.last_seq(PROPOSED_INCIDENTS),
             "hard_states": {
                 r: decode_hard_state(log.get_value(f"raft/{r}/hs"))
