@@ -16,6 +16,7 @@ PURE = [
     "actors/linearizability.py",
     "actors/linearizability_models.py",
     "actors/linearizability_history.py",
+    "actors/linearizability_search.py",
     "models/simulator.py",
     "models/features.py",
     "models/episodes.py",

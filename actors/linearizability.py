@@ -1,0 +1,177 @@
+"""Linearizability checker for Jepsen-style histories (`garrison check-history`).
+
+Wing-Gong-Lowe search with memoisation of (linearized set, model state), as in Porcupine's
+checker.go, made P-compositional by checking each key of a `kv` history on its own. A violation
+is shrunk to a small sub-history that is still not linearizable.
+
+Pure: stdlib only. The only I/O is reading the history file (`load_history`, `run_check_history`)
+and writing the verdict to the stream `run_check_history` is given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from actors.linearizability_history import HistoryFormatError, parse_operations, read_events
+from actors.linearizability_models import MODELS, Model, Operation, Outcome
+from actors.linearizability_search import (
+    Witness,
+    drop_unobservable_unknowns,
+    is_linearizable,
+    minimise,
+    search,
+)
+
+__all__ = [
+    "HistoryFormatError",
+    "LinearizabilityResult",
+    "SearchBudgetExceeded",
+    "UnknownModelError",
+    "check_history",
+    "is_linearizable",
+    "load_history",
+    "run_check_history",
+]
+
+_MAX_DESCRIBED_OPERATIONS = 8
+
+
+class UnknownModelError(ValueError):
+    """The model name is not one of `MODELS`."""
+
+
+class SearchBudgetExceeded(RuntimeError):
+    """The search gave up after `max_steps` steps without a verdict."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinearizabilityResult:
+    ok: bool
+    explanation: str  # one line for humans
+    witness: list[dict[str, Any]] | None  # minimal non-linearizable sub-history; None when ok
+
+
+def check_history(
+    events: Sequence[Mapping[str, Any]], model: str, *, max_steps: int | None = None
+) -> LinearizabilityResult:
+    """Check in-memory events; errors are located as `<history>:N` (N = 1-based event number).
+
+    The search is exponential in the worst case (many concurrent or unknown-outcome operations
+    on one key); `max_steps` bounds each partition's search and raises `SearchBudgetExceeded`.
+    """
+    locations = [f"<history>:{number}" for number in range(1, len(events) + 1)]
+    return _check(events, locations, _model(model), max_steps)
+
+
+def load_history(path: str) -> list[dict[str, Any]]:
+    """Read and validate a JSON-lines history (model-independent rules only)."""
+    events, locations = read_events(path)
+    parse_operations(events, locations, None)
+    return events
+
+
+def run_check_history(path: str, model: str, out: TextIO) -> int:
+    """The `check-history` command: 0 linearizable, 1 not linearizable, 2 bad input."""
+    try:
+        spec = _model(model)
+        events, locations = read_events(path)
+        result = _check(events, locations, spec)
+    except (HistoryFormatError, UnknownModelError) as error:
+        print(f"error: {error}", file=out)
+        return 2
+    except OSError as error:
+        print(f"error: cannot read {path}: {error.strerror or error}", file=out)
+        return 2
+    print("linearizable" if result.ok else "not linearizable", file=out)
+    print(result.explanation, file=out)
+    if result.witness is not None:
+        print(f"witness ({len(result.witness)} events):", file=out)
+        for event in result.witness:
+            print(json.dumps(event, sort_keys=True), file=out)
+    return 0 if result.ok else 1
+
+
+def _model(name: str) -> Model:
+    if name not in MODELS:
+        raise UnknownModelError(f"unknown model {name!r} (expected one of {', '.join(sorted(MODELS))})")
+    return MODELS[name]
+
+
+def _check(
+    events: Sequence[Mapping[str, Any]],
+    locations: Sequence[str],
+    model: Model,
+    max_steps: int | None = None,
+) -> LinearizabilityResult:
+    operations = parse_operations(events, locations, model)
+    by_key: dict[Hashable, list[Operation]] = {}
+    for op in operations:
+        by_key.setdefault(op.key if model.keyed else None, []).append(op)
+    partitions = {key: drop_unobservable_unknowns(ops, model) for key, ops in by_key.items()}
+    outcomes = {}
+    for key, ops in partitions.items():
+        outcomes[key] = search(ops, model, max_steps)
+        if outcomes[key].linearizable is None:
+            where = f" for key {events[ops[0].call]['key']!r}" if model.keyed else ""
+            raise SearchBudgetExceeded(
+                f"no verdict{where} within {max_steps} search steps ({len(ops)} operations); "
+                "raise max_steps, or split the history into more keys or shorter runs"
+            )
+    failing = [key for key, outcome in outcomes.items() if not outcome.linearizable]
+    if failing:
+        key = failing[0]
+        witness = minimise(partitions[key], model, effort=outcomes[key].steps)
+        return _violation(events, model, witness, failing_keys=len(failing))
+    unknown = sum(op.outcome is Outcome.UNKNOWN for op in operations)
+    scope = f" on {len(partitions)} keys checked independently" if model.keyed else ""
+    return LinearizabilityResult(
+        ok=True,
+        explanation=(
+            f"linearizable: {len(operations)} operations ({unknown} with unknown outcome)"
+            f"{scope} against model {model.name!r}"
+        ),
+        witness=None,
+    )
+
+
+def _violation(
+    events: Sequence[Mapping[str, Any]], model: Model, witness: Witness, failing_keys: int
+) -> LinearizabilityResult:
+    ops = witness.operations
+    where = ""
+    if model.keyed:
+        where = f"key {events[ops[0].call]['key']!r} "
+        if failing_keys > 1:
+            where += f"(1 of {failing_keys} failing keys) "
+    count = f"{len(ops)} operation{'s' if len(ops) != 1 else ''}"
+    if not witness.minimal:
+        count += " (shrinking stopped at its step budget)"
+    described = "; ".join(_describe(op, events) for op in ops[:_MAX_DESCRIBED_OPERATIONS])
+    if len(ops) > _MAX_DESCRIBED_OPERATIONS:
+        described += "; ..."
+    indices = sorted(index for op in ops for index in op.event_indices)
+    return LinearizabilityResult(
+        ok=False,
+        explanation=(
+            f"not linearizable: {where}no legal order for model {model.name!r} exists for "
+            f"{count}: {described}"
+        ),
+        witness=[dict(events[index]) for index in indices],
+    )
+
+
+def _describe(op: Operation, events: Sequence[Mapping[str, Any]]) -> str:
+    invoke = events[op.call]
+    text = f"process {op.process!r} {op.f}"
+    if op.f == "read":
+        text += f" -> {json.dumps(events[op.ret]['value'])}"  # only ok reads are kept
+    else:
+        text += f" {json.dumps(invoke['value'])}"
+    if op.outcome is Outcome.COMPARE_FAILED:
+        text += " (compare failed)"
+    elif op.outcome is Outcome.UNKNOWN:
+        text += " (outcome unknown)"
+    return text
