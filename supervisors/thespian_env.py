@@ -11,10 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+# Thespian allows 20 unacknowledged transmits per actor process in total and keeps one for up to 5 minutes
+# by default: an actor that stops reading (SIGSTOP, a handler stuck in a loop) would block every other send
+# of its peers for that long. Ten seconds bounds the damage; callers also rate-limit sends to silent peers.
+TRANSMIT_TIMEOUT = timedelta(seconds=10)
 SYSTEM_BASE = "multiprocTCPBase"
 
 
@@ -33,6 +38,15 @@ def bind_loopback_only() -> None:
     IPBase.IPActorAddress._garrison_loopback = True
 
 
+def bound_transmit_timeout(period: timedelta = TRANSMIT_TIMEOUT) -> None:
+    """Set Thespian's transmit timeout (read once at import, so the module constant is patched too)."""
+    import thespian.system.transport as transport
+
+    seconds = int(period.total_seconds())
+    os.environ["THESPIAN_TRANSMIT_TIMEOUT_PERIOD"] = f"{seconds // 60}:{seconds % 60}"
+    transport.DEFAULT_MAX_TRANSMIT_PERIOD = period
+
+
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
@@ -45,6 +59,7 @@ def prepare_environment(data_dir: Path) -> dict[str, Any]:
     os.environ["THESPLOG_FILE"] = str(data_dir / "thespian-internal.log")
     os.environ.setdefault("THESPLOG_FILE_MAXSIZE", str(4 << 20))
     bind_loopback_only()
+    bound_transmit_timeout()
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -39,6 +39,7 @@ from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
 REPROPOSE_TICKS = 50
+PROBE_SILENT_PEER_TICKS = 100
 # Bounded forwarding: at most one ProposeEntries message of this many entries per tick.
 MAX_PROPOSALS_PER_TICK = 256
 _decode = msgspec.msgpack.decode
@@ -175,6 +176,9 @@ class RaftReplicaActor(SupervisedActor):
         )
         self.core = RaftCore(config, self.storage, random.Random())
         self.addresses: dict[str, ActorAddress] = {}
+        self.last_heard: dict[str, int] = dict.fromkeys(self.peers, 0)
+        self.last_probe: dict[str, int] = {}
+        self.silent_after_ticks = 3 * config.election_ticks
         self.pending_reads: list[tuple[int, str, ActorAddress]] = []
         self.read_waiters: dict[str, ActorAddress] = {}
         self.prefix = f"raft/{self.replica}/"
@@ -206,14 +210,23 @@ class RaftReplicaActor(SupervisedActor):
 
     def _send_raft(self, to: str, data: bytes) -> None:
         address = self.addresses.get(to)
-        if address is not None:  # unknown peer: the message is lost, which Raft tolerates
-            self.send(address, RaftEnvelope(self.replica, data))
+        if address is None:
+            return  # unknown peer: the message is lost, which Raft tolerates
+        if self.ticks - self.last_heard.get(to, self.ticks) > self.silent_after_ticks:
+            # A peer that stopped answering may have stopped reading: every message to it would hold one of
+            # the 20 transmit slots Thespian shares among all our sends until it times out. Probe it at a
+            # low rate instead (Raft only needs one message to get through when it is back).
+            if self.ticks - self.last_probe.get(to, -(10**9)) < PROBE_SILENT_PEER_TICKS:
+                return
+            self.last_probe[to] = self.ticks
+        self.send(address, RaftEnvelope(self.replica, data))
 
     # -- messages -------------------------------------------------------------------------------------
 
     def on_message(self, msg: object, sender: ActorAddress) -> None:
         if isinstance(msg, RaftEnvelope):
             self.addresses.setdefault(msg.sender, sender)
+            self.last_heard[msg.sender] = self.ticks
             self.core.step(decode_message(msg.data))
         elif isinstance(msg, Location):
             if msg.address is not None:
@@ -339,11 +352,34 @@ class RaftReplicaActor(SupervisedActor):
             self.log.info("raft_role", replica=self.replica, role=role[0], term=role[1], leader=role[2])
 
     def _apply(self, rd: Ready) -> None:
-        if not rd.committed_entries and not self.pending:
+        if not rd.committed_entries and not self.pending and rd.snapshot is None:
             return
         newly: list[tuple[int, dict[str, Any]]] = []
         with self.event_log.batch() as batch:
             seen: set[str] = set()
+
+            def apply_incident(raft_index: int, incident: dict[str, Any]) -> None:
+                iid = incident["incident_id"]
+                self.pending.pop(iid, None)
+                if iid in seen or self.event_log.get_value(self.prefix + "applied/" + iid) is not None:
+                    return  # the same incident proposed twice: applied once
+                seen.add(iid)
+                batch.put_value(self.prefix + "applied/" + iid, raft_index)
+                batch.put_value(f"{self.prefix}incident/{raft_index:020d}", incident)
+                newly.append((raft_index, incident))
+                if self.publish:
+                    record = {
+                        "index": self.published + len(newly),
+                        "incident": incident,
+                        "raft_index": raft_index,
+                    }
+                    batch.append(COMMITTED_INCIDENTS, record)
+
+            if rd.snapshot is not None and rd.snapshot.data:
+                # installed from the leader because we were behind its compacted log: its state machine
+                for raft_index, incident in _decode(rd.snapshot.data)["incidents"]:
+                    apply_incident(int(raft_index), incident)
+                self.log.info("raft_snapshot_installed", replica=self.replica, index=rd.snapshot.index)
             for entry in rd.committed_entries:
                 if entry.kind != "normal" or not entry.data:
                     continue
@@ -352,22 +388,7 @@ class RaftReplicaActor(SupervisedActor):
                     batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
                     self.log.warning("entry_rejected", replica=self.replica, index=entry.index, reason=why)
                     continue
-                iid = incident["incident_id"]
-                self.pending.pop(iid, None)
-                if iid in seen or self.event_log.get_value(self.prefix + "applied/" + iid) is not None:
-                    continue  # the same incident proposed twice: applied once
-                seen.add(iid)
-                batch.put_value(self.prefix + "applied/" + iid, entry.index)
-                newly.append((entry.index, incident))
-                if self.publish:
-                    batch.append(
-                        COMMITTED_INCIDENTS,
-                        {
-                            "index": self.published + len(newly),
-                            "incident": incident,
-                            "raft_index": entry.index,
-                        },
-                    )
+                apply_incident(entry.index, incident)
             if newly:
                 batch.put_value(self.prefix + "applied_count", self.applied_count + len(newly))
             if self.publish:
@@ -395,10 +416,21 @@ class RaftReplicaActor(SupervisedActor):
         for index, ctx, waiter in ready:
             self.send(waiter, ReadResult(ctx, index, self.applied_count, linearizable=True))
 
+    def _snapshot_data(self, applied: int) -> bytes:
+        """The state machine up to ``applied``: every applied incident with its raft index, so a replica
+        that installs the snapshot applies (and, as publisher, publishes) what the compacted log held.
+        Incidents are rare events, so this stays small for an edge incident log."""
+        incidents = [
+            [int(key.rsplit("/", 1)[1]), incident]
+            for key, incident in self.event_log.values_with_prefix(self.prefix + "incident/").items()
+            if int(key.rsplit("/", 1)[1]) <= applied
+        ]
+        return _encode({"applied_index": applied, "incidents": incidents})
+
     def _maybe_compact(self) -> None:
         applied = self.core.applied_index
         if self.snapshot_every and applied - self.storage.snapshot().index >= self.snapshot_every:
             try:
-                self.core.compact(applied, _encode({"applied_index": applied}))
+                self.core.compact(applied, self._snapshot_data(applied))
             except Exception as exc:  # not yet persisted / already snapshotted: try again later
                 self.log.debug("compaction_deferred", reason=str(exc))

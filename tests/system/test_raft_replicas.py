@@ -136,3 +136,32 @@ def test_entries_with_bad_signatures_are_rejected_identically_on_every_replica(t
     assert any("'mallory', which has no trusted key" in r for r in reasons)
     committed, _, _ = _read(tmp_path / "data")
     assert not any(c["incident"]["incident_id"] in ("forged-1", "stranger-1") for c in committed)
+
+
+def test_a_replica_behind_the_compacted_log_catches_up_from_the_leaders_snapshot(tmp_path: Path) -> None:
+    tree = cluster_tree()
+    for replica in tree["children"][2]["children"]:
+        replica["args"]["snapshot_every"] = 2
+    node = LiveNode(write_topology(tmp_path, tree))
+    try:
+        node.wait_for("child_started", supervisor="root/raft", child="gw3", timeout=30)
+        gw3 = node.pid_of("root/raft", "gw3")
+        os.kill(gw3, signal.SIGSTOP)  # gw3 falls behind while the others commit and compact
+        try:
+            node.wait_for("incident_committed", replica="gw1", count=4, timeout=90)
+        finally:
+            os.kill(gw3, signal.SIGCONT)
+        node.wait_for("raft_snapshot_installed", replica="gw3", timeout=30)
+
+        def settled(committed: list, applied: dict, extra: dict) -> bool:
+            return (
+                extra["drained"]
+                and applied["gw3"] == applied["gw1"] == applied["gw2"]
+                and len(committed) == 4
+            )
+
+        _wait(tmp_path / "data", settled, timeout=60)
+    finally:
+        assert node.stop() == 0
+    _, applied, _ = _read(tmp_path / "data")
+    assert applied["gw1"] == applied["gw2"] == applied["gw3"]
