@@ -13,7 +13,21 @@ from typing import Any
 
 from actors.base import SupervisedActor
 from actors.streams import READINGS
-from models.simulator import Scenario, SimulatedSensor, default_scenario
+from models.simulator import Reading, Scenario, SimulatedSensor, default_scenario
+
+
+def reading_record(r: Reading, ingested_at: float) -> dict[str, Any]:
+    """A simulated reading as the ``readings`` stream holds it."""
+    return {
+        "sensor": r.sensor,
+        "pollutant": r.pollutant,
+        "ts": r.ts,
+        "value": r.value,
+        "unit": r.unit,
+        "location": list(r.location),
+        "source": "sim",
+        "ingested_at": ingested_at,
+    }
 
 
 def scenario_from_args(args: dict[str, Any]) -> Scenario:
@@ -54,18 +68,6 @@ class SimulatedSensorActor(SupervisedActor):
             readings.sort(key=lambda r: (r.step, r.sensor, r.pollutant))
             with self.event_log.batch() as batch:
                 for r in readings:
-                    batch.append(
-                        READINGS,
-                        {
-                            "sensor": r.sensor,
-                            "pollutant": r.pollutant,
-                            "ts": r.ts,
-                            "value": r.value,
-                            "unit": r.unit,
-                            "location": list(r.location),
-                            "source": "sim",
-                            "ingested_at": now,
-                        },
-                    )
+                    batch.append(READINGS, reading_record(r, now))
                 batch.put_value(self.key, {"start_ts": self.start_ts, "next_step": next_step + n})
         self.schedule("produce", self.tick)

@@ -40,6 +40,7 @@ import numpy as np
 from thespian.actors import ActorSystem
 
 from actors.eventlog import open_event_log
+from actors.sensor import reading_record
 from actors.streams import PROPOSED_INCIDENTS, READINGS
 from bench.raft_commit import durable_commit_probe, kill_session_leftovers, start_tree
 from bench.restart_latency import BenchError, Mailbox, stderr_to
@@ -61,19 +62,7 @@ ORT_MIN_S = 0.5  # repeat the bare-onnxruntime pass until it took at least this 
 def make_readings(steps: int, seed: int) -> list[dict[str, Any]]:
     """``steps`` simulated steps of the default scenario, as the sensor actor stores them."""
     now = time.time()
-    return [
-        {
-            "sensor": r.sensor,
-            "pollutant": r.pollutant,
-            "ts": r.ts,
-            "value": r.value,
-            "unit": r.unit,
-            "location": list(r.location),
-            "source": "sim",
-            "ingested_at": now,
-        }
-        for r in generate(default_scenario(seed), n_steps=steps)
-    ]
+    return [reading_record(r, now) for r in generate(default_scenario(seed), n_steps=steps)]
 
 
 def all_windows(readings: list[dict[str, Any]]) -> np.ndarray:
