@@ -64,60 +64,74 @@ def parse_operations(
     outstanding: dict[Hashable, int] = {}  # process -> index of its invoke event
     operations: list[Operation] = []
     for index, event in enumerate(events):
-        where = locations[index]
-        _require_object(event, where)
-        process = _field(event, "process", where)
-        if process == NEMESIS_PROCESS:
+        header = _header(event, model, locations[index])
+        if header is None:
             continue
-        if isinstance(process, bool) or not isinstance(process, int | str):
-            raise HistoryFormatError(f"{where}: 'process' must be an integer or a string, got {process!r}")
-        kind = _field(event, "type", where)
-        if kind not in EVENT_TYPES:
-            raise HistoryFormatError(
-                f"{where}: unknown type {kind!r} (expected one of {', '.join(EVENT_TYPES)})"
-            )
-        f = _field(event, "f", where)
-        _check_function(f, model, where)
-        if model is not None:
-            _check_key(event, kind, model, where)
+        process, kind, f = header
         if kind == "invoke":
             if process in outstanding:
                 earlier = outstanding[process]
                 raise HistoryFormatError(
-                    f"{where}: process {process!r} invoked {f!r} while its "
+                    f"{locations[index]}: process {process!r} invoked {f!r} while its "
                     f"{events[earlier]['f']!r} invoked at {locations[earlier]} is still "
                     "outstanding (a process has at most one operation in flight)"
                 )
-            _check_invoke_value(event, f, where)
+            _check_invoke_value(event, f, locations[index])
             outstanding[process] = index
             continue
-        invoke_index = outstanding.pop(process, None)
-        if invoke_index is None:
-            raise HistoryFormatError(
-                f"{where}: {kind!r} completion of {f!r} for process {process!r} has no outstanding invoke"
-            )
-        invoke = events[invoke_index]
-        if invoke["f"] != f:
-            raise HistoryFormatError(
-                f"{where}: {kind!r} completion has f {f!r} but process {process!r}'s "
-                f"outstanding invoke at {locations[invoke_index]} has f {invoke['f']!r}"
-            )
-        if "key" in event and freeze(event["key"]) != freeze(invoke.get("key")):
-            raise HistoryFormatError(
-                f"{where}: completion key {event['key']!r} differs from the key "
-                f"{invoke.get('key')!r} of its invoke at {locations[invoke_index]}"
-            )
-        if kind == "ok" and f == "read":
-            _check_read_result(event, model, where)
-        operation = _operation(events, invoke_index, index, kind)
-        if operation is not None:
-            operations.append(operation)
+        invoke_index = _matching_invoke(events, locations, outstanding.pop(process, None), index, model)
+        operations.append(_operation(events, invoke_index, index, kind))
     for invoke_index in outstanding.values():
-        operation = _operation(events, invoke_index, None, "info")
-        if operation is not None:
-            operations.append(operation)
-    operations.sort(key=lambda op: op.call)
-    return operations
+        operations.append(_operation(events, invoke_index, None, "info"))
+    return sorted((op for op in operations if op is not None), key=lambda op: op.call)
+
+
+def _header(event: Any, model: Model | None, where: str) -> tuple[Hashable, str, str] | None:
+    """(process, type, f) of a valid client event; None for a nemesis event."""
+    _require_object(event, where)
+    process = _field(event, "process", where)
+    if process == NEMESIS_PROCESS:
+        return None
+    if isinstance(process, bool) or not isinstance(process, int | str):
+        raise HistoryFormatError(f"{where}: 'process' must be an integer or a string, got {process!r}")
+    kind = _field(event, "type", where)
+    if kind not in EVENT_TYPES:
+        raise HistoryFormatError(f"{where}: unknown type {kind!r} (expected one of {', '.join(EVENT_TYPES)})")
+    f = _field(event, "f", where)
+    _check_function(f, model, where)
+    if model is not None:
+        _check_key(event, kind, model, where)
+    return process, kind, f
+
+
+def _matching_invoke(
+    events: Sequence[Mapping[str, Any]],
+    locations: Sequence[str],
+    invoke_index: int | None,
+    index: int,
+    model: Model | None,
+) -> int:
+    """Check the completion at `index` against its process's outstanding invoke, if any."""
+    event, where = events[index], locations[index]
+    kind, f, process = event["type"], event["f"], event["process"]
+    if invoke_index is None:
+        raise HistoryFormatError(
+            f"{where}: {kind!r} completion of {f!r} for process {process!r} has no outstanding invoke"
+        )
+    invoke = events[invoke_index]
+    if invoke["f"] != f:
+        raise HistoryFormatError(
+            f"{where}: {kind!r} completion has f {f!r} but process {process!r}'s "
+            f"outstanding invoke at {locations[invoke_index]} has f {invoke['f']!r}"
+        )
+    if "key" in event and freeze(event["key"]) != freeze(invoke.get("key")):
+        raise HistoryFormatError(
+            f"{where}: completion key {event['key']!r} differs from the key "
+            f"{invoke.get('key')!r} of its invoke at {locations[invoke_index]}"
+        )
+    if kind == "ok" and f == "read":
+        _check_read_result(event, model, where)
+    return invoke_index
 
 
 def _operation(
@@ -168,7 +182,7 @@ def _check_function(f: Any, model: Model | None, where: str) -> None:
 
 def _check_key(event: Mapping[str, Any], kind: str, model: Model, where: str) -> None:
     if model.keyed and kind == "invoke" and "key" not in event:
-        raise HistoryFormatError(f"{where}: missing field 'key' (required by model 'kv')")
+        raise HistoryFormatError(f"{where}: missing field 'key' (required by model {model.name!r})")
     if not model.keyed and "key" in event:
         # Checking a multi-key history as one register would report false violations.
         raise HistoryFormatError(

@@ -125,7 +125,7 @@ class _RegisterFootprint:
         # An operation invoked while a completed one was running is at most this many
         # positions after it in invoke order.
         self._reach = max(
-            (bisect.bisect_left(calls, op.ret) - i for i, op in enumerate(self._ops) if op.ret),
+            (bisect.bisect_left(calls, op.ret) - i for i, op in enumerate(self._ops) if op.ret is not None),
             default=0,
         )
         self._written = Counter[Hashable]()

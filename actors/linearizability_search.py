@@ -7,6 +7,7 @@ unknown-outcome operations handled as described in `search`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -248,8 +249,12 @@ class _Shrinker:
 
     def _remove_a_prefix_or_suffix(self) -> bool:
         ops = self.current
-        groups = [ops[:i] for i in range(len(ops) - 1, 0, -1)] + [ops[i:] for i in range(1, len(ops))]
-        return any(self._footprint.removable(group) and self._try_remove(group) for group in groups)
+        prefixes = (ops[:i] for i in range(len(ops) - 1, 0, -1))
+        suffixes = (ops[i:] for i in range(1, len(ops)))
+        return any(
+            self._footprint.removable(group) and self._try_remove(group)
+            for group in itertools.chain(prefixes, suffixes)
+        )
 
     def _try_remove(self, group: list[Operation]) -> bool:
         """Remove `group` if what is left is still shown not linearizable within budget."""
