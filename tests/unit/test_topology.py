@@ -114,6 +114,8 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "cannot read" in missing.output
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].joinpath("config").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).resolve().parents[2].joinpath("config").glob("*.yaml"))
+)
 def test_shipped_topologies_are_valid(path: Path) -> None:
     assert load_topology(path).nodes
