@@ -272,29 +272,25 @@ def _log_step(state: Hashable, op: Operation) -> tuple[bool, Hashable]:
     return state == op.result, state
 
 
+def _register_model(name: str, *, keyed: bool) -> Model:
+    """A read/write/cas register; ``kv`` is one such register per key (checked key by key)."""
+    return Model(
+        name=name,
+        functions=("read", "write", "cas"),
+        keyed=keyed,
+        read_returns_list=False,
+        initial=None,
+        step=_register_step,
+        footprint=_RegisterFootprint,
+        unexplained=_register_unexplained,
+    )
+
+
 MODELS: dict[str, Model] = {
     model.name: model
     for model in (
-        Model(
-            name="cas-register",
-            functions=("read", "write", "cas"),
-            keyed=False,
-            read_returns_list=False,
-            initial=None,
-            step=_register_step,
-            footprint=_RegisterFootprint,
-            unexplained=_register_unexplained,
-        ),
-        Model(
-            name="kv",
-            functions=("read", "write", "cas"),
-            keyed=True,
-            read_returns_list=False,
-            initial=None,
-            step=_register_step,
-            footprint=_RegisterFootprint,
-            unexplained=_register_unexplained,
-        ),
+        _register_model("cas-register", keyed=False),
+        _register_model("kv", keyed=True),
         Model(
             name="log",
             functions=("append", "read"),
