@@ -19,7 +19,6 @@ from actors.linearizability_history import HistoryFormatError, parse_operations,
 from actors.linearizability_models import MODELS, Model, Operation, Outcome
 from actors.linearizability_search import (
     Witness,
-    drop_unobservable_unknowns,
     is_linearizable,
     minimise,
     search,
@@ -51,7 +50,7 @@ class SearchBudgetExceeded(RuntimeError):
 class LinearizabilityResult:
     ok: bool
     explanation: str  # one line for humans
-    witness: list[dict[str, Any]] | None  # minimal non-linearizable sub-history; None when ok
+    witness: list[dict[str, Any]] | None  # a shrunk non-linearizable sub-history; None when ok
 
 
 def check_history(
@@ -107,10 +106,9 @@ def _check(
     max_steps: int | None = None,
 ) -> LinearizabilityResult:
     operations = parse_operations(events, locations, model)
-    by_key: dict[Hashable, list[Operation]] = {}
+    partitions: dict[Hashable, list[Operation]] = {}
     for op in operations:
-        by_key.setdefault(op.key if model.keyed else None, []).append(op)
-    partitions = {key: drop_unobservable_unknowns(ops, model) for key, ops in by_key.items()}
+        partitions.setdefault(op.key if model.keyed else None, []).append(op)
     outcomes = {}
     for key, ops in partitions.items():
         outcomes[key] = search(ops, model, max_steps)
@@ -146,20 +144,25 @@ def _violation(
         where = f"key {events[ops[0].call]['key']!r} "
         if failing_keys > 1:
             where += f"(1 of {failing_keys} failing keys) "
-    count = f"{len(ops)} operation{'s' if len(ops) != 1 else ''}"
-    if not witness.minimal:
-        count += " (shrinking stopped at its step budget)"
-    described = "; ".join(_describe(op, events) for op in ops[:_MAX_DESCRIBED_OPERATIONS])
-    if len(ops) > _MAX_DESCRIBED_OPERATIONS:
-        described += "; ..."
-    indices = sorted(index for op in ops for index in op.event_indices)
-    return LinearizabilityResult(
-        ok=False,
-        explanation=(
+    if witness.observes_unwritten:
+        explanation = (
+            f"not linearizable: {where}{_describe(ops[0], events)} observed a value that no "
+            "operation wrote or may have written (failed operations did not happen)"
+        )
+    else:
+        count = f"{len(ops)} operation{'s' if len(ops) != 1 else ''}"
+        if not witness.minimal:
+            count += " (shrinking stopped at its step budget)"
+        described = "; ".join(_describe(op, events) for op in ops[:_MAX_DESCRIBED_OPERATIONS])
+        if len(ops) > _MAX_DESCRIBED_OPERATIONS:
+            described += "; ..."
+        explanation = (
             f"not linearizable: {where}no legal order for model {model.name!r} exists for "
             f"{count}: {described}"
-        ),
-        witness=[dict(events[index]) for index in indices],
+        )
+    indices = sorted(index for op in ops for index in op.event_indices)
+    return LinearizabilityResult(
+        ok=False, explanation=explanation, witness=[dict(events[index]) for index in indices]
     )
 
 

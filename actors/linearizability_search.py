@@ -46,8 +46,11 @@ def search(operations: Sequence[Operation], model: Model, budget: int | None = N
     at that first return, once the known candidates are exhausted: placing them as late as
     possible finds the linearizations of legal histories without first exploring every early
     placement. Not linearizing one at all is the same as placing it last, where an unknown
-    operation is always legal, so "took effect or not" needs no extra branch.
+    operation is always legal, so "took effect or not" needs no extra branch. Those that nothing
+    could have observed are dropped first (`drop_unobservable_unknowns`).
     """
+    if any(op.ret is None for op in operations):
+        operations = drop_unobservable_unknowns(operations, model)
     known = [op for op in operations if op.ret is not None]
     unknown = sorted((op for op in operations if op.ret is None), key=lambda op: op.call)
     unknown_bit = [1 << (len(known) + j) for j in range(len(unknown))]
@@ -172,6 +175,8 @@ def drop_unobservable_unknowns(operations: Sequence[Operation], model: Model) ->
 class Witness:
     operations: list[Operation]
     minimal: bool  # False: the shrink budget ran out, or some candidate could not be decided
+    # The single operation observed a value no operation in the history wrote (or may have).
+    observes_unwritten: bool = False
 
 
 def minimise(operations: Sequence[Operation], model: Model, effort: int) -> Witness:
@@ -183,8 +188,13 @@ def minimise(operations: Sequence[Operation], model: Model, effort: int) -> Witn
     illegal. A proof is not yet an explanation: those rules reason about linearizations that an
     illegal history does not have, and would let a write go once nothing could legally have
     read it. So a removal must also not leave an operation observing a value nobody in the
-    witness wrote, unless it already did so in the full history (then it is the violation).
+    witness wrote. An operation that does so in the full history is illegal whatever else
+    happened, and is the witness on its own.
     """
+    unexplained = model.unexplained(operations)
+    if unexplained:
+        first = min(unexplained, key=lambda op: op.call)
+        return Witness([first], minimal=True, observes_unwritten=True)
     shrinker = _Shrinker(operations, model, effort)
     shrinker.run()
     return Witness(shrinker.current, minimal=shrinker.decided_all)
@@ -196,7 +206,6 @@ class _Shrinker:
         self.decided_all = True
         self._model = model
         self._footprint = model.footprint(self.current)
-        self._already_unexplained = model.unexplained(self.current)
         self._candidate_budget = _CANDIDATE_EFFORT * effort + _MIN_STEPS
         self._remaining = _SHRINK_EFFORT * effort + _MIN_STEPS
 
@@ -262,7 +271,7 @@ class _Shrinker:
             return False
         gone = set(group)
         candidate = [op for op in self.current if op not in gone]
-        if not candidate or self._model.unexplained(candidate) - self._already_unexplained:
+        if not candidate or self._model.unexplained(candidate):
             return False
         outcome = search(candidate, self._model, min(self._candidate_budget, self._remaining))
         self._remaining -= outcome.steps
