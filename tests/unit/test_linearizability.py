@@ -92,9 +92,9 @@ def test_overlapping_operations_may_be_reordered() -> None:
     assert not linearizable(events)
 
 
-def test_new_then_old_read_inversion_is_not_linearizable() -> None:
-    # Both reads overlap the write, but the second starts after the first saw the new value.
-    events = [
+def new_then_old_read() -> list[dict[str, Any]]:
+    """Both reads overlap the write, but the second starts after the first saw the new value."""
+    return [
         invoke(1, "write", 1),
         invoke(2, "read"),
         ok(2, "read", 1),
@@ -102,6 +102,11 @@ def test_new_then_old_read_inversion_is_not_linearizable() -> None:
         ok(3, "read", None),
         ok(1, "write", 1),
     ]
+
+
+def test_new_then_old_read_inversion_is_not_linearizable() -> None:
+    # Both reads overlap the write, but the second starts after the first saw the new value.
+    events = new_then_old_read()
     result = check_history(events, "cas-register")
     assert not result.ok
     assert result.witness == events
@@ -635,14 +640,7 @@ def test_witness_is_an_illegal_sub_history_with_no_removable_operation_left(mode
 def test_witness_keeps_the_write_a_read_observed() -> None:
     # Shrinking must not drop the write and report "read 1, never written": that hides the
     # real violation (the second read went back in time).
-    events = [
-        invoke(1, "write", 1),
-        invoke(2, "read"),
-        ok(2, "read", 1),
-        invoke(3, "read"),
-        ok(3, "read", None),
-        ok(1, "write", 1),
-    ]
+    events = new_then_old_read()
     result = check_history(events, "cas-register")
     assert result.witness == events
     assert "3 operations" in result.explanation
