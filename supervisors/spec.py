@@ -44,6 +44,7 @@ class WorkerSpec:
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float = 5.0
     backoff: Backoff | None = None
+    poison_after: int = 3  # crashes on the same message before it is treated as poison
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class SupervisorSpec:
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float | None = None  # None: long enough for every child's own timeout
     backoff: Backoff | None = None
+    poison_after: int = 3  # crashes on the same message before it is treated as poison
 
     def effective_shutdown_timeout(self) -> float:
         if self.shutdown_timeout is not None:

@@ -62,6 +62,7 @@ class WorkerModel(_Strict):
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
     shutdown_timeout: float = Field(5.0, gt=0)
     backoff: BackoffModel | None = None
+    poison_after: int = Field(3, ge=1, le=1000)
 
 
 class SupervisorModel(_Strict):
@@ -72,6 +73,7 @@ class SupervisorModel(_Strict):
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
     shutdown_timeout: float | None = Field(None, gt=0)
     backoff: BackoffModel | None = None
+    poison_after: int = Field(3, ge=1, le=1000)
     children: list[TreeEntry] = Field(default_factory=list)
 
 
@@ -261,6 +263,7 @@ def _to_spec(entry: WorkerModel | SupervisorModel) -> ChildSpec:
             restart=Restart(entry.restart),
             shutdown_timeout=entry.shutdown_timeout,
             backoff=_backoff(entry.backoff),
+            poison_after=entry.poison_after,
         )
     return SupervisorSpec(
         id=entry.id,
@@ -271,6 +274,7 @@ def _to_spec(entry: WorkerModel | SupervisorModel) -> ChildSpec:
         restart=Restart(entry.restart),
         shutdown_timeout=entry.shutdown_timeout,
         backoff=_backoff(entry.backoff),
+        poison_after=entry.poison_after,
     )
 
 

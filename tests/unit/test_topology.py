@@ -119,3 +119,13 @@ def test_validate_command_exit_codes(tmp_path: Path) -> None:
 )
 def test_shipped_topologies_are_valid(path: Path) -> None:
     assert load_topology(path).nodes
+
+
+def test_poison_after_is_per_child_with_default_and_bounds() -> None:
+    text = GOOD.replace("restart: transient}", "restart: transient, poison_after: 7}")
+    tree = parse_topology(text, "t.yaml").node(None).tree
+    assert tree.poison_after == 3 and tree.children[0].poison_after == 3
+    assert tree.children[1].children[0].poison_after == 7
+    for bad in ("0", "1001"):
+        with pytest.raises(TopologyError, match=r"children\[0\]\.poison_after"):
+            parse_topology(text.replace("poison_after: 7", f"poison_after: {bad}"), "t.yaml")
