@@ -15,6 +15,7 @@ A record whose checksum does not match raises :class:`CorruptRecord` naming the 
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -29,8 +30,10 @@ import msgspec
 
 __all__ = [
     "CorruptRecord",
+    "DiskFull",
     "EventLog",
     "EventLogError",
+    "FencedOff",
     "Record",
     "UnreadableEventLog",
     "WriteBatch",
@@ -44,6 +47,13 @@ _CODEC_MSGPACK = 1
 _SEQ = struct.Struct(">Q")
 _INITIAL_MAP_SIZE = 64 << 20
 _MARKER_KEY = b"__format__"
+_FENCE_PREFIX = "fence/"  # values key of an actor path's fence token (see EventLog.acquire_fence)
+# Data files hold incidents and keys: owner only, set explicitly (a umask can be anything).
+DATA_FILE_MODE = 0o600
+DATA_DIR_MODE = 0o700
+# LMDB reports a short write on a full disk as EIO, not ENOSPC: below this much free space an I/O error
+# of a commit is taken to be the disk being full (a B-tree commit rewrites whole pages along its path).
+_DISK_FULL_SLACK = 1 << 20
 
 
 def _pid_scoped_env_keys(path: Any, subdir: bool, _original: Any = lmdb._envid.env_keys) -> tuple[Any, ...]:
@@ -71,6 +81,18 @@ class UnreadableEventLog(EventLogError):
 
 class CorruptRecord(EventLogError):
     """A record's checksum or envelope does not match its contents."""
+
+
+class FencedOff(EventLogError):
+    """This process's writes were refused: a newer instance of the same actor took the fence token.
+
+    An orphan (an instance whose supervisor died) or a superseded instance must never append, commit or
+    vote: the instance that sees this must stop at once; the newer instance carries on."""
+
+
+class DiskFull(EventLogError):
+    """A commit failed because the file system holding the event log has no space left. Nothing of the
+    failed batch was written; the log stays readable and takes writes again once space is freed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +175,13 @@ class EventLog:
 
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = _INITIAL_MAP_SIZE) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(self.path, DATA_DIR_MODE)  # mkdir's mode is masked by the umask and skips existing dirs
         data_file = self.path / "data.mdb"
         try:
             self._env = lmdb.open(
                 str(self.path),
+                mode=DATA_FILE_MODE,
                 map_size=map_size,
                 max_dbs=8,
                 sync=True,
@@ -170,11 +194,14 @@ class EventLog:
             raise UnreadableEventLog(f"{data_file}: not an LMDB environment ({exc})") from exc
         except lmdb.Error as exc:
             raise UnreadableEventLog(f"{data_file}: cannot open ({exc})") from exc
+        for name in ("data.mdb", "lock.mdb"):  # lmdb's mode applies only to files it creates
+            os.chmod(self.path / name, DATA_FILE_MODE)
         self._check_format(data_file)
         self._events = self._env.open_db(b"events")
         self._heads = self._env.open_db(b"heads")
         self._values = self._env.open_db(b"values")
         self._snapshots = self._env.open_db(b"snapshots")
+        self._fence: tuple[bytes, int] | None = None
 
     def _check_format(self, data_file: Path) -> None:
         expected = FORMAT_MARKER + b"/" + str(FORMAT_VERSION).encode()
@@ -220,10 +247,62 @@ class EventLog:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
                 self._env.set_mapsize(0)  # another process grew the map: adopt its size
+            except lmdb.Error as exc:
+                if self._disk_is_full(exc):
+                    raise DiskFull(
+                        f"{self.path}: disk full, the commit was not written ({exc}); free space on "
+                        "the file system of data_dir (or move data_dir to a larger one), the node "
+                        "resumes where it stopped"
+                    ) from exc
+                raise
+
+    def _disk_is_full(self, exc: lmdb.Error) -> bool:
+        if os.strerror(errno.ENOSPC) in str(exc):
+            return True
+        if os.strerror(errno.EIO) not in str(exc):
+            return False
+        try:
+            st = os.statvfs(self.path)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < _DISK_FULL_SLACK
+
+    def acquire_fence(self, owner: str) -> int:
+        """Become the only instance allowed to write for ``owner`` (an actor path): bump its fence token
+        durably and check it inside every later commit of this handle. A previous holder's next commit
+        raises :class:`FencedOff`, even if it is still running (an orphan, a paused process)."""
+        key = f"{_FENCE_PREFIX}{owner}".encode()
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    raw = txn.get(key, db=self._values)
+                    token = (_SEQ.unpack(raw)[0] if raw else 0) + 1
+                    txn.put(key, _SEQ.pack(token), db=self._values)
+                break
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)
+        self._fence = (key, token)
+        return token
+
+    def _check_fence(self, txn: lmdb.Transaction) -> None:
+        if self._fence is None:
+            return
+        key, token = self._fence
+        raw = txn.get(key, db=self._values)
+        current = _SEQ.unpack(raw)[0] if raw else 0
+        if current != token:
+            owner = key.decode()[len(_FENCE_PREFIX) :]
+            raise FencedOff(
+                f"{self.path}: {owner!r} instance with fence token {token} was superseded by token "
+                f"{current}; this instance must stop (a newer instance of the same actor is running)"
+            )
 
     def _commit_once(self, batch: WriteBatch) -> dict[str, list[int]]:
         assigned: dict[str, list[int]] = {}
         with self._env.begin(write=True) as txn:
+            self._check_fence(txn)
             for stream, envelopes in batch._appends.items():
                 head = self._head(txn, stream)
                 seqs = list(range(head + 1, head + 1 + len(envelopes)))

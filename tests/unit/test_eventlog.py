@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import lmdb
 import pytest
 
-from actors.eventlog import CorruptRecord, EventLog, UnreadableEventLog, open_event_log
+from actors.eventlog import CorruptRecord, DiskFull, EventLog, UnreadableEventLog, open_event_log
+from tests.small_fs import fill, free_bytes, mounted_tmpfs
 
 
 def test_append_read_snapshot_compact_and_values(tmp_path: Path) -> None:
@@ -81,3 +84,42 @@ def test_open_event_log_is_one_handle_per_process(tmp_path: Path) -> None:
     a = open_event_log(tmp_path)
     assert open_event_log(tmp_path) is a
     a.close()
+
+
+def test_disk_full_is_a_named_disk_full_error_and_the_log_recovers(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "small") as fs:
+        log = EventLog(fs / "eventlog")
+        log.append("s", [{"n": 0}])
+        filler = fill(fs)
+        assert free_bytes(fs) < 64 << 10, "the file system did not really fill up"
+        with pytest.raises(DiskFull, match=rf"{fs / 'eventlog'}: disk full.*free space") as caught:
+            for n in range(1, 200):  # the free pages LMDB keeps can absorb a few commits first
+                log.append("s", [{"n": n, "pad": "x" * 8000}])
+        assert isinstance(caught.value.__cause__, lmdb.Error)  # LMDB really failed to write
+        failed_at = log.last_seq("s")
+        filler.unlink()
+        assert log.read("s")[0].payload == {"n": 0}  # what was committed before is intact
+        assert log.append("s", [{"n": "after"}]) == [failed_at + 1]
+        log.close()
+        reopened = EventLog(fs / "eventlog")
+        assert reopened.read("s", after=failed_at)[0].payload == {"n": "after"}
+        reopened.close()
+
+
+def test_data_files_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)  # the most permissive umask: modes must not depend on it
+    try:
+        (tmp_path / "old").mkdir(mode=0o755)
+        log = EventLog(tmp_path / "new")
+        log.close()
+        (tmp_path / "old" / "data.mdb").write_bytes((tmp_path / "new" / "data.mdb").read_bytes())
+        os.chmod(tmp_path / "old" / "data.mdb", 0o644)  # left world-readable by an older version
+        EventLog(tmp_path / "old").close()
+    finally:
+        os.umask(old)
+    modes = {
+        str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode)
+        for p in [tmp_path / "new", tmp_path / "old", *tmp_path.glob("*/*.mdb")]
+    }
+    wanted = {name: (0o700 if "." not in name else 0o600) for name in modes}
+    assert len(modes) == 6 and modes == wanted
