@@ -3,7 +3,9 @@
 Thespian's TCP transport unpickles whatever reaches its sockets, and ``IPActorAddress`` binds every actor's
 listening socket to all interfaces (``bindname = ('', port)``) even when ``THESPIAN_BASE_IPADDR`` is set
 (measured). :func:`bind_loopback_only` patches the bind address to the advertised loopback address before the
-admin is forked, so the admin and every actor process (forked from it) inherit the patch.
+admin is forked, so the admin and every actor process (forked from it) inherit the patch. The same holds for
+:func:`supervisors.frame_auth.install`: every frame must carry an HMAC under a secret made here, so a local user
+who connects to one of these sockets cannot get a pickle of theirs unpickled.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from supervisors import frame_auth
 
 LOOPBACK = "127.0.0.1"
 # Thespian allows 20 unacknowledged transmits per actor process in total and keeps one for up to 5 minutes
@@ -59,6 +63,7 @@ def prepare_environment(data_dir: Path) -> dict[str, Any]:
     os.environ["THESPLOG_FILE"] = str(data_dir / "thespian-internal.log")
     os.environ.setdefault("THESPLOG_FILE_MAXSIZE", str(4 << 20))
     bind_loopback_only()
+    frame_auth.install()  # before ActorSystem(): the admin and the actors are forked with the secret
     bound_transmit_timeout()
     return {
         "version": 1,
