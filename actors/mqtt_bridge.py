@@ -28,10 +28,14 @@ import paho.mqtt.client as mqtt
 from actors.base import SupervisedActor
 from actors.streams import READINGS, dead_letter_stream
 
-__all__ = ["DEAD_LETTERS", "MalformedReading", "MqttBridgeActor", "parse_reading"]
+__all__ = ["DEAD_LETTERS", "MAX_PAYLOAD", "MalformedReading", "MqttBridgeActor", "parse_reading"]
 
 DEAD_LETTERS = dead_letter_stream("mqtt-bridge")
 _MAX_RAW = 4096  # bytes of a rejected payload kept in its dead letter
+# A reading is ~200 bytes of JSON; anything much larger is not one, and parsing it would cost memory and
+# time (a 256 MB payload is a MemoryError away), so it is rejected on its size alone.
+MAX_PAYLOAD = 64 * 1024
+_MAX_TEXT = 256  # characters of a sensor, pollutant, unit or location name
 
 
 class MalformedReading(ValueError):
@@ -59,9 +63,18 @@ class _Status:
 def _finite_number(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedReading(f"{field} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)  # an int of 400 digits does not fit a float: OverflowError
+    except OverflowError:
+        raise MalformedReading(f"{field} must be finite, got an integer of {_digits(value)} digits") from None
+    if not math.isfinite(number):
         raise MalformedReading(f"{field} must be finite, got {value!r}")
-    return float(value)
+    return number
+
+
+def _digits(value: int) -> str:
+    # str() of a huge int is itself refused above 4300 digits (ValueError): estimate from the bit length
+    return f"~{int(value.bit_length() * 0.30103) + 1}"
 
 
 def _text(doc: dict[str, Any], *names: str, required: bool = True) -> str | None:
@@ -69,7 +82,13 @@ def _text(doc: dict[str, Any], *names: str, required: bool = True) -> str | None
         if name in doc:
             value = doc[name]
             if not isinstance(value, str) or not value.strip():
-                raise MalformedReading(f"{name} must be a non-empty string, got {value!r}")
+                raise MalformedReading(f"{name} must be a non-empty string, got {_short(value)}")
+            if len(value) > _MAX_TEXT:
+                raise MalformedReading(f"{name} is longer than {_MAX_TEXT} characters")
+            try:
+                value.encode("utf-8")  # JSON may carry a lone surrogate ("\ud800"): the log cannot store it
+            except UnicodeEncodeError:
+                raise MalformedReading(f"{name} is not valid UTF-8 text (lone surrogate)") from None
             return value
     if required:
         raise MalformedReading(f"missing field {names[0]!r}")
@@ -84,38 +103,76 @@ def _timestamp(doc: dict[str, Any]) -> float:
                 try:
                     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
                 except ValueError:
-                    raise MalformedReading(f"{name} {value!r} is not ISO 8601 nor epoch seconds") from None
+                    raise MalformedReading(
+                        f"{name} {_short(value)} is not ISO 8601 nor epoch seconds"
+                    ) from None
+                except (OverflowError, OSError):  # a naive year-1 time before the epoch in local time
+                    raise MalformedReading(f"{name} {_short(value)} is out of the epoch's range") from None
             return _finite_number(value, name)
     raise MalformedReading("missing field 'timestamp' (or 'ts')")
 
 
 def _location(doc: dict[str, Any]) -> list[float] | str | None:
     value = doc.get("location")
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _text(doc, "location")
     if isinstance(value, list) and 2 <= len(value) <= 3:
         return [_finite_number(v, "location[]") for v in value]
-    raise MalformedReading(f"location must be [lat, lon(, alt)] or a name, got {value!r}")
+    raise MalformedReading(f"location must be [lat, lon(, alt)] or a name, got {_short(value)}")
 
 
-def parse_reading(topic: str, payload: bytes) -> dict[str, Any]:
-    """The ``readings`` record for one MQTT message, or :class:`MalformedReading`.
+def _short(value: Any) -> str:
+    """A bounded repr for a reason: a rejected field may be megabytes, or an int repr() refuses."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. ValueError: int too large to convert to str
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_reading(topic: str, payload: bytes, max_payload: int = MAX_PAYLOAD) -> dict[str, Any]:
+    """The ``readings`` record for one MQTT message, or :class:`MalformedReading`, and nothing else.
 
     The payload is a JSON object: ``sensor`` (or ``sensor_id``; default: the topic's second level, as in
     ``sensor/<id>/raw``), ``pollutant``, ``value`` (finite number), ``unit``, ``timestamp`` (or ``ts``:
-    epoch seconds or ISO 8601) and optional ``location``."""
+    epoch seconds or ISO 8601) and optional ``location``.
+
+    Total on purpose: the bridge acks only after it stored a message, so any exception that escaped here
+    would crash it before the ack and the broker would redeliver the same payload to every new instance
+    (a permanent outage from one message). The size is bounded before parsing (no MemoryError, no slow
+    parse of a huge document), and whatever else the parser or the checks raise (RecursionError on deep
+    nesting, OverflowError, UnicodeDecodeError, ...) becomes a rejection with the exception as reason."""
+    if not isinstance(payload, bytes | bytearray):
+        raise MalformedReading(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) > max_payload:
+        raise MalformedReading(f"payload of {len(payload)} bytes is larger than {max_payload} bytes")
+    try:
+        return _parse(topic, payload)
+    except MalformedReading:
+        raise
+    except Exception as exc:  # total by design: see the docstring
+        raise MalformedReading(f"unparseable payload: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _parse(topic: str, payload: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedReading(f"not JSON: {exc}") from None
+        raise MalformedReading(f"not JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise MalformedReading("not JSON that can be read: nested too deeply") from None
     if not isinstance(doc, dict):
         raise MalformedReading(f"not a JSON object but {type(doc).__name__}")
     sensor = _text(doc, "sensor", "sensor_id", required=False)
     if sensor is None:
-        levels = topic.split("/")
+        levels = topic.split("/") if isinstance(topic, str) else []
         if len(levels) < 2 or not levels[1]:
             raise MalformedReading("missing field 'sensor' (and the topic names none)")
         sensor = levels[1]
+        if len(sensor) > _MAX_TEXT:
+            raise MalformedReading(f"the topic's sensor level is longer than {_MAX_TEXT} characters")
     if "value" not in doc:
         raise MalformedReading("missing field 'value'")
     return {
@@ -138,7 +195,8 @@ class MqttBridgeActor(SupervisedActor):
     """args: ``host`` (127.0.0.1), ``port`` (1883), ``topic`` (``sensor/+/raw``), ``client_id`` (default
     stable per node and actor path), ``username``/``password``, ``tls`` (``{"ca_certs", "certfile",
     "keyfile"}`` or null), ``qos`` (1), ``keepalive`` (30 s), ``reconnect_min``/``reconnect_max`` (1/30 s),
-    ``drain_interval`` (0.01 s), ``batch`` (max messages per durable transaction, 1000)."""
+    ``drain_interval`` (0.01 s), ``batch`` (max messages per durable transaction, 1000), ``max_payload``
+    (bytes, 64 KiB: a larger payload is rejected unparsed)."""
 
     def on_start(self, args: dict[str, Any]) -> None:
         assert self.config is not None
@@ -146,6 +204,7 @@ class MqttBridgeActor(SupervisedActor):
         self.qos = int(args.get("qos", 1))
         self.drain_interval = float(args.get("drain_interval", 0.01))
         self.batch_size = max(1, int(args.get("batch", 1000)))
+        self.max_payload = int(args.get("max_payload", MAX_PAYLOAD))
         self.counter_key = f"mqtt-bridge/{self.path}/counts"
         counts = self.event_log.get_value(self.counter_key) or {}
         self.accepted = int(counts.get("accepted", 0))
@@ -203,7 +262,13 @@ class MqttBridgeActor(SupervisedActor):
         )
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        self.inbox.put(_Arrived(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            # paho decodes the topic on access; an exception here would stop its network thread for good,
+            # so the message still goes through (and is rejected) instead
+            topic = "<topic is not UTF-8>"
+        self.inbox.put(_Arrived(topic, bytes(msg.payload), msg.mid, msg.qos))
 
     # -- the actor's thread -------------------------------------------------------------------------
 
@@ -228,13 +293,15 @@ class MqttBridgeActor(SupervisedActor):
         with self.event_log.batch() as batch:
             for msg in arrived:
                 try:
-                    reading = parse_reading(msg.topic, msg.payload)
+                    reading = parse_reading(msg.topic, msg.payload, self.max_payload)
                 except MalformedReading as exc:
-                    rejections.append((msg, exc.reason))
+                    # the reason may quote the payload: keep it short and storable (no lone surrogates)
+                    reason = exc.reason[:500].encode("utf-8", errors="replace").decode("utf-8")
+                    rejections.append((msg, reason))
                     batch.append(
                         DEAD_LETTERS,
                         {
-                            "reason": exc.reason,
+                            "reason": reason,
                             "ts": now,
                             "topic": msg.topic,
                             "raw": msg.payload[:_MAX_RAW].decode("utf-8", errors="replace"),
