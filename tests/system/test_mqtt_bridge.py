@@ -101,6 +101,56 @@ def test_bridge_stores_readings_dead_letters_malformed_ones_and_survives_sigkill
     assert run.named("child_lost", child="bridge") and run.leftover_processes() == []
 
 
+HOSTILE = [
+    # the reported outages: math.isfinite raised OverflowError, json raised RecursionError, before the ack
+    (b'{"pollutant": "NO2", "unit": "ppb", "ts": 1, "value": ' + b"9" * 400 + b"}", "finite"),
+    (b"[" * 100_000 + b"]" * 100_000, "larger than"),  # rejected on its size, before parsing
+    (b"[" * 5_000 + b"]" * 5_000, "nested too deeply"),  # below the size bound: json really recurses
+    (b'{"pollutant": "\\ud800", "unit": "ppb", "ts": 1, "value": 1}', "not valid UTF-8"),
+]
+
+
+@pytest.mark.system
+@pytest.mark.mqtt
+def test_hostile_payloads_are_dead_lettered_and_acked_and_the_bridge_never_crashes(
+    tmp_path: Path, broker: int
+) -> None:
+    args = {"host": "127.0.0.1", "port": broker, "topic": "sensor/+/raw", "reconnect_max": 2}
+    topo = write_topology(tmp_path, supervisor("root", [worker("bridge", BRIDGE, args=args)], intensity=5))
+    node = LiveNode(topo, duration=30)
+    node.wait_until(lambda: node.named("mqtt_subscribed"), 15, "the bridge's subscription")
+    log = open_event_log(tmp_path / "data" / "eventlog")
+    pub = publisher(broker)
+    try:
+        for payload, _ in HOSTILE:
+            publish(pub, "sensor/s9/raw", payload)
+        publish(pub, "sensor/s1/raw", reading(7))  # a valid reading after them
+        node.wait_until(lambda: len(log.read(READINGS)) >= 1, 15, "the valid reading in the event log")
+        node.wait_until(lambda: len(node.named("reading_rejected")) >= len(HOSTILE), 5, "the rejections")
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    run = node.finish(stop=True)
+    assert run.code == 0, run.stderr[-3000:]
+
+    # each hostile payload really reached the bridge: it is in the dead letters, with its reason
+    dead = [r.payload for r in log.read(DEAD_LETTERS)]
+    assert len(dead) == len(HOSTILE)
+    for letter, (payload, why) in zip(dead, HOSTILE, strict=True):
+        assert why in letter["reason"], letter["reason"]
+        assert letter["topic"] == "sensor/s9/raw"
+        assert letter["raw"] == payload[:4096].decode("utf-8", errors="replace")
+        assert letter["truncated"] == (len(payload) > 4096)
+    rejected = run.named("reading_rejected")
+    assert [e["rejected_total"] for e in rejected] == [1, 2, 3, 4]
+    assert all(e["topic"] == "sensor/s9/raw" and e["reason"] for e in rejected)
+    # ... and none of them crashed it: one start, no crash, no restart, and the reading after them is stored
+    assert run.named("child_started", child="bridge") and not run.named("child_crashed", child="bridge")
+    assert not run.named("child_restarted", child="bridge") and not run.named("child_lost", child="bridge")
+    assert [r.payload["value"] for r in log.read(READINGS)] == [7.0]
+    assert run.leftover_processes() == []
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
