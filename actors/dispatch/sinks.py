@@ -8,12 +8,15 @@ call has an explicit timeout so that a dead endpoint costs bounded time.
 Exactly-once into the file (across crashes): the dispatcher writes a line, fsyncs, and only then commits
 its offset. A crash between the two leaves lines the offset does not cover; they are always the file's
 last lines and all come from one input (the committed stream or the replay stream), so on open the sink
-reads its last line and skips what that line says was already written. A torn last line (crash during
-the write, never fsynced as a whole) is cut off and written again.
+reads that trailing run and skips an item only when its index (or replay seq) AND its incident id are
+there: a fresh event log numbers from 1 again, and its incident 1 is not the old file's line 1. A torn
+last line (crash during the write, never fsynced as a whole) is cut off and written again; a write that
+fails (a full disk) is cut back to the size before it, so its retry is written exactly once.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -22,6 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+
+# Trailing lines the file sink remembers: a crash leaves at most one dispatcher batch (default 100)
+# uncovered by the offset, so this must exceed the dispatcher's ``batch``.
+TAIL_LINES = 4096
+DATA_FILE_MODE = 0o600
+DATA_DIR_MODE = 0o700
 
 __all__ = [
     "Delivery",
@@ -86,80 +95,133 @@ class Sink(Protocol):
 
 
 class FileSink:
-    """Appends one JSON line per incident: ``{"index", "incident"[, "replay"]}``, flushed and fsynced."""
+    """Appends one JSON line per incident: ``{"index", "incident"[, "replay"]}``, written and fsynced."""
 
     kind = "file"
 
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
         created = not self.path.exists()
-        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the sink's lifetime
+        # unbuffered: a failed write must leave no bytes behind in a buffer that a later write would
+        # flush (that wrote the retried incident twice after a full disk)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, DATA_FILE_MODE)
+        os.fchmod(self._fd, DATA_FILE_MODE)  # incidents are node-private, whatever the umask or old mode
         if created:
             _fsync_dir(self.path.parent)  # the file's directory entry must survive a power cut too
+        # (lane, index or replay seq) -> incident id of the file's trailing lines: what a crash may have
+        # written without the dispatcher's offset covering it
+        self._written: dict[tuple[str, int], str] = {}
         self.resume_index, self.resume_replay = self._recover_tail()
 
     def _recover_tail(self) -> tuple[int, int]:
-        """Cut a torn last line; return what the last complete line says was written last."""
-        size = self._file.seek(0, os.SEEK_END)
+        """Cut a torn last line; remember the trailing lines; return the newest index / replay seq."""
+        size = os.lseek(self._fd, 0, os.SEEK_END)
         if size == 0:
             return 0, 0
         with open(self.path, "rb") as reader:
-            tail, start = _read_tail(reader, size)
+            tail, start = _read_tail(reader, size, lines=TAIL_LINES)
         complete_end = tail.rfind(b"\n") + 1
         if complete_end < len(tail):  # torn line: it was never fsynced as a whole, so never counted
             os.truncate(self.path, start + complete_end)
-            os.fsync(self._file.fileno())
+            os.fsync(self._fd)
             tail = tail[:complete_end]
-        last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-        if not last:
+        trailing: list[tuple[tuple[str, int], str]] = []
+        for raw in reversed(tail.rstrip(b"\n").split(b"\n")[-TAIL_LINES:]):
+            if not raw:
+                break
+            key, incident_id = self._parse_line(raw, last=not trailing)
+            if key is None:
+                break  # the chunk started mid-line
+            # the run of lines one crash can leave uncovered: one lane, sequence growing to the end
+            if trailing and (key[0] != trailing[-1][0][0] or key[1] >= trailing[-1][0][1]):
+                break
+            trailing.append((key, incident_id))
+        self._written = dict(reversed(trailing))
+        if not trailing:
             return 0, 0
+        (lane, seq), _ = trailing[0]
+        return (0, seq) if lane == "replay" else (seq, 0)
+
+    def _parse_line(self, raw: bytes, *, last: bool) -> tuple[tuple[str, int] | None, str]:
         try:
-            record = json.loads(last)
+            record = json.loads(raw)
             index = int(record["index"])
-        except (ValueError, KeyError, TypeError) as exc:
+            incident_id = str(record["incident"].get("incident_id", ""))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not last:
+                return None, ""
             raise SinkConfigError(
                 f"{self.path}: the last line is not a garrison incident line ({exc}); "
                 "point the file sink at a file only garrison writes"
             ) from exc
         replay = record.get("replay")
-        if replay is not None:
-            return 0, int(replay)
-        return index, 0
+        return (("replay", int(replay)) if replay is not None else ("index", index)), incident_id
+
+    @staticmethod
+    def _key(item: Delivery) -> tuple[str, int]:
+        return ("replay", item.replay) if item.replay is not None else ("index", item.index)
 
     def already_delivered(self, item: Delivery) -> bool:
-        if item.replay is not None:
-            return item.replay <= self.resume_replay
-        return item.index <= self.resume_index
+        # the incident id must match too: a fresh event log (``--reinit``) numbers from 1 again, and an
+        # equal index of another incident is new, not delivered
+        return self._written.get(self._key(item)) == item.incident_id
 
     def deliver(self, item: Delivery) -> None:
         line = json.dumps(item.body(), separators=(",", ":"), sort_keys=True, allow_nan=False) + "\n"
+        data = line.encode()
+        size = os.lseek(self._fd, 0, os.SEEK_END)
         try:
-            self._file.write(line.encode())
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            rest = memoryview(data)
+            while rest:  # a short write is followed by the real error (ENOSPC) on the next one
+                written = os.write(self._fd, rest)
+                if written == 0:
+                    raise OSError(errno.ENOSPC, "write wrote nothing")
+                rest = rest[written:]
+            os.fsync(self._fd)
         except OSError as exc:
-            raise DeliveryFailed(f"cannot append to {self.path}: {exc}") from exc
+            self._undo_to(size)
+            full = exc.errno == errno.ENOSPC
+            why = "disk full; free space on its file system (the incident is retried)" if full else exc
+            raise DeliveryFailed(f"cannot append to {self.path}: {why}") from exc
+        key = self._key(item)
+        if self._written and (key[0] != next(reversed(self._written))[0] or len(self._written) >= TAIL_LINES):
+            self._written.clear()  # a new run (the lane changed) or an old entry no crash can need
+        self._written[key] = item.incident_id
         # only for the skip-after-crash check: both lanes move forward, so remember the newest of each
         if item.replay is None:
             self.resume_index = max(self.resume_index, item.index)
         else:
             self.resume_replay = max(self.resume_replay, item.replay)
 
+    def _undo_to(self, size: int) -> None:
+        """Cut what a failed write left after ``size`` so that the retry writes the line exactly once."""
+        try:
+            os.ftruncate(self._fd, size)
+            os.fsync(self._fd)
+        except OSError:  # cannot even truncate: reopen and try once more before giving up loudly
+            os.close(self._fd)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            os.ftruncate(self._fd, size)
+
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
-def _read_tail(reader: Any, size: int, chunk: int = 65536) -> tuple[bytes, int]:
-    """The end of the file and its offset: enough to hold the last complete line and any torn bytes
-    after it (two line breaks in view), or the whole file when it is shorter."""
-    start, tail = size, b""
-    while start > 0 and tail.count(b"\n") < 2:
-        start = max(0, start - chunk)
+def _read_tail(
+    reader: Any, size: int, lines: int = 1, chunk: int = 65536, max_bytes: int = 16 << 20
+) -> tuple[bytes, int]:
+    """The end of the file and its offset: enough to hold the last ``lines`` complete lines and any torn
+    bytes after them (``lines + 1`` line breaks in view), or the whole file when it is shorter. Past
+    ``max_bytes`` it stops at the last complete line (a crash's few uncovered lines are the newest)."""
+    start, chunks, breaks = size, [], 0
+    while start > 0 and breaks < lines + 1 and (breaks < 2 or size - start < max_bytes):
+        end, start = start, max(0, start - chunk)
         reader.seek(start)
-        tail = reader.read(size - start)
-    return tail, start
+        chunks.append(reader.read(end - start))
+        breaks += chunks[-1].count(b"\n")
+    return b"".join(reversed(chunks)), start
 
 
 def _fsync_dir(path: Path) -> None:

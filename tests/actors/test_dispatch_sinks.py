@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +21,7 @@ from actors.dispatch.sinks import (
     WebhookSink,
     build_sink,
 )
+from tests.small_fs import fill, free_bytes, mounted_tmpfs
 
 
 def incident(i: int) -> dict:
@@ -65,6 +69,70 @@ def test_file_sink_tracks_replays_separately(tmp_path: Path) -> None:
     assert not again.already_delivered(Delivery(3, incident(3), replay=2))
     # the last line was a replay, so every first delivery it wrote is already covered by its offset
     assert not again.already_delivered(Delivery(6, incident(6)))
+
+
+def test_file_sink_does_not_take_a_reused_index_for_a_delivered_incident(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    sink = FileSink("file", path)
+    for i in (1, 2, 3):
+        sink.deliver(Delivery(i, incident(i)))
+    sink.close()
+    # the node started over with a fresh event log: its index 2 is another incident
+    again = FileSink("file", path)
+    assert again.already_delivered(Delivery(2, incident(2)))  # the crash case still skips
+    fresh = Delivery(2, {**incident(2), "incident_id": "fresh-log-2"})
+    assert not again.already_delivered(fresh)
+    again.deliver(fresh)
+    again.close()
+    assert [rec["incident"]["incident_id"] for rec in lines(path)] == [
+        "inc-1",
+        "inc-2",
+        "inc-3",
+        "fresh-log-2",
+    ]
+    # after the reset, only the new run is the tail: the old line 3 is no longer "just written"
+    third = FileSink("file", path)
+    assert third.already_delivered(fresh) and not third.already_delivered(Delivery(3, incident(3)))
+    third.close()
+
+
+def test_file_sink_writes_exactly_once_through_a_full_disk(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "small") as fs:
+        path = fs / "out.jsonl"
+        sink = FileSink("file", path)
+        sink.deliver(Delivery(1, incident(1)))
+        filler = fill(fs)
+        size_before = path.stat().st_size
+        big = Delivery(2, {**incident(2), "payload": "x" * 20_000})  # needs pages the disk no longer has
+        with pytest.raises(DeliveryFailed, match="disk full") as failed:
+            sink.deliver(big)
+        cause = failed.value.__cause__
+        assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC, cause  # really full
+        assert failed.value.retryable and free_bytes(fs) < 64 << 10
+        assert path.stat().st_size == size_before  # no partial line left behind
+        filler.unlink()
+        assert not sink.already_delivered(big)
+        sink.deliver(big)  # the retry once space is back
+        sink.deliver(Delivery(3, incident(3)))
+        sink.close()
+        assert [rec["incident"]["incident_id"] for rec in lines(path)] == ["inc-1", "inc-2", "inc-3"]
+
+
+def test_file_sink_file_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    old_file = tmp_path / "old.jsonl"
+    old_file.write_text("")
+    os.chmod(old_file, 0o644)  # created world-readable by an older version
+    umask = os.umask(0)
+    try:
+        for path in (tmp_path / "new" / "out.jsonl", old_file):
+            FileSink("file", path).close()
+    finally:
+        os.umask(umask)
+    modes = {
+        p.name: oct(stat.S_IMODE(p.stat().st_mode))
+        for p in (tmp_path / "new", tmp_path / "new" / "out.jsonl", old_file)
+    }
+    assert modes == {"new": "0o700", "out.jsonl": "0o600", "old.jsonl": "0o600"}
 
 
 def test_file_sink_finds_the_last_line_of_a_large_file(tmp_path: Path) -> None:
