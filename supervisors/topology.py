@@ -23,16 +23,20 @@ before anything starts (OTP's ``check_childspecs``).
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
+from supervisors.safe_yaml import MAX_CHARS, YamlProblem, load_bounded
 from supervisors.spec import Backoff, ChildSpec, Restart, Strategy, SupervisorSpec, WorkerSpec
 
 DEFAULT_TOPOLOGY = Path(__file__).with_name("default_topology.yaml")
+MAX_FILE_BYTES = MAX_CHARS  # checked on the bytes before decoding, then on the characters
+_MAX_REPORTED_ERRORS = 50
 
 
 class TopologyError(Exception):
@@ -45,33 +49,42 @@ class TopologyError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `intensity: true` or `period: "5"` are mistakes, not values to coerce; finite: `.inf` as a
+    # timeout would make a node that never stops.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+# Upper bounds: far above any sane setting, low enough that a typo cannot hang a stop or a restart.
+_MAX_TIMEOUT_S = 3600.0
+_MAX_PERIOD_S = 86_400.0
+_MAX_INTENSITY = 10_000
 
 
 class BackoffModel(_Strict):
-    min: float = Field(0.1, gt=0)
-    max: float = Field(10.0, gt=0)
+    min: float = Field(0.1, gt=0, le=_MAX_TIMEOUT_S)
+    max: float = Field(10.0, gt=0, le=_MAX_TIMEOUT_S)
     jitter: float = Field(0.2, ge=0, le=1)
-    reset_after: float = Field(30.0, ge=0)
+    reset_after: float = Field(30.0, ge=0, le=_MAX_PERIOD_S)
 
 
 class WorkerModel(_Strict):
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    actor: str = Field(min_length=1, pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+    actor: str = Field(min_length=1, max_length=500, pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+$")
     args: dict[str, Any] = Field(default_factory=dict)
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
-    shutdown_timeout: float = Field(5.0, gt=0)
+    shutdown_timeout: float = Field(5.0, gt=0, le=_MAX_TIMEOUT_S)
     backoff: BackoffModel | None = None
     poison_after: int = Field(3, ge=1, le=1000)
+    start_timeout: float = Field(30.0, gt=0, le=_MAX_TIMEOUT_S)
 
 
 class SupervisorModel(_Strict):
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
     strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one"
-    intensity: int = Field(3, ge=0)
-    period: float = Field(5.0, gt=0)
+    intensity: int = Field(3, ge=0, le=_MAX_INTENSITY)
+    period: float = Field(5.0, gt=0, le=_MAX_PERIOD_S)
     restart: Literal["permanent", "transient", "temporary"] = "permanent"
-    shutdown_timeout: float | None = Field(None, gt=0)
+    shutdown_timeout: float | None = Field(None, gt=0, le=_MAX_TIMEOUT_S)
     backoff: BackoffModel | None = None
     poison_after: int = Field(3, ge=1, le=1000)
     children: list[TreeEntry] = Field(default_factory=list)
@@ -151,23 +164,6 @@ def _message(err: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     return str(err["msg"])
-
-
-def _line_index(node: yaml.Node | None, path: tuple[int | str, ...] = ()) -> dict[tuple[Any, ...], int]:
-    """Map every path in the YAML document to its 1-based line, for errors a person can jump to."""
-    index: dict[tuple[Any, ...], int] = {}
-    if node is None:
-        return index
-    index[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = (*path, key.value)
-            index[sub] = key.start_mark.line + 1
-            index.update({k: v for k, v in _line_index(value, sub).items() if k != sub})
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            index.update(_line_index(item, (*path, i)))
-    return index
 
 
 def _line_for(index: dict[tuple[Any, ...], int], loc: tuple[int | str, ...]) -> int | None:
@@ -264,6 +260,7 @@ def _to_spec(entry: WorkerModel | SupervisorModel) -> ChildSpec:
             shutdown_timeout=entry.shutdown_timeout,
             backoff=_backoff(entry.backoff),
             poison_after=entry.poison_after,
+            start_timeout=entry.start_timeout,
         )
     return SupervisorSpec(
         id=entry.id,
@@ -279,29 +276,39 @@ def _to_spec(entry: WorkerModel | SupervisorModel) -> ChildSpec:
 
 
 def parse_topology(text: str, source: str, base_dir: Path | None = None) -> Topology:
-    """Validate ``text`` (the contents of ``source``); raise :class:`TopologyError` with every problem."""
+    """Validate ``text`` (the contents of ``source``); raise :class:`TopologyError` with every problem,
+    sorted by line. Bounded in time and memory whatever ``text`` is (see ``supervisors.safe_yaml``)."""
     try:
-        document = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TopologyError(source, [f"{source}: not valid YAML: {exc}"]) from exc
-    lines = _line_index(document)
+        loaded = load_bounded(text)
+    except YamlProblem as problem:
+        where = f"{source}:{problem.line}" if problem.line else source
+        raise TopologyError(source, [f"{where}: not valid YAML: {problem.message}"]) from None
+    data = loaded.data
     if not isinstance(data, dict):
-        raise TopologyError(source, [f"{source}: top level must be a mapping with a 'nodes:' list"])
+        raise TopologyError(source, [f"{source}:1: top level must be a mapping with a 'nodes:' list"])
+    found: list[tuple[int, str]] = []
 
-    def where(loc: tuple[int | str, ...]) -> str:
-        line = _line_for(lines, _clean_loc(loc))
-        return f"{source}:{line}: " if line else f"{source}: "
+    def report(loc: tuple[int | str, ...], message: str, line: int | None = None) -> None:
+        line = line or _line_for(loaded.lines, _clean_loc(loc))
+        where = f"{source}:{line}: " if line else f"{source}: "
+        found.append((line or 0, f"{where}{_format_path(loc)}: {message}"))
 
+    for loc, line in loaded.duplicate_keys:
+        report(loc, "duplicate key (YAML would silently keep only the last one)", line)
+    model = None
     try:
         model = TopologyModel.model_validate(data)
     except ValidationError as exc:
-        errors = [f"{where(e['loc'])}{_format_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
-        errors += [f"{where(loc)}{_format_path(loc)}: {msg}" for loc, msg in _raw_actor_errors(data)]
-        raise TopologyError(source, errors) from None
-    semantic = _semantic_errors(model)
-    if semantic:
-        raise TopologyError(source, [f"{where(loc)}{_format_path(loc)}: {msg}" for loc, msg in semantic])
+        for e in exc.errors():
+            report(e["loc"], _message(e))
+        for loc, msg in _raw_actor_errors(data):
+            report(loc, msg)
+    if model is not None:
+        for loc, msg in _semantic_errors(model):
+            report(loc, msg)
+    if found:
+        raise TopologyError(source, _capped([message for _, message in sorted(found, key=lambda f: f[0])]))
+    assert model is not None
     base = base_dir or Path.cwd()
     nodes = tuple(
         NodeConfig(
@@ -316,11 +323,50 @@ def parse_topology(text: str, source: str, base_dir: Path | None = None) -> Topo
     return Topology(source, nodes)
 
 
+def _capped(errors: list[str]) -> list[str]:
+    if len(errors) <= _MAX_REPORTED_ERRORS:
+        return errors
+    return [*errors[:_MAX_REPORTED_ERRORS], f"... and {len(errors) - _MAX_REPORTED_ERRORS} more error(s)"]
+
+
+def _read_text(file: Path) -> str:
+    """The file's text, refusing what cannot be a topology before reading it all (a FIFO or device would
+    block or never end, a huge file would only be refused after filling memory)."""
+    source = str(file)
+    try:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer; no effect on a regular file.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb", buffering=0) as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise TopologyError(source, [f"{source}: not a regular file"])
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise TopologyError(source, [f"{source}: cannot read: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise TopologyError(
+            source, [f"{source}: larger than {MAX_FILE_BYTES // 1024} KiB; a topology is a few KB"]
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise TopologyError(
+            source, [f"{source}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8"]
+        ) from None
+
+
 def load_topology(path: str | Path | None = None) -> Topology:
-    """Load a topology file (the embedded default when ``path`` is None)."""
+    """Load a topology file (the embedded default when ``path`` is None). Raises only
+    :class:`TopologyError`, whatever the file holds: a running node reloads it and must survive."""
     file = Path(path) if path is not None else DEFAULT_TOPOLOGY
     try:
-        text = file.read_text()
-    except OSError as exc:
-        raise TopologyError(str(file), [f"{file}: cannot read: {exc.strerror}"]) from exc
-    return parse_topology(text, str(file))
+        return parse_topology(_read_text(file), str(file))
+    except TopologyError:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError, a loader bug: must not take a running node down
+        raise TopologyError(
+            str(file),
+            [
+                f"{file}: cannot load: {type(exc).__name__}: {exc} (a bug in garrison's loader; please report it)"
+            ],
+        ) from exc

@@ -59,10 +59,10 @@ def test_good_topology_becomes_specs(tmp_path: Path) -> None:
 def test_all_schema_errors_at_once_with_paths_and_lines() -> None:
     with pytest.raises(TopologyError) as err:
         parse_topology(BAD, "bad.yaml")
-    assert err.value.errors == [
+    assert err.value.errors == [  # sorted by line
+        "bad.yaml:5: nodes[0].colour: unknown key",
         "bad.yaml:8: nodes[0].tree.strategy: must be one of one_for_one, one_for_all, rest_for_one",
         "bad.yaml:16: nodes[0].tree.children[2].restart: must be one of permanent, transient, temporary",
-        "bad.yaml:5: nodes[0].colour: unknown key",
         "bad.yaml:18: nodes[0].tree.children[3].actor: module 'actors.examples' has no class 'Nope'",
     ]
 
