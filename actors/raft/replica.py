@@ -32,8 +32,9 @@ from actors.messages import Location, WhereIs
 from actors.raft.codec import decode_message, encode_message
 from actors.raft.core import RaftCore
 from actors.raft.durable_storage import DurableRaftStorage
+from actors.raft.entries import open_entry, open_snapshot, signed_entry
 from actors.raft.errors import NotLeader, ProposalDropped, RaftError
-from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64, verify
+from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64
 from actors.raft.types import ConfChange, RaftConfig, Ready
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 
@@ -43,6 +44,7 @@ PROBE_SILENT_PEER_TICKS = 100
 # Bounded forwarding: at most one ProposeEntries message of this many entries per tick.
 MAX_PROPOSALS_PER_TICK = 256
 _decode = msgspec.msgpack.decode
+__all__ = ["RaftReplicaActor", "open_entry", "signed_entry"]  # the entry format lives in entries.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,28 +129,6 @@ class RaftStatus:
     commit: int
     applied: int
     incidents_applied: int
-
-
-def signed_entry(node: str, incident: dict[str, Any], key: Any) -> bytes:
-    body = _encode({"node": node, "incident": incident})
-    return _encode({"v": 1, "body": body, "sig": key.sign(body)})
-
-
-def open_entry(data: bytes, trusted: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The incident in an entry, or None and why it is rejected (the same answer on every replica)."""
-    try:
-        outer = _decode(data)
-        body = _decode(outer["body"])
-        node, incident = body["node"], body["incident"]
-        incident_id = incident["incident_id"]
-    except (msgspec.DecodeError, KeyError, TypeError) as exc:
-        return None, f"malformed entry: {exc}"
-    public = trusted.get(node)
-    if public is None:
-        return None, f"entry {incident_id} signed by {node!r}, which has no trusted key"
-    if not verify(public, outer["sig"], outer["body"]):
-        return None, f"entry {incident_id}: signature does not verify against {node!r}'s key"
-    return incident, ""
 
 
 class RaftReplicaActor(SupervisedActor):
@@ -259,6 +239,8 @@ class RaftReplicaActor(SupervisedActor):
         self._drain()
 
     def _change_membership(self, msg: ChangeMembership) -> MembershipResult:
+        if not isinstance(msg.replica, str) or not msg.replica or not isinstance(msg.kind, str):
+            return MembershipResult(False, f"replica must be a non-empty string, got {msg.replica!r}")
         try:
             self.core.propose_conf_change(ConfChange(msg.kind, msg.replica))  # type: ignore[arg-type]
         except RaftError as exc:
@@ -293,6 +275,8 @@ class RaftReplicaActor(SupervisedActor):
     # -- proposals ------------------------------------------------------------------------------------
 
     def _propose(self, entries: list[bytes]) -> None:
+        # an entry is bytes (anything else could not be stored); its content is checked when applied
+        entries = [data for data in entries if isinstance(data, bytes) and data]
         if self.core.role == "leader":
             with contextlib.suppress(NotLeader, ProposalDropped):  # re-proposed from `pending` later
                 for data in entries:
@@ -377,16 +361,34 @@ class RaftReplicaActor(SupervisedActor):
 
             if rd.snapshot is not None and rd.snapshot.data:
                 # installed from the leader because we were behind its compacted log: its state machine
-                for raft_index, incident in _decode(rd.snapshot.data)["incidents"]:
-                    apply_incident(int(raft_index), incident)
+                incidents, bad = open_snapshot(rd.snapshot.data)
+                for raft_index, incident in incidents:
+                    apply_incident(raft_index, incident)
+                for raft_index, why in bad:
+                    self.log.warning(
+                        "entry_rejected",
+                        replica=self.replica,
+                        index=raft_index,
+                        term=rd.snapshot.term,
+                        reason=why,
+                        source="snapshot",
+                    )
                 self.log.info("raft_snapshot_installed", replica=self.replica, index=rd.snapshot.index)
             for entry in rd.committed_entries:
                 if entry.kind != "normal" or not entry.data:
                     continue
+                # total: a malformed committed entry is a no-op here (`applied` still advances past it),
+                # never an exception, or the replica would crash on it at every boot
                 incident, why = open_entry(entry.data, self.trusted)
                 if incident is None:
                     batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
-                    self.log.warning("entry_rejected", replica=self.replica, index=entry.index, reason=why)
+                    self.log.warning(
+                        "entry_rejected",
+                        replica=self.replica,
+                        index=entry.index,
+                        term=entry.term,
+                        reason=why,
+                    )
                     continue
                 apply_incident(entry.index, incident)
             if newly:
