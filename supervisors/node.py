@@ -18,8 +18,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from actors.eventlog import EventLogError
 from actors.logs import configure_logging, get_logger
 from actors.messages import (
+    ChildFailed,
     ChildSpawned,
     ChildStarted,
     Configure,
@@ -28,6 +30,7 @@ from actors.messages import (
     StopChild,
     TreeStopped,
 )
+from supervisors.identity import Identity, NodeStateMismatch, check_identity, secure_data_dir
 from supervisors.spec import ChildSpec, SupervisorSpec, WorkerSpec
 from supervisors.supervisor import SUPERVISOR_CLASS
 from supervisors.thespian_env import (
@@ -55,6 +58,7 @@ class _RootState:
     session: int | None = None
     started: bool = False
     escalation: RootEscalated | None = None
+    failure: ChildFailed | None = None  # the root itself crashed (at start: it could not start)
     tree_stopped: bool = False
 
 
@@ -67,11 +71,12 @@ class NodeRunner:
         self.stop_requested: str | None = None
         self.root = _RootState()
         self.log: Any = None
+        self.identity: Identity | None = None
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stop_requested = signal.Signals(signum).name
 
-    def run(self, duration: float | None = None) -> int:
+    def run(self, duration: float | None = None, reinit: bool = False) -> int:
         node = self.node
         configure_logging(self.log_format, node.name)
         self.log = get_logger(supervisor="node")
@@ -83,6 +88,9 @@ class NodeRunner:
             raise NodeAlreadyRunning(
                 f"{node.data_dir}: another garrison node is running on this data_dir"
             ) from None
+        if not self._check_data_dir(reinit):
+            lock.close()
+            return EXIT_START_FAILED
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         log_defs = prepare_environment(node.data_dir)
@@ -103,6 +111,44 @@ class NodeRunner:
             )
             lock.close()
         return code
+
+    def _check_data_dir(self, reinit: bool) -> bool:
+        """Owner-only data_dir, and the node's identity against its event log, before anything starts."""
+        # Thespian's log files (and anything else the node's processes create) are then owner-only too;
+        # garrison's own files also set their modes explicitly.
+        os.umask(0o077)
+        data_dir = self.node.data_dir
+        try:
+            secure_data_dir(data_dir)
+            self.identity, done = check_identity(data_dir, self.node.name, reinit=reinit)
+        except (NodeStateMismatch, EventLogError, OSError) as exc:
+            self.log.error(
+                "node_start_failed",
+                reason=f"{type(exc).__name__}: {exc}",
+                exit_code=EXIT_START_FAILED,
+                data_dir=str(data_dir),
+            )
+            return False
+        level = "warning" if done in ("restored", "reinitialised") else "info"
+        getattr(self.log, level)(
+            "node_identity", outcome=done, log_id=self.identity.log_id, data_dir=str(data_dir)
+        )
+        return True
+
+    def _root_failed(self, failure: ChildFailed) -> tuple[str, int]:
+        """The root supervisor itself raised: before it started, the node cannot start (exit 3, at once,
+        with the reason); after, nothing supervises the tree any more (exit 1, like an escalation)."""
+        if self.root.started:
+            return f"root supervisor crashed: {failure.reason}", EXIT_ESCALATED
+        self.log.error(
+            "node_start_failed",
+            reason=failure.reason,
+            location=failure.location,
+            traceback_digest=failure.traceback_digest,
+            exit_code=EXIT_START_FAILED,
+            data_dir=str(self.node.data_dir),
+        )
+        return f"root supervisor failed to start: {failure.reason}", EXIT_START_FAILED
 
     def _supervise(self, asys: Any, duration: float | None) -> tuple[str, int]:
         node = self.node
@@ -126,6 +172,8 @@ class NodeRunner:
         while True:
             msg = asys.listen(0.1)
             self._handle(msg)
+            if self.root.failure is not None:
+                return self._root_failed(self.root.failure)
             if self.root.started and time.monotonic() >= next_topology_check:
                 next_topology_check = time.monotonic() + TOPOLOGY_CHECK_S
                 self._apply_topology_changes(asys, root)
@@ -171,8 +219,14 @@ class NodeRunner:
         elif isinstance(msg, ChildStarted):
             self.root.started = True
             self.log.info(
-                "node_started", root_pid=msg.pid, session=self.root.session, data_dir=str(self.node.data_dir)
+                "node_started",
+                root_pid=msg.pid,
+                session=self.root.session,
+                data_dir=str(self.node.data_dir),
+                log_id=self.identity.log_id if self.identity else None,
             )
+        elif isinstance(msg, ChildFailed):
+            self.root.failure = self.root.failure or msg
         elif isinstance(msg, RootEscalated):
             self.root.escalation = msg
         elif isinstance(msg, TreeStopped):
@@ -209,9 +263,14 @@ def _alive(pid: int) -> bool:
 
 
 def run_node(
-    node: NodeConfig, *, duration: float | None, log_format: str, topology_file: Path | None = None
+    node: NodeConfig,
+    *,
+    duration: float | None,
+    log_format: str,
+    topology_file: Path | None = None,
+    reinit: bool = False,
 ) -> int:
-    return NodeRunner(node, log_format, topology_file).run(duration)
+    return NodeRunner(node, log_format, topology_file).run(duration, reinit=reinit)
 
 
 def _stamp(path: Path | None) -> tuple[float, int] | None:
