@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from actors.eventlog import EventLog
 from actors.raft.codec import decode_hard_state
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS, READINGS
+from tests.fixture_raft import malformed_entries
 from tests.system.nodes import LiveNode, supervisor, worker, write_topology
 from tests.system.test_pipeline import STEPS, _check_exactly_once
 
@@ -165,3 +167,71 @@ def test_a_replica_behind_the_compacted_log_catches_up_from_the_leaders_snapshot
         assert node.stop() == 0
     _, applied, _ = _read(tmp_path / "data")
     assert applied["gw1"] == applied["gw2"] == applied["gw3"]
+
+
+def test_malformed_committed_entries_are_rejected_at_every_boot_and_the_node_stays_up(tmp_path: Path) -> None:
+    """A committed entry without a signature, with a string signature, a list as ``node``, ... is replayed
+    at every boot; before, it crashed every replica on every start and the node exited for good."""
+    replicas = [
+        worker(
+            r,
+            actor="actors.raft.replica.RaftReplicaActor",
+            args={"peers": list(REPLICAS), "publish": r == "gw1"},
+        )
+        for r in REPLICAS
+    ]
+    proposer = worker("proposer", actor="tests.fixture_raft.MalformedProposer", args={"target": "gw2"})
+    raft = supervisor("raft", [*replicas, proposer], intensity=3, period=10)
+    node = LiveNode(write_topology(tmp_path, supervisor("root", [raft], intensity=3, period=10)))
+    malformed = len(malformed_entries("n", Ed25519PrivateKey.generate()))
+    try:
+        sent = node.wait_for("malformed_entries_sent", timeout=60)[0]
+        assert sent["count"] == malformed
+        # the valid incident proposed after them is applied by every replica ...
+        for r in REPLICAS:
+            node.wait_for("incident_committed", replica=r, incident_id="valid-after-malformed", timeout=30)
+        first = node.wait_for("entry_rejected", count=malformed * len(REPLICAS), timeout=10)
+    finally:
+        assert node.stop() == 0
+    assert not node.named("child_crashed") and not node.named("child_lost")
+    # ... and each malformed entry really was committed: it sits in the durable Raft log of every replica
+    # below the commit index, and was rejected there (no-op) with the same reason on every replica
+    _, applied, extra = _read(tmp_path / "data")
+    rejected = extra["rejected"]
+    assert len(rejected["gw1"]) == malformed
+    assert rejected["gw1"] == rejected["gw2"] == rejected["gw3"]
+    commit = min(hs.commit for hs in extra["hard_states"].values())
+    assert all(int(index) < commit for index in rejected["gw1"])
+    valid_index = applied["gw1"]
+    assert valid_index == applied["gw2"] == applied["gw3"] and len(valid_index) == 1
+    assert all(int(index) < valid_index[0] for index in rejected["gw1"])
+    reasons = sorted(rejected["gw1"].values())
+    for expected in (
+        "sig is missing",
+        "sig is str",
+        "node is a list",
+        "no 'timestamp'",
+        "not a map",
+        "not msgpack",
+    ):
+        assert any(expected in why for why in reasons), (expected, reasons)
+    logged = {(e["replica"], e["index"], e["reason"]) for e in first}
+    assert logged == {(r, int(i), why) for r in REPLICAS for i, why in rejected[r].items()}
+    assert all(isinstance(e["term"], int) and e["term"] >= 1 for e in first)
+
+    # a restart replays the committed log: every replica rejects the same entries again, and keeps running
+    node = LiveNode(write_topology(tmp_path, supervisor("root", [supervisor("raft", replicas)], intensity=3)))
+    try:
+        again = node.wait_for("entry_rejected", count=malformed * len(REPLICAS), timeout=60)
+        node.wait_for("raft_role", role="leader", timeout=30)
+        time.sleep(2)  # before, the node exited within a second of every start
+        assert node.proc.poll() is None
+        assert not node.named("child_crashed") and not node.named("child_lost")
+    finally:
+        assert node.stop() == 0
+    replayed = {(e["replica"], e["index"], e["reason"]) for e in again}
+    assert replayed == {(r, int(i), why) for r in REPLICAS for i, why in rejected[r].items()}
+    # the valid incident is applied once, not again on replay
+    assert not node.named("incident_committed", incident_id="valid-after-malformed")
+    _, applied_after, _ = _read(tmp_path / "data")
+    assert applied_after == applied
