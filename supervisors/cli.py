@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from actors.linearizability import DEFAULT_MAX_STEPS
 from actors.logs import LOG_FORMATS, default_format
 from supervisors.topology import TopologyError, load_topology
 
@@ -31,7 +32,18 @@ def main() -> None:
 @click.option(
     "--log-format", type=click.Choice(LOG_FORMATS), help="Default: console on a terminal, else json."
 )
-def run(topology: str | None, node_name: str | None, duration: float | None, log_format: str | None) -> None:
+@click.option(
+    "--reinit",
+    is_flag=True,
+    help="Start over with a new, empty event log (after moving the old data_dir/eventlog aside).",
+)
+def run(
+    topology: str | None,
+    node_name: str | None,
+    duration: float | None,
+    log_format: str | None,
+    reinit: bool,
+) -> None:
     """Run one node of TOPOLOGY (default: the embedded single-node topology)."""
     from supervisors.node import NodeAlreadyRunning, run_node
 
@@ -46,6 +58,7 @@ def run(topology: str | None, node_name: str | None, duration: float | None, log
             duration=duration,
             log_format=log_format or default_format(),
             topology_file=Path(topology) if topology else None,
+            reinit=reinit,
         )
     except NodeAlreadyRunning as exc:
         click.echo(f"error: {exc}", err=True)
@@ -68,11 +81,27 @@ def validate(file: str) -> None:
 @main.command(name="check-history")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--model", "model", required=True, type=click.Choice(["cas-register", "kv", "log"]))
-def check_history_cmd(file: str, model: str) -> None:
-    """Check a Jepsen-style JSON-lines history FILE for linearizability (exit 0 yes, 1 no, 2 bad input)."""
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_STEPS,
+    show_default=True,
+    help="Search budget for the whole check; a history needing more ends as 'unknown' (exit 3).",
+)
+def check_history_cmd(file: str, model: str, max_steps: int) -> None:
+    """Check a Jepsen-style JSON-lines history FILE for linearizability.
+
+    \b
+    Exit codes:
+      0  linearizable
+      1  not linearizable (a shrunk witness is printed)
+      2  bad input: unreadable file, not JSON lines, malformed event, NaN or
+         Infinity, numbers too long, nesting too deep (one line names FILE:LINE)
+      3  unknown: no verdict within --max-steps search steps
+    """
     from actors.linearizability import run_check_history
 
-    sys.exit(run_check_history(file, model, sys.stdout))
+    sys.exit(run_check_history(file, model, sys.stdout, max_steps=max_steps))
 
 
 @main.group()

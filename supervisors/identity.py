@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.eventlog import DATA_DIR_MODE, DATA_FILE_MODE, EventLog
+from actors.eventlog import DATA_DIR_MODE, DATA_FILE_MODE, CorruptRecord, EventLog
 
 __all__ = [
     "IDENTITY_FILE",
@@ -115,9 +115,8 @@ def _reconcile(
     data_file = log.path / "data.mdb"
     raw = log.get_value(LOG_ID_KEY)
     in_log = Identity.from_json(raw, f"{data_file}: value {LOG_ID_KEY!r}") if raw is not None else None
-    has_data = in_log is not None or bool(log.streams()) or bool(log.values_with_prefix(""))
     if reinit:
-        if has_data:
+        if in_log is not None or _has_data(log):
             raise NodeStateMismatch(
                 f"--reinit starts an empty event log, but {data_file} holds data"
                 + (f" (log {in_log.log_id})" if in_log else "")
@@ -141,7 +140,17 @@ def _reconcile(
             )
         _write_identity(identity_file, in_log)  # lost or never written (crash between the two writes)
         return in_log, "restored"
-    return _create(log, node, identity_file), ("adopted" if has_data else "created")
+    done = "adopted" if _has_data(log) else "created"
+    return _create(log, node, identity_file), done
+
+
+def _has_data(log: EventLog) -> bool:
+    if log.streams():
+        return True
+    try:
+        return bool(log.values_with_prefix(""))
+    except CorruptRecord:  # a damaged value is data too; the actor that reads it reports it
+        return True
 
 
 def _create(log: EventLog, node: str, identity_file: Path) -> Identity:
