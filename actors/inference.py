@@ -97,7 +97,7 @@ class InferenceActor(SupervisedActor):
         self.pipeline.detector = self.detector  # a model (re)loaded since the last chunk
         proposals = [
             self._incident(started, reading)
-            for started, reading in self.pipeline.process(r.payload for r in records)
+            for started, reading in self.pipeline.process([r.payload for r in records])
         ]
         with self.event_log.batch() as batch:
             for incident in proposals:

@@ -15,6 +15,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 DEFAULT_THRESHOLD = 0.85
 
 
@@ -123,6 +125,89 @@ class EpisodeTracker:
         self._open_start, self._run_start = None, None
         self._run_len, self._off_len, self._peak = 0, 0, 0.0
         return ended
+
+    def update_many(
+        self, ts: np.ndarray, probabilities: np.ndarray
+    ) -> list[tuple[int, EpisodeStarted | EpisodeEnded]]:
+        """``update`` over many windows at once (ts increasing), with numpy over the scores and Python
+        only where an episode starts or ends. Returns ``(index in ts, change)`` for each change; the
+        tracker ends in the state the same ``update`` calls would leave it in."""
+        p = np.asarray(probabilities, dtype=np.float64)
+        ts = np.asarray(ts, dtype=np.float64)
+        if self._last_ts is not None:
+            if not len(ts) or ts[-1] <= self._last_ts:
+                return []
+            if ts[0] <= self._last_ts:  # a replay of windows already seen: skip them
+                skip = int(np.searchsorted(ts, self._last_ts, side="right"))
+                return [(i + skip, c) for i, c in self.update_many(ts[skip:], p[skip:])]
+        if not len(ts):
+            return []
+        cfg = self.config
+        changes: list[tuple[int, EpisodeStarted | EpisodeEnded]] = []
+        i = 0
+        while i < len(p):
+            seg = p[i:]
+            if self._open_start is None:
+                if self._run_len == 0 and seg.max() < cfg.threshold:
+                    break  # the common case: nothing near a detection (state is already at rest)
+                # length of the run of windows >= threshold ending at each window (carried in from the
+                # previous call until the first low window)
+                idx = np.arange(len(seg))
+                last_low = np.maximum.accumulate(np.where(seg >= cfg.threshold, -1, idx))
+                run = idx - last_low + np.where(last_low < 0, self._run_len, 0)
+                hit = np.flatnonzero(run >= cfg.min_on)
+                end = int(hit[0]) if len(hit) else len(seg) - 1
+                low = int(last_low[end])
+                if low >= 0 and low == end:  # ends on a low window: at rest
+                    self._run_len, self._run_start, self._peak = 0, None, 0.0
+                else:
+                    if low >= 0:  # the run began inside this segment
+                        self._run_start, self._peak = float(ts[i + low + 1]), 0.0
+                    elif self._run_start is None:
+                        self._run_start = float(ts[i])
+                    self._run_len = int(run[end])
+                    self._peak = max(self._peak, float(seg[low + 1 : end + 1].max()))
+                if not len(hit):
+                    break
+                self._open_start, self._off_len = self._run_start, 0
+                assert self._open_start is not None
+                changes.append(
+                    (
+                        i + end,
+                        EpisodeStarted(
+                            self.sensor,
+                            self.pollutant,
+                            self._open_start,
+                            incident_id(self.sensor, self.pollutant, self._open_start),
+                            float(seg[end]),
+                        ),
+                    )
+                )
+                i += end + 1
+                continue
+            idx = np.arange(len(seg))
+            last_high = np.maximum.accumulate(np.where(seg < cfg.release, -1, idx))
+            off = idx - last_high + np.where(last_high < 0, self._off_len, 0)
+            hit = np.flatnonzero(off >= cfg.min_off)
+            end = int(hit[0]) if len(hit) else len(seg) - 1
+            self._peak = max(self._peak, float(seg[: end + 1].max()))
+            self._off_len = int(off[end])
+            if not len(hit):
+                break
+            ended = EpisodeEnded(
+                self.sensor,
+                self.pollutant,
+                self._open_start,
+                float(ts[i + end]),
+                incident_id(self.sensor, self.pollutant, self._open_start),
+                self._peak,
+            )
+            changes.append((i + end, ended))
+            self._open_start, self._run_start = None, None
+            self._run_len, self._off_len, self._peak = 0, 0, 0.0
+            i += end + 1
+        self._last_ts = float(ts[-1])
+        return changes
 
     def state(self) -> dict[str, Any]:
         return {
