@@ -74,7 +74,14 @@ class SimOptions:
     leader_churn_rate: float = 0.0  # crash a new leader within a few ticks of its election
     max_down_ticks: int = 40  # a crashed replica restarts 1..max_down_ticks ticks later
     compact_min_entries: int = 8
+    # After healing: fail once this many ticks pass with no progress (no follower's match, applied or
+    # commit index advancing), or at a cap of 3 election timeouts + liveness_ticks +
+    # liveness_ticks_per_entry x the lag at healing, whichever comes first. Progress, not a fixed
+    # deadline: a learner added late catches up one entry per round trip with max_entries_per_msg=1 and
+    # max_inflight=1, which takes longer than any fixed budget on a long run, while a stuck cluster
+    # stops progressing at once.
     liveness_ticks: int = 300
+    liveness_ticks_per_entry: int = 10
     wire_codec: bool = True  # every message crosses the network as msgspec bytes
     check_linearizability: bool = True
     check_stale_reads: bool = True  # the oracle's own quick check; the checker covers it too
@@ -880,21 +887,61 @@ class RaftSimulation:
     # --- end of run -------------------------------------------------------------------------
     def liveness_phase(self) -> None:
         """Heal everything, restart every crashed member, and require convergence: one leader,
-        and every member applied that leader's whole log with identical state."""
+        and every member applied that leader's whole log with identical state. Judged on progress
+        (see SimOptions.liveness_ticks): it fails after liveness_ticks ticks without progress, or at a
+        cap sized from the lag at healing, never merely because catching up takes long."""
         self.faults_on = False
         self.cuts.clear()
         for node in self.nodes.values():
             if node.core is None:
                 self._start_core(node)
-        settle = 3 * self.opt.election_ticks
+        opt = self.opt
+        lag = self._lag()
+        settle = 3 * opt.election_ticks
+        # above the stall window even with no lag, so that a stuck cluster is reported as a stall
+        cap = settle + opt.liveness_ticks + opt.liveness_ticks_per_entry * lag
         why = "no leader"
-        for tick in range(self.opt.liveness_ticks):
+        best, last_progress = self._progress(), 0
+        for tick in range(cap):
             self.step()
+            measure = self._progress()
+            if measure > best:  # a new high: a truncated and re-grown log is not counted twice
+                best, last_progress = measure, tick
             if tick >= settle and tick % 5 == 0:
                 why = self._convergence_problem()
                 if not why:
+                    self.stats.add("liveness_ticks", tick)
                     return
-        self._fail(f"liveness: no convergence {self.opt.liveness_ticks} ticks after healing: {why}")
+                if tick - last_progress >= opt.liveness_ticks:
+                    self._fail(
+                        f"liveness: no progress for {tick - last_progress} ticks "
+                        f"({tick} ticks after healing): {why}"
+                    )
+        self._fail(
+            f"liveness: no convergence {cap} ticks after healing (the cap for a lag of {lag} entries), "
+            f"last progress at tick {last_progress}: {why}"
+        )
+
+    def _progress(self) -> int:
+        """Grows whenever replication moves: the highest commit index, a replica's applied index, or
+        the current leader's match index of a follower advancing. Logs alone are left out: a leader's
+        own no-op, as in an election storm where nothing replicates, is not progress."""
+        live = self._live()
+        total = max((n.core.commit_index for n in live if n.core is not None), default=0)
+        total += sum(n.sm.applied for n in live)
+        leader = self.current_leader()
+        if leader is not None and leader.core is not None:
+            core = leader.core
+            for peer in (*core.voters, *core.learners):
+                progress = core.progress(peer) if peer != leader.id else None
+                total += progress.match if progress is not None else 0
+        return total
+
+    def _lag(self) -> int:
+        """How many entries the furthest-behind live replica must apply to reach the longest log."""
+        live = self._live()
+        longest = max(node.core.last_index for node in live if node.core is not None)
+        return max(0, longest - min(node.sm.applied for node in live))
 
     def _convergence_problem(self) -> str:
         leader = self.current_leader()
