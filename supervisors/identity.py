@@ -12,8 +12,9 @@ whose log is missing. At start:
 - file absent: a first start (empty log) creates both; a log that names itself restores the file; a log
   written before identities existed is adopted.
 
-Also here: the data_dir is made owner-only (0700, files 0600) at start, including files an older version
-or another tool left readable, because it holds incidents, keys and logs.
+Also here: the data_dir is made owner-only at start (0700; group and other bits taken off what an older
+version or a 022 umask left readable), because it holds incidents, keys and logs. data_dir is the node's
+own directory: do not point it at a directory shared with other files.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
 IDENTITY_FILE = "identity.json"
 LOG_ID_KEY = "node/identity"
 EVENTLOG_DIR = "eventlog"  # where actors.base opens the node's log
+_GROUP_OTHER = 0o077
 
 
 class NodeStateMismatch(Exception):
@@ -69,15 +71,16 @@ class Identity:
 
 
 def secure_data_dir(data_dir: Path) -> None:
-    """Create ``data_dir`` 0700 and make everything already in it owner-only (0700 dirs, 0600 files)."""
+    """Create ``data_dir`` 0700 and take group and other permissions off everything already in it (what
+    an older version or a 022 umask left readable); owner bits are left alone."""
     data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
     os.chmod(data_dir, DATA_DIR_MODE)
     for root, dirs, files in os.walk(data_dir):  # does not follow symlinks
-        for name, mode in [(d, DATA_DIR_MODE) for d in dirs] + [(f, DATA_FILE_MODE) for f in files]:
+        for name in dirs + files:
             path = os.path.join(root, name)
             st = os.lstat(path)
-            if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
-                os.chmod(path, mode)
+            if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & _GROUP_OTHER:
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~_GROUP_OTHER)
 
 
 def check_identity(data_dir: Path, node: str, *, reinit: bool = False) -> tuple[Identity, str]:
