@@ -126,6 +126,17 @@ class EpisodeTracker:
         self._run_len, self._off_len, self._peak = 0, 0, 0.0
         return ended
 
+    @property
+    def at_rest(self) -> bool:
+        """No episode open and no run of high windows under way."""
+        return self._open_start is None and self._run_len == 0
+
+    def pass_quiet(self, last_ts: float) -> None:
+        """What ``update_many`` does at rest with windows that all score below the threshold, the last
+        one at ``last_ts``: nothing but remember the ts (the pipeline checks both conditions in bulk)."""
+        if self._last_ts is None or last_ts > self._last_ts:
+            self._last_ts = float(last_ts)
+
     def update_many(
         self, ts: np.ndarray, probabilities: np.ndarray
     ) -> list[tuple[int, EpisodeStarted | EpisodeEnded]]:

@@ -12,6 +12,7 @@ its noise), so one model serves every pollutant and unit.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
@@ -329,3 +330,72 @@ class WindowBuffer:
             [math.nan if v is None else float(v) for v in state["values"]], dtype=np.float64
         )[-WINDOW:]
         return buf
+
+
+_NO_WINDOWS = (np.zeros((0, WINDOW)), np.zeros(0), np.zeros(0, dtype=np.int64))
+
+
+def extend_channels(
+    buffers: list[WindowBuffer], ts: np.ndarray, values: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``WindowBuffer.extend`` for many channels at once: readings ``bounds[c]:bounds[c+1]`` of ``ts`` and
+    ``values`` belong to ``buffers[c]`` (stream order inside each channel).
+
+    Returns the windows ``[K, WINDOW]``, their end ts ``[K]``, the index in ``ts`` of the reading that
+    closed each, and ``window_bounds`` (``[C+1]``: the windows of ``buffers[c]`` are rows
+    ``window_bounds[c]:window_bounds[c+1]``). When every reading is new (no replay, ts finite) this is a
+    handful of numpy calls for the whole chunk; otherwise each channel takes ``extend``."""
+    n = len(ts)
+    cuts = bounds.tolist()
+    if n == 0 or any(lo >= hi for lo, hi in itertools.pairwise(cuts)):
+        return _extend_each(buffers, ts, values, bounds)
+    lasts = ts[bounds[1:] - 1]
+    increasing = ts[1:] > ts[:-1]
+    increasing[bounds[1:-1] - 1] = True  # a channel's first reading is compared with its buffer's last
+    before = np.array([-np.inf if b._last_ts is None else b._last_ts for b in buffers])
+    if not (increasing.all() and (ts[bounds[:-1]] > before).all() and (lasts < np.inf).all()):
+        return _extend_each(buffers, ts, values, bounds)  # a replay, or a ts that is NaN/inf
+    # Which readings close a window, and where each window starts in one flat array [tail of channel 0,
+    # its new readings, tail of channel 1, ...]: arithmetic per channel on Python ints (a few per
+    # channel), not numpy over every reading.
+    closing: list[int] = []
+    window_starts: list[int] = []
+    window_bounds = [0]
+    pieces: list[np.ndarray] = []
+    offset = 0  # where this channel's tail starts in the flat array
+    for c, b in enumerate(buffers):
+        lo, hi, c0, kept = cuts[c], cuts[c + 1], b._count, len(b._values)
+        # readings are numbered c0+1 ..; number k closes a window when k >= WINDOW, (k - WINDOW) % STEP == 0
+        first = (WINDOW if c0 < WINDOW else c0 + STEP - (c0 - WINDOW) % STEP) - c0 - 1  # 0-based in chunk
+        closing += range(lo + first, hi, STEP)
+        window_starts += range(
+            offset + kept + first - (WINDOW - 1), offset + kept + hi - lo - (WINDOW - 1), STEP
+        )
+        window_bounds.append(len(closing))
+        pieces += (b._values, values[lo:hi])
+        offset += kept + hi - lo
+    flat = np.concatenate(pieces)
+    windows = flat[np.array(window_starts, dtype=np.intp)[:, None] + _WINDOW_OFFSETS]
+    offset = 0
+    for c, (b, last) in enumerate(zip(buffers, lasts.tolist(), strict=True)):
+        size = cuts[c + 1] - cuts[c]
+        offset += len(b._values) + size
+        b._values = flat[offset - min(WINDOW, len(b._values) + size) : offset]
+        b._count += size
+        b._last_ts = last
+    closing_at = np.array(closing, dtype=np.intp)
+    return windows, ts[closing_at], closing_at, np.array(window_bounds, dtype=np.intp)
+
+
+def _extend_each(
+    buffers: list[WindowBuffer], ts: np.ndarray, values: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    windows, ends, positions, counts = [_NO_WINDOWS[0]], [_NO_WINDOWS[1]], [_NO_WINDOWS[2]], [0]
+    for c, b in enumerate(buffers):
+        lo, hi = int(bounds[c]), int(bounds[c + 1])
+        w, e, p = b.extend(ts[lo:hi], values[lo:hi])
+        windows.append(w)
+        ends.append(e)
+        positions.append(p + lo)
+        counts.append(len(w))
+    return np.concatenate(windows), np.concatenate(ends), np.concatenate(positions), np.cumsum(counts)

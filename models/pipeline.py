@@ -20,7 +20,7 @@ import numpy as np
 
 from models.detector import Detector
 from models.episodes import EpisodeConfig, EpisodeStarted, EpisodeTracker
-from models.features import WindowBuffer, window_features
+from models.features import WindowBuffer, extend_channels, window_features
 
 _CHANNEL = itemgetter("sensor", "pollutant")
 _TS = itemgetter("ts")
@@ -66,18 +66,26 @@ class DetectionPipeline:
         self.buffers = {k: WindowBuffer.from_state(v) for k, v in saved.get("buffers", {}).items()}
         self.trackers = {k: EpisodeTracker.from_state(v) for k, v in saved.get("trackers", {}).items()}
         self.windows_scored = 0
-        self._keys: dict[tuple[Any, Any], str] = {}  # (sensor, pollutant) -> "sensor|pollutant"
+        self._code: dict[tuple[Any, Any], int] = {}  # (sensor, pollutant) -> channel number
+        self._channels: list[str] = []  # channel number -> "sensor|pollutant" (a key of buffers)
+        self._number: dict[str, int] = {}  # and back
 
-    def _channel_keys(self, pairs: list[tuple[Any, Any]]) -> list[str]:
+    def _channel_codes(self, pairs: list[tuple[Any, Any]]) -> np.ndarray:
+        """The channel number of each reading; new channels get a buffer, in first-seen order."""
         try:
-            return list(map(self._keys.__getitem__, pairs))
+            return np.fromiter(map(self._code.__getitem__, pairs), dtype=np.intp, count=len(pairs))
         except KeyError:
-            for pair in dict.fromkeys(pairs):  # first-seen order, as the buffers are created
-                if pair not in self._keys:
-                    key = self._keys[pair] = f"{pair[0]}|{pair[1]}"
+            for pair in dict.fromkeys(pairs):
+                if pair in self._code:
+                    continue
+                key = f"{pair[0]}|{pair[1]}"  # two spellings of one key share a channel, as before
+                if key not in self._number:
+                    self._number[key] = len(self._channels)
+                    self._channels.append(key)
                     if key not in self.buffers:
                         self.buffers[key] = WindowBuffer(pair[0], pair[1])
-            return list(map(self._keys.__getitem__, pairs))
+                self._code[pair] = self._number[key]
+            return np.fromiter(map(self._code.__getitem__, pairs), dtype=np.intp, count=len(pairs))
 
     def process(self, readings: Iterable[dict[str, Any]]) -> list[tuple[EpisodeStarted, dict[str, Any]]]:
         chunk = readings if isinstance(readings, list) else list(readings)
@@ -87,39 +95,42 @@ class DetectionPipeline:
             pairs = list(map(_CHANNEL, chunk))
         except KeyError as exc:
             raise MalformedReading(f"a reading of the chunk has no {exc} field") from exc
-        keys = self._channel_keys(pairs)
+        codes = self._channel_codes(pairs)
         ts = _numbers(chunk, "ts", _TS)
         values = _numbers(chunk, "value", _VALUE)
         # group the chunk by channel, stream order kept inside each channel
-        names = list(dict.fromkeys(keys))
-        codes = np.array(list(map({k: i for i, k in enumerate(names)}.__getitem__, keys)))
         order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-        per_channel = []  # (key, windows, end ts, chunk index of the closing reading)
-        for c, key in enumerate(names):
-            rows = order[bounds[c] : bounds[c + 1]]
-            windows, ends, positions = self.buffers[key].extend(ts[rows], values[rows])
-            if len(windows):
-                per_channel.append((key, windows, ends, rows[positions]))
-        if not per_channel:
+        per_code = np.bincount(codes)
+        present = np.flatnonzero(per_code)
+        bounds = np.concatenate(([0], np.cumsum(per_code[present])))
+        keys = [self._channels[c] for c in present.tolist()]
+        windows, ends, closing, window_bounds = extend_channels(
+            [self.buffers[k] for k in keys], ts[order], values[order], bounds
+        )
+        if not len(windows):
             return []
-        closing = np.concatenate([p for *_, p in per_channel])
+        # one model call for the whole chunk, in stream order (the batch a per-reading loop builds)
+        closing = order[closing]  # chunk index of the reading that closed each window
         stream_order = np.argsort(closing, kind="stable")
-        windows = np.concatenate([w for _, w, _, _ in per_channel])[stream_order]
-        # one vectorised call for the whole chunk, in stream order (the batch a per-reading loop builds)
         probabilities = np.empty(len(windows))
-        probabilities[stream_order] = self.detector.predict(window_features(windows))
+        probabilities[stream_order] = self.detector.predict(window_features(windows[stream_order]))
         self.windows_scored += len(windows)
+        threshold = self.config.threshold
+        nonempty = np.flatnonzero(np.diff(window_bounds))
+        peaks = np.maximum.reduceat(probabilities, window_bounds[nonempty]).tolist()
         started: list[tuple[int, EpisodeStarted]] = []
-        lo = 0
-        for key, w, ends, positions in per_channel:
+        for c, peak in zip(nonempty.tolist(), peaks, strict=True):
+            key, lo, hi = keys[c], int(window_bounds[c]), int(window_bounds[c + 1])
             tracker = self.trackers.get(key)
             if tracker is None:
                 buf = self.buffers[key]
                 tracker = self.trackers[key] = EpisodeTracker(buf.sensor, buf.pollutant, self.config)
-            changes = tracker.update_many(ends, probabilities[lo : lo + len(w)])
-            started += [(int(positions[i]), c) for i, c in changes if isinstance(c, EpisodeStarted)]
-            lo += len(w)
+            if tracker.at_rest and peak < threshold:
+                tracker.pass_quiet(float(ends[hi - 1]))  # the usual case: nothing near a detection
+                continue
+            for i, change in tracker.update_many(ends[lo:hi], probabilities[lo:hi]):
+                if isinstance(change, EpisodeStarted):
+                    started.append((int(closing[lo + i]), change))
         started.sort(key=lambda s: s[0])
         return [(change, chunk[position]) for position, change in started]
 
