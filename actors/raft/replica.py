@@ -9,7 +9,8 @@ acknowledged.
 Incidents: a replica with ``publish: true`` (one per node) takes the node's ``incidents/proposed`` stream,
 signs each incident with the node's Ed25519 key and proposes it (through the leader), re-proposing until it
 sees it applied; every replica applies committed entries to its state machine (dedup by ``incident_id``;
-an entry whose signature does not verify against the trusted keys is rejected, identically everywhere), and
+an entry that is malformed or whose signature does not verify against the trusted keys is rejected as a
+no-op, identically everywhere and never by raising: see ``entries.py``), and
 the publishing replica appends applied incidents to ``incidents/committed``: the same interface as the
 single-node ``IncidentLogActor``, which this replaces.
 
