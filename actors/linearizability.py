@@ -36,6 +36,14 @@ __all__ = [
 ]
 
 _MAX_DESCRIBED_OPERATIONS = 8
+# The command's default search budget: a few seconds and ~100 MB on a small machine; histories
+# Jepsen-style tests produce need orders of magnitude fewer steps.
+DEFAULT_MAX_STEPS = 5_000_000
+
+EXIT_LINEARIZABLE = 0
+EXIT_NOT_LINEARIZABLE = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNKNOWN = 3  # the search budget ran out before a verdict
 
 
 class UnknownModelError(ValueError):
@@ -59,7 +67,8 @@ def check_history(
     """Check in-memory events; errors are located as `<history>:N` (N = 1-based event number).
 
     The search is exponential in the worst case (many concurrent or unknown-outcome operations
-    on one key); `max_steps` bounds each partition's search and raises `SearchBudgetExceeded`.
+    on one key); `max_steps` bounds the search steps of the whole check (every key, and shrinking
+    the witness) and raises `SearchBudgetExceeded` when no verdict was reached within it.
     """
     locations = [f"<history>:{number}" for number in range(1, len(events) + 1)]
     return _check(events, locations, _model(model), max_steps)
@@ -72,25 +81,33 @@ def load_history(path: str) -> list[dict[str, Any]]:
     return events
 
 
-def run_check_history(path: str, model: str, out: TextIO) -> int:
-    """The `check-history` command: 0 linearizable, 1 not linearizable, 2 bad input."""
+def run_check_history(path: str, model: str, out: TextIO, max_steps: int | None = DEFAULT_MAX_STEPS) -> int:
+    """The `check-history` command: 0 linearizable, 1 not linearizable, 2 bad input (one line naming
+    the file and line), 3 unknown (no verdict within `max_steps` search steps)."""
     try:
         spec = _model(model)
         events, locations = read_events(path)
-        result = _check(events, locations, spec)
+        result = _check(events, locations, spec, max_steps)
     except (HistoryFormatError, UnknownModelError) as error:
         print(f"error: {error}", file=out)
-        return 2
+        return EXIT_BAD_INPUT
     except OSError as error:
         print(f"error: cannot read {path}: {error.strerror or error}", file=out)
-        return 2
+        return EXIT_BAD_INPUT
+    except SearchBudgetExceeded as error:
+        print("unknown", file=out)
+        print(f"unknown: {error}", file=out)
+        return EXIT_UNKNOWN
+    except (RecursionError, MemoryError) as error:  # the limits above should make these unreachable
+        print(f"error: {path}: too large or too deeply nested to check ({type(error).__name__})", file=out)
+        return EXIT_BAD_INPUT
     print("linearizable" if result.ok else "not linearizable", file=out)
     print(result.explanation, file=out)
     if result.witness is not None:
         print(f"witness ({len(result.witness)} events):", file=out)
         for event in result.witness:
             print(json.dumps(event, sort_keys=True), file=out)
-    return 0 if result.ok else 1
+    return EXIT_LINEARIZABLE if result.ok else EXIT_NOT_LINEARIZABLE
 
 
 def _model(name: str) -> Model:
@@ -110,18 +127,21 @@ def _check(
     for op in operations:
         partitions.setdefault(op.key if model.keyed else None, []).append(op)
     outcomes = {}
+    used = 0  # steps of the whole check, against `max_steps`
     for key, ops in partitions.items():
-        outcomes[key] = search(ops, model, max_steps)
+        outcomes[key] = search(ops, model, None if max_steps is None else max_steps - used)
+        used += outcomes[key].steps
         if outcomes[key].linearizable is None:
-            where = f" for key {events[ops[0].call]['key']!r}" if model.keyed else ""
+            where = f" (stopped at key {events[ops[0].call]['key']!r})" if model.keyed else ""
             raise SearchBudgetExceeded(
-                f"no verdict{where} within {max_steps} search steps ({len(ops)} operations); "
-                "raise max_steps, or split the history into more keys or shorter runs"
+                f"no verdict within {max_steps} search steps{where}, {len(operations)} operations; "
+                "raise --max-steps, or split the history into more keys or shorter runs"
             )
     failing = [key for key, outcome in outcomes.items() if not outcome.linearizable]
     if failing:
         key = failing[0]
-        witness = minimise(partitions[key], model, effort=outcomes[key].steps)
+        budget = None if max_steps is None else max(max_steps - used, 0)
+        witness = minimise(partitions[key], model, effort=outcomes[key].steps, budget=budget)
         return _violation(events, model, witness, failing_keys=len(failing))
     unknown = sum(op.outcome is Outcome.UNKNOWN for op in operations)
     scope = f" on {len(partitions)} keys checked independently" if model.keyed else ""

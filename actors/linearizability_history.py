@@ -7,6 +7,7 @@ Every error names where it happened as `FILE:LINE` (or `<history>:N` for in-memo
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,12 @@ from actors.linearizability_models import (
 EVENT_TYPES = ("invoke", "ok", "fail", "info")
 # Jepsen logs fault injections as operations of this process; they are not client operations.
 NEMESIS_PROCESS = "nemesis"
+# Far above any real event, low enough that a hostile file cannot exhaust memory or recursion: a
+# binary file without newlines would otherwise be one "line", and deep nesting overflows the recursive
+# helpers (freeze, json.dumps of a witness).
+MAX_LINE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NUMBER_CHARS = 100  # Python refuses int strings over 4300 digits with a bare ValueError
 
 
 class HistoryFormatError(ValueError):
@@ -28,28 +35,68 @@ class HistoryFormatError(ValueError):
 
 
 def read_events(path: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Parse a JSON-lines file; returns the events and each one's `FILE:LINE` location."""
+    """Parse a JSON-lines file; returns the events and each one's `FILE:LINE` location.
+
+    Strict JSON: NaN and Infinity (which Python's json accepts) never equal themselves, so a history
+    holding one could only ever look "not linearizable"; they are bad input here, as are numbers too
+    long to convert, lines over `MAX_LINE_BYTES` and nesting deeper than `MAX_DEPTH`.
+    """
     events: list[dict[str, Any]] = []
     locations: list[str] = []
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), start=1):
             where = f"{path}:{number}"
+            if len(raw) > MAX_LINE_BYTES:
+                raise HistoryFormatError(
+                    f"{where}: line longer than {MAX_LINE_BYTES} bytes (one event per line)"
+                )
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise HistoryFormatError(f"{where}: not UTF-8 text") from None
             if not line.strip():
                 continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise HistoryFormatError(
-                    f"{where}: not valid JSON ({error.msg} at column {error.colno})"
-                ) from None
+            event = _parse_line(line, where)
             _require_object(event, where)
             events.append(event)
             locations.append(where)
     return events, locations
+
+
+class _BadNumber(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _BadNumber(f"a number of {len(text)} digits (at most {MAX_NUMBER_CHARS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _BadNumber(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadNumber(f"{text} is out of range for a number")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise _BadNumber(f"{name} is not a JSON value")
+
+
+def _parse_line(line: str, where: str) -> Any:
+    try:
+        return json.loads(
+            line, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
+        )
+    except _BadNumber as error:
+        raise HistoryFormatError(f"{where}: {error}") from None
+    except json.JSONDecodeError as error:
+        raise HistoryFormatError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:
+        raise HistoryFormatError(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
 
 
 def parse_operations(
@@ -89,6 +136,7 @@ def parse_operations(
 def _header(event: Any, model: Model | None, where: str) -> tuple[Hashable, str, str] | None:
     """(process, type, f) of a valid client event; None for a nemesis event."""
     _require_object(event, where)
+    _check_json_value(event, where)
     process = _field(event, "process", where)
     if process == NEMESIS_PROCESS:
         return None
@@ -165,6 +213,26 @@ def _operation(
 def _require_object(event: Any, where: str) -> None:
     if not isinstance(event, Mapping):
         raise HistoryFormatError(f"{where}: expected a JSON object per event, got {type(event).__name__}")
+
+
+def _check_json_value(event: Mapping[str, Any], where: str) -> None:
+    """Only finite JSON values, nested at most `MAX_DEPTH` deep (in-memory events too). Iterative,
+    so that the check itself cannot overflow."""
+    stack: list[tuple[Any, str, int]] = [(value, str(name), 1) for name, value in event.items()]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise HistoryFormatError(f"{where}: {path} is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise HistoryFormatError(
+                f"{where}: {path} is {value!r}, which is not a JSON value (it never equals itself)"
+            )
+        if isinstance(value, list | tuple):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, Mapping):
+            stack.extend((item, f"{path}.{key}", depth + 1) for key, item in value.items())
+        elif not (value is None or isinstance(value, str | int | float)):
+            raise HistoryFormatError(f"{where}: {path} is a {type(value).__name__}, not a JSON value")
 
 
 def _field(event: Mapping[str, Any], name: str, where: str) -> Any:

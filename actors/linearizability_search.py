@@ -179,7 +179,9 @@ class Witness:
     observes_unwritten: bool = False
 
 
-def minimise(operations: Sequence[Operation], model: Model, effort: int) -> Witness:
+def minimise(
+    operations: Sequence[Operation], model: Model, effort: int, budget: int | None = None
+) -> Witness:
     """Shrink a non-linearizable partition to a small sub-history that is still not linearizable.
 
     `effort` is the number of steps the search needed to reject `operations`; it scales the
@@ -189,25 +191,29 @@ def minimise(operations: Sequence[Operation], model: Model, effort: int) -> Witn
     illegal history does not have, and would let a write go once nothing could legally have
     read it. So a removal must also not leave an operation observing a value nobody in the
     witness wrote. An operation that does so in the full history is illegal whatever else
-    happened, and is the witness on its own.
+    happened, and is the witness on its own. `budget`, if given, caps the steps of the whole shrink.
     """
     unexplained = model.unexplained(operations)
     if unexplained:
         first = min(unexplained, key=lambda op: op.call)
         return Witness([first], minimal=True, observes_unwritten=True)
-    shrinker = _Shrinker(operations, model, effort)
+    shrinker = _Shrinker(operations, model, effort, budget)
     shrinker.run()
     return Witness(shrinker.current, minimal=shrinker.decided_all)
 
 
 class _Shrinker:
-    def __init__(self, operations: Sequence[Operation], model: Model, effort: int) -> None:
+    def __init__(
+        self, operations: Sequence[Operation], model: Model, effort: int, budget: int | None = None
+    ) -> None:
         self.current = list(operations)
         self.decided_all = True
         self._model = model
         self._footprint = model.footprint(self.current)
         self._candidate_budget = _CANDIDATE_EFFORT * effort + _MIN_STEPS
         self._remaining = _SHRINK_EFFORT * effort + _MIN_STEPS
+        if budget is not None:
+            self._remaining = min(self._remaining, budget)
 
     def run(self) -> None:
         """Greedy removal of chunks, halving their size, then of single operations (with the
