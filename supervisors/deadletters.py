@@ -9,11 +9,21 @@ replayed at most once, however often the command runs. Other components' dead le
 payloads, invalid proposals) have nothing to be delivered again: replaying them is refused.
 
 These functions open the node's event log themselves; LMDB lets them run next to a live node.
+
+A damaged ``data.mdb`` is reported, naming the file, never a traceback or a crash: the header is checked
+before LMDB maps the file (a truncated file would be mapped past its end, and reading there is SIGBUS),
+and the commands read the log in a child process, so that corruption the header cannot show (a garbage
+page pointing past the end of a record) kills the child, not the command.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +31,7 @@ from typing import Any
 
 import click
 
-from actors.eventlog import EventLog, open_event_log
+from actors.eventlog import EventLog, UnreadableEventLog, open_event_log
 from actors.streams import dead_letter_stream
 
 __all__ = ["ReplayRefused", "list_dead_letters", "register", "replay_dead_letters"]
@@ -38,7 +48,51 @@ def _log(data_dir: str | Path) -> EventLog:
     path = Path(data_dir) / "eventlog"
     if not (path / "data.mdb").exists():
         raise FileNotFoundError(f"{path}: no event log here; is {data_dir} a node's data_dir?")
+    check_lmdb_header(path / "data.mdb")
     return open_event_log(path)
+
+
+# LMDB's two meta pages (lmdb.h/mdb.c, native byte order, 64-bit): a 16-byte page header (pgno, pad,
+# flags, lower/upper), then MDB_meta: magic, version, address, mapsize, two MDB_db of 48 bytes (the first
+# one's md_pad is the page size), last_pg, txnid.
+_PAGE_HEADER = struct.Struct("=QHHI")
+_META = struct.Struct("=IIQQ")
+_META_TAIL = struct.Struct("=QQ")  # last_pg, txnid
+_PSIZE_AT, _TAIL_AT = 16 + _META.size, 16 + _META.size + 96
+_P_META, _MAGIC = 0x08, 0xBEEFC0DE
+_REMEDY = "restore it from a backup, or move the data_dir aside and start the node with a new one"
+
+
+def check_lmdb_header(data_file: Path) -> None:
+    """Raise :class:`UnreadableEventLog` unless ``data_file`` has two LMDB meta pages and is as long as
+    the newest of them says. LMDB maps the file and trusts that length: reading a truncated file is a
+    SIGBUS, and an empty one is silently made a new, empty environment."""
+    try:
+        with open(data_file, "rb") as handle:
+            head = handle.read(2 * 65536)
+            size = os.fstat(handle.fileno()).st_size  # after the metas: pages are written before them
+    except OSError as exc:
+        raise UnreadableEventLog(f"{data_file}: cannot read ({exc.strerror or exc})") from None
+    if len(head) < _TAIL_AT + _META_TAIL.size:
+        raise UnreadableEventLog(f"{data_file}: truncated or empty ({size} bytes); {_REMEDY}")
+    page_size = struct.unpack_from("=I", head, _PSIZE_AT)[0]
+    if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        raise UnreadableEventLog(f"{data_file}: not an LMDB file (no valid header); {_REMEDY}")
+    metas = []
+    for offset in (0, page_size):
+        if len(head) < offset + _TAIL_AT + _META_TAIL.size:
+            raise UnreadableEventLog(f"{data_file}: truncated ({size} bytes, within its header); {_REMEDY}")
+        flags = _PAGE_HEADER.unpack_from(head, offset)[2]
+        magic = _META.unpack_from(head, offset + 16)[0]
+        if not flags & _P_META or magic != _MAGIC:
+            raise UnreadableEventLog(f"{data_file}: not an LMDB file (no valid header); {_REMEDY}")
+        metas.append(_META_TAIL.unpack_from(head, offset + _TAIL_AT))
+    last_page, _txnid = max(metas, key=lambda meta: meta[1])
+    needed = (last_page + 1) * page_size
+    if size < needed:
+        raise UnreadableEventLog(
+            f"{data_file}: truncated ({size} bytes, its header says {needed}); {_REMEDY}"
+        )
 
 
 def _mark_key(component: str, seq: int) -> str:
@@ -116,7 +170,7 @@ def _data_dir(data_dir: str | None, topology: str | None, node: str | None) -> P
     try:
         return load_topology(topology).node(node).data_dir
     except TopologyError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _BadEventLog(str(exc)) from None
 
 
 _where = [
@@ -132,12 +186,65 @@ def _with_where(fn: Any) -> Any:
     return fn
 
 
+class _BadEventLog(click.ClickException):
+    exit_code = 2  # bad input, as for every garrison command
+
+
+def _isolated(data_dir: Path, request: dict[str, Any]) -> Any:
+    """Run ``request`` (``_child_main``) in a child process and return its result; a child killed by a
+    signal means the log is corrupt in a way that crashes LMDB's reader."""
+    data_file = data_dir / "eventlog" / "data.mdb"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), *filter(None, sys.path)]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "supervisors.deadletters", json.dumps(request)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        raise _BadEventLog(f"{data_file}: corrupt (reading it crashed the reader with {name}); {_REMEDY}")
+    lines = proc.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise _BadEventLog(f"{data_file}: cannot read ({why})") from None
+    if "refused" in answer:
+        raise click.ClickException(answer["refused"])
+    if "error" in answer:
+        raise _BadEventLog(answer["error"])
+    return answer["ok"]
+
+
+def _child_main(request: dict[str, Any]) -> dict[str, Any]:
+    """The child's side of ``_isolated``: one JSON answer, whatever the log holds."""
+    data_dir = Path(request["data_dir"])
+    try:
+        if request["op"] == "list":
+            return {"ok": list_dead_letters(data_dir, request["component"])}
+        return {"ok": replay_dead_letters(data_dir, request["component"], request["seqs"])}
+    except ReplayRefused as exc:
+        return {"refused": str(exc)}
+    except (FileNotFoundError, UnreadableEventLog) as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # CorruptRecord, LMDB's MDB_CORRUPTED ...: the log is damaged
+        data_file = data_dir / "eventlog" / "data.mdb"
+        return {"error": f"{data_file}: corrupt ({type(exc).__name__}: {exc}); {_REMEDY}"}
+
+
 def register(cli_group: click.Group) -> None:
     """Add ``dead-letters list`` and ``dead-letters replay`` to ``cli_group``."""
 
     @cli_group.group(name="dead-letters")
     def dead_letters() -> None:
-        """List and replay dead letters of a node."""
+        """List and replay dead letters of a node.
+
+        Exit codes: 0 done, 1 replay refused, 2 bad input (no event log, or a damaged one).
+        """
 
     @dead_letters.command(name="list")
     @click.option("--component", help="Only this component (e.g. dispatch/webhook, mqtt-bridge).")
@@ -147,10 +254,8 @@ def register(cli_group: click.Group) -> None:
         component: str | None, as_json: bool, data_dir: str | None, topology: str | None, node: str | None
     ) -> None:
         """Print the dead letters, oldest first per component."""
-        try:
-            items = list_dead_letters(_data_dir(data_dir, topology, node), component)
-        except FileNotFoundError as exc:
-            raise click.ClickException(str(exc)) from None
+        where = _data_dir(data_dir, topology, node)
+        items = _isolated(where, {"op": "list", "data_dir": str(where), "component": component})
         for item in items:
             if as_json:
                 click.echo(json.dumps(item, default=str, sort_keys=True))
@@ -168,8 +273,11 @@ def register(cli_group: click.Group) -> None:
         component: str, seqs: tuple[int, ...], data_dir: str | None, topology: str | None, node: str | None
     ) -> None:
         """Deliver COMPONENT's dead letters again (dispatch/<sink> only); each is replayed once."""
-        try:
-            done = replay_dead_letters(_data_dir(data_dir, topology, node), component, seqs or None)
-        except (FileNotFoundError, ReplayRefused) as exc:
-            raise click.ClickException(str(exc)) from None
+        where = _data_dir(data_dir, topology, node)
+        request = {"op": "replay", "data_dir": str(where), "component": component, "seqs": list(seqs) or None}
+        done = _isolated(where, request)
         click.echo(f"replayed {len(done)} dead letter(s) of {component}: {done}")
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child_main(json.loads(sys.argv[1])), default=str))
