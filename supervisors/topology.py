@@ -18,6 +18,12 @@
 
 Unknown keys are errors. A worker's ``actor`` must import and be a ``SupervisedActor`` subclass, checked
 before anything starts (OTP's ``check_childspecs``).
+
+A running node reloads this file when it changes, so whatever the file holds, loading it ends quickly
+with a :class:`TopologyError` listing every problem as ``file:line: path: what``, sorted by line: the
+YAML is bounded (``supervisors.safe_yaml``: size, values after alias expansion, nesting, number length,
+no alias cycles), duplicate keys are errors, and values are strictly typed (``intensity: true`` is not
+1), finite and bounded (``shutdown_timeout: .inf`` would make a node that never stops).
 """
 
 from __future__ import annotations
@@ -183,7 +189,7 @@ def _check_actor_class(dotted: str) -> str | None:
     module_name, _, class_name = dotted.rpartition(".")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # any import failure is the user's to see
+    except (Exception, SystemExit) as exc:  # any import failure is the user's to see; sys.exit too
         return f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
     cls = getattr(module, class_name, None)
     if cls is None:

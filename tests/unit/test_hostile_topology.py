@@ -280,3 +280,15 @@ def test_many_errors_are_capped() -> None:
         parse_topology(text, "t.yaml")
     assert len(err.value.errors) == 51 and err.value.errors[-1] == "... and 30 more error(s)"
     assert err.value.errors[0].startswith("t.yaml:7: nodes[0].tree.children[0].restart")
+
+
+def test_an_actor_module_that_exits_on_import_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TopologyError) as err:
+        parse_topology(VALID_TREE.replace("actors.examples.Counter", "exits_on_import.Thing"), "t.yaml")
+    assert err.value.errors == [
+        "t.yaml:8: nodes[0].tree.children[0].actor: cannot import module 'exits_on_import': SystemExit: 3"
+    ]
