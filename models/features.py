@@ -23,6 +23,9 @@ import numpy as np
 WINDOW = 60  # 10 min at the simulator's 10 s interval
 STEP = 6  # a new window every minute
 HEAD = 40
+# Up to this many windows with gaps in one call are done one by one in Python (~tens of us each), more
+# by the NaN-aware numpy path (a fixed ~1 ms, measured on the 2-core nodes): break-even near 25.
+GAPPY_ROWS_IN_PYTHON = 16
 
 FEATURE_NAMES: tuple[str, ...] = (
     "rise_rel",  # tail median vs head median, relative to the head level (signed log1p)
@@ -183,12 +186,101 @@ def _features_complete(arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def _quantile_of_sorted(ordered: list[float], q: float) -> float:
+    """``_nanquantile`` of one row whose finite values are ``ordered`` (same interpolation)."""
+    n = len(ordered)
+    if n == 0:
+        return math.nan
+    pos = q * (n - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    return ordered[lo] * (1.0 - frac) + ordered[hi] * frac
+
+
+def _slog1(x: float) -> float:
+    """``_slog`` of one number (NaN stays NaN, +-inf stays +-inf)."""
+    if x != x or x == 0.0:
+        return x if x != x else 0.0
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+def _fmax(a: float, b: float) -> float:
+    """``np.fmax``: the larger, ignoring a NaN."""
+    if a != a:
+        return b
+    if b != b:
+        return a
+    return a if a >= b else b
+
+
+def _least_squares_slope(ys: list[float]) -> float:
+    """``_slope`` of one row (per reading, x = the reading's index), NaN skipped."""
+    pairs = [(float(i), y) for i, y in enumerate(ys) if y == y]
+    n = len(pairs)
+    sx = sum(x for x, _ in pairs)
+    sy = sum(y for _, y in pairs)
+    sxx = sum(x * x for x, _ in pairs)
+    sxy = sum(x * y for x, y in pairs)
+    den = n * sxx - sx * sx
+    return (n * sxy - sx * sy) / den if den > 0 else 0.0
+
+
+def _flat_fraction(steps: list[float]) -> float:
+    finite = [d for d in steps if d == d]
+    return sum(d == 0.0 for d in finite) / len(finite) if finite else 0.0
+
+
+def _gappy_row_features(row: list[float]) -> list[float]:
+    """Features of ONE window that has missing readings (NaN), in plain Python: a few windows in a chunk
+    have gaps, and numpy's per-call overhead on them (the NaN-aware path is ~100 calls) would cost more
+    than all the complete windows of the chunk together. Same definitions as ``_features_reference``
+    (equal within float rounding: Python sums left to right, numpy pairwise)."""
+    head, tail = row[:HEAD], row[HEAD:]
+    head_ok = sorted(v for v in head if v == v)
+    tail_ok = sorted(v for v in tail if v == v)
+    steps = [abs(b - a) for a, b in itertools.pairwise(row)]  # NaN when either reading is missing
+    head_steps = sorted(d for d in steps[: HEAD - 1] if d == d)
+    level = _quantile_of_sorted(head_ok, 0.5)
+    tail_med = _quantile_of_sorted(tail_ok, 0.5)
+    tail_low = _quantile_of_sorted(tail_ok, 0.2)
+    tail_max = tail_ok[-1] if tail_ok else math.nan
+    if tail_ok:
+        mean = sum(tail_ok) / len(tail_ok)
+        tail_std = math.sqrt(sum((v - mean) * (v - mean) for v in tail_ok) / len(tail_ok))
+    else:
+        tail_std = math.nan
+    noise = 1.4826 * _quantile_of_sorted(head_steps, 0.5) / math.sqrt(2.0)
+    finite_steps = [d for d in steps if d == d]
+    max_step = max(finite_steps) if finite_steps else math.nan
+    size = abs(level) + 1e-6
+    noise = _fmax(noise, 0.01 * size)
+    rise = tail_med - level
+    bar = level + 3.0 * noise
+    above = sum(v > bar for v in tail_ok) / max(len(tail_ok), 1)
+    return [
+        _slog1(rise / size),
+        _slog1(rise / noise),
+        _slog1((tail_low - level) / noise),
+        above,
+        _slog1(max_step / noise),
+        _slog1((tail_max - tail_med) / noise),
+        _slog1(_least_squares_slope(head) * HEAD / size),
+        _slog1(_least_squares_slope(tail) * (WINDOW - HEAD) / size),
+        _flat_fraction(steps[: HEAD - 1]),
+        _flat_fraction(steps[HEAD:]),
+        (HEAD - len(head_ok)) / HEAD,
+        (WINDOW - HEAD - len(tail_ok)) / (WINDOW - HEAD),
+        tail_std / (abs(tail_med) + 1e-6),
+    ]
+
+
 def window_features(values: np.ndarray) -> np.ndarray:
     """Features of one window (shape ``[WINDOW]`` -> ``[F]``) or a batch (``[N, WINDOW]`` ->
     ``[N, F]``), float32 and always finite (missing data shows up in the missing fractions).
 
-    Rows without NaN (all but a few per mille of windows) take the cheaper ``_features_complete``; rows
-    with dropouts the general ``_features_reference``."""
+    Rows without NaN (all but a few per mille of windows) take the cheaper ``_features_complete``; a few
+    rows with dropouts ``_gappy_row_features`` each, many the general ``_features_reference``."""
     arr = np.asarray(values, dtype=np.float64)
     single = arr.ndim == 1
     if single:
@@ -201,9 +293,13 @@ def window_features(values: np.ndarray) -> np.ndarray:
         feats = _features_complete(arr)
     else:
         arr = np.where(finite, arr, np.nan)
+        gappy = ~complete
         feats = np.empty((arr.shape[0], N_FEATURES))
         feats[complete] = _features_complete(arr[complete])
-        feats[~complete] = _features_reference(arr[~complete])
+        if gappy.sum() <= GAPPY_ROWS_IN_PYTHON:
+            feats[gappy] = [_gappy_row_features(row) for row in arr[gappy].tolist()]
+        else:  # a chunk dense with dropouts: numpy's fixed cost is now the cheaper one
+            feats[gappy] = _features_reference(arr[gappy])
     if not np.isfinite(feats).all():  # rare (dropouts, overflow): skip the copy otherwise
         feats = np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
     feats = feats.astype(np.float32)

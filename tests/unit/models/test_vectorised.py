@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from actors.sensor import reading_record
+from models import features
 from models.detector import DEFAULT_MODEL_PATH, HeuristicDetector, load_detector
 from models.episodes import EpisodeConfig, EpisodeEnded, EpisodeStarted, EpisodeTracker
 from models.features import WINDOW, WindowBuffer, _features_complete, _features_reference, window_features
@@ -61,6 +62,37 @@ def test_features_match_the_old_code_on_simulated_windows(seed):
     complete = windows[~with_gaps]
     np.testing.assert_allclose(
         _features_complete(complete), _features_reference(complete), rtol=1e-9, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("gappy_rows", [1, 5, 40])  # one by one in Python, and the numpy NaN path
+def test_features_of_windows_with_gaps_match_the_old_code(gappy_rows):
+    rng = np.random.default_rng(gappy_rows)
+    windows = 50 + 10 * rng.normal(size=(100, WINDOW)).cumsum(axis=1) / 8
+    for row in rng.choice(100, size=gappy_rows, replace=False):
+        length = int(rng.integers(1, WINDOW + 1))
+        start = int(rng.integers(0, WINDOW - length + 1))
+        windows[row, start : start + length] = rng.choice([np.nan, np.inf, -np.inf])
+        windows[row, rng.integers(0, WINDOW, size=3)] = np.nan  # and scattered dropouts
+    flat = rng.integers(0, 100, size=20)
+    windows[flat] = np.round(windows[flat])  # repeated values: the flat fractions
+    assert (~np.isfinite(windows).all(axis=1)).sum() == gappy_rows
+    np.testing.assert_allclose(
+        window_features(windows), legacy.window_features(windows), rtol=1e-6, atol=1e-6
+    )
+    got = np.array(
+        [features._gappy_row_features(r) for r in np.where(np.isfinite(windows), windows, np.nan).tolist()]
+    )
+    np.testing.assert_allclose(
+        np.nan_to_num(got, nan=0.0, posinf=0.0, neginf=0.0),
+        np.nan_to_num(
+            _features_reference(np.where(np.isfinite(windows), windows, np.nan)),
+            nan=0.0,
+            posinf=0.0,
+            neginf=0.0,
+        ),
+        rtol=1e-9,
+        atol=1e-9,
     )
 
 
