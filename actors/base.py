@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import signal
 import traceback
 from datetime import timedelta
 from typing import Any
@@ -41,7 +43,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from actors.eventlog import EventLog, open_event_log
+from actors.eventlog import EventLog, FencedOff, Record, open_event_log
 from actors.logs import configure_logging, get_logger
 from actors.messages import (
     ChildExiting,
@@ -52,17 +54,59 @@ from actors.messages import (
     StopChild,
 )
 
-__all__ = ["SupervisedActor", "crash_report"]
+__all__ = ["SupervisedActor", "crash_report", "input_of_message", "quarantine_key"]
 
 _TIMER = "garrison.timer"
+_TRACEBACK_LIMIT = 8000  # characters of traceback text carried in a crash report (the digest names the bug)
+_FATAL_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT)
+EXIT_FENCED = 75  # exit status of an instance whose writes were fenced off by a newer instance
 
 
-def crash_report(child_id: str, incarnation: int, exc: BaseException, msg: object) -> ChildFailed:
+def quarantine_key(path: str) -> str:
+    """Event-log value holding the inputs quarantined for the actor at ``path`` (see poison quarantine)."""
+    return f"quarantine/{path}"
+
+
+def message_label(msg: object) -> str:
+    """What on-call reads as the cause of a crash: ``on_start``, ``timer:<name>`` or the message class."""
+    if isinstance(msg, Configure):
+        return "on_start"
+    payload = getattr(msg, "payload", None) if isinstance(msg, WakeupMessage) else None
+    if isinstance(payload, tuple) and len(payload) == 2 and payload[0] == _TIMER:
+        return f"timer:{payload[1]}"
+    return type(msg).__name__
+
+
+def input_of_message(msg: object) -> dict[str, Any] | None:
+    """The identity of a mailbox message for poison quarantine: its class and a digest of its content.
+    Timers, lifecycle and Thespian's own messages are not inputs (they carry nothing to quarantine)."""
+    if isinstance(msg, WakeupMessage | Configure | StopChild | ChildActorExited | PoisonMessage):
+        return None
+    if isinstance(msg, ActorExitRequest):
+        return None
+    try:
+        raw = pickle.dumps(msg, protocol=4)
+    except Exception:
+        raw = repr(msg).encode(errors="replace")
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return {"kind": "message", "message_type": type(msg).__name__, "digest": digest}
+
+
+def crash_report(
+    child_id: str,
+    incarnation: int,
+    exc: BaseException,
+    msg: object,
+    input_ref: dict[str, Any] | None = None,
+) -> ChildFailed:
     frames = traceback.extract_tb(exc.__traceback__)
     where = [f"{os.path.basename(f.filename)}:{f.name}:{f.lineno}" for f in frames]
     digest = hashlib.sha256("|".join([type(exc).__name__, *where]).encode()).hexdigest()[:12]
     last = frames[-1] if frames else None
     text = str(exc).splitlines()[0] if str(exc) else ""
+    full = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(full) > _TRACEBACK_LIMIT:  # keep the innermost frames: they name the bug
+        full = "...\n" + full[-_TRACEBACK_LIMIT:]
     return ChildFailed(
         child_id=child_id,
         incarnation=incarnation,
@@ -70,8 +114,19 @@ def crash_report(child_id: str, incarnation: int, exc: BaseException, msg: objec
         exc_type=type(exc).__name__,
         traceback_digest=digest,
         location=f"{last.filename}:{last.lineno}" if last else "?",
-        message_type=type(msg).__name__,
+        message_type=message_label(msg),
+        traceback_text=full,
+        input_ref=input_ref,
     )
+
+
+def _restore_fatal_signals() -> None:
+    """Thespian installs a Python handler for every catchable signal. For SIGSEGV/SIGBUS/SIGFPE/SIGILL the
+    handler returns into the faulting instruction, which faults again: 100 % CPU forever, never reported.
+    The default disposition kills the process; its supervisor then reports the signal (``child_lost``)."""
+    for sig in _FATAL_SIGNALS:
+        if callable(signal.getsignal(sig)):  # only Thespian's Python handlers; leave C-level ones alone
+            signal.signal(sig, signal.SIG_DFL)
 
 
 class SupervisedActor(Actor):  # type: ignore[misc]
@@ -95,6 +150,11 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         self._supervisor_address: ActorAddress | None = None
         self._event_log: EventLog | None = None
         self.log: Any = get_logger()
+        self._quarantined: set[str] = set()
+        self._quarantined_messages = False
+        self._current_input: dict[str, Any] | None = None
+        self._suspect: dict[str, Any] | None = None
+        _restore_fatal_signals()
 
     # -- hooks for subclasses -----------------------------------------------------------------------
 
@@ -143,7 +203,11 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         if self._event_log is None:
             if self.config is None:
                 raise RuntimeError("the event log is available from on_start on")
-            self._event_log = open_event_log(os.path.join(self.config.data_dir, "eventlog"))
+            log = open_event_log(os.path.join(self.config.data_dir, "eventlog"))
+            # fence before the first read: an older instance of this path can no longer write, so what
+            # this instance recovers is final (no orphan appends behind its back)
+            self.fence_token = log.acquire_fence(self.path)
+            self._event_log = log
         return self._event_log
 
     @property
@@ -168,6 +232,50 @@ class SupervisedActor(Actor):  # type: ignore[misc]
                 self._snapshot_seq = new_seq
         self._log_seq = batch.assigned[self.state_stream][-1]
         self.state = state
+
+    # -- poison quarantine (inputs that crashed this actor N times in a row are set aside) ------------
+
+    def input_limit(self, stream: str, default: int) -> int:
+        """How many records of ``stream`` to take in one go: 1 while isolating a record suspected of
+        crashing the previous instance (so the crash names one record), else ``default``."""
+        suspect = self._suspect
+        return 1 if suspect is not None and suspect.get("stream") == stream else default
+
+    def admit(self, records: list[Record]) -> list[Record]:
+        """The records of a batch this instance may process: quarantined ones are left out (their offsets
+        still advance: they are kept in ``deadletters/poison``). Until the handler returns, a crash is
+        reported against this batch's range, which is how the supervisor finds a poison record."""
+        if not records:
+            return records
+        first, last = records[0], records[-1]
+        suspect = self._suspect
+        if suspect is not None and suspect.get("stream") == first.stream and first.seq > suspect["last"]:
+            self._suspect = None  # past the suspected range without a crash: back to normal batches
+        kept = [r for r in records if f"{r.stream}@{r.seq}" not in self._quarantined]
+        for record in records:
+            if f"{record.stream}@{record.seq}" in self._quarantined:
+                self.log.warning("poison_skipped", stream=record.stream, seq=record.seq)
+        self._current_input = {"kind": "stream", "stream": first.stream, "first": first.seq, "last": last.seq}
+        return kept
+
+    def _load_quarantine(self) -> None:
+        assert self.config is not None
+        keys = self.event_log.get_value(quarantine_key(self.path)) or []
+        self._quarantined = {str(k) for k in keys}
+        self._quarantined_messages = any(k.startswith("message:") for k in self._quarantined)
+        suspect = self.config.extra.get("suspect_input")
+        self._suspect = (
+            dict(suspect) if isinstance(suspect, dict) and suspect.get("kind") == "stream" else None
+        )
+
+    def _is_quarantined_message(self, msg: object) -> bool:
+        if not self._quarantined_messages:
+            return False
+        ref = input_of_message(msg)
+        if ref is None or f"message:{ref['message_type']}:{ref['digest']}" not in self._quarantined:
+            return False
+        self.log.warning("poison_skipped", message_type=ref["message_type"], digest=ref["digest"])
+        return True
 
     def schedule(self, name: str, seconds: float) -> None:
         """Deliver ``on_timer(name)`` after ``seconds`` (timers die with the instance)."""
@@ -202,6 +310,7 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         configure_logging(cfg.log_format, cfg.node)
         self.log = get_logger(actor=self.path)
         self.send(sender, ChildSpawned(cfg.child_id, cfg.incarnation, os.getpid(), os.getsid(0)))
+        self._load_quarantine()  # opens the event log, which fences off any older instance first
         self._recover()
         self.on_start(dict(cfg.args))
         if self.announce_started_after_on_start:
@@ -221,7 +330,18 @@ class SupervisedActor(Actor):  # type: ignore[misc]
 
     def _crash(self, exc: BaseException, msg: object) -> None:
         self._crashed = True
-        report = crash_report(self.child_id, self.config.incarnation if self.config else 0, exc, msg)
+        if isinstance(exc, FencedOff):
+            # a newer instance of this path owns its state: stop at once, write nothing, report nothing
+            # (the supervisor, if it is still alive, no longer counts this instance as current)
+            self.log.error("instance_fenced", reason=str(exc), pid=os.getpid())
+            if _in_own_process():
+                os._exit(EXIT_FENCED)
+            self.send(self.myAddress, ActorExitRequest())
+            return
+        input_ref = self._current_input or input_of_message(msg)
+        report = crash_report(
+            self.child_id, self.config.incarnation if self.config else 0, exc, msg, input_ref
+        )
         if self._supervisor_address is not None:
             self.send(self._supervisor_address, report)
         else:  # nobody to report to: exit so that at least the parent sees ChildActorExited
@@ -259,10 +379,26 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         if self.config is None:
             self._stash.append((msg, sender))
             return
+        if self._is_quarantined_message(msg):
+            return
         self._guard(self._dispatch, msg, msg, sender)
 
     def _guard(self, fn: Any, msg: object, *args: Any) -> None:
+        # BaseException: sys.exit() and KeyboardInterrupt in a handler are crashes reported as what they
+        # are, not a silent exit of the process (Thespian would log them as text and go on or die)
         try:
             fn(*args)
-        except Exception as exc:
+        except BaseException as exc:
             self._crash(exc, msg)
+        else:
+            self._current_input = None
+
+
+def _in_own_process() -> bool:
+    """True on the multi-process bases (each actor forked into its own process after this module was
+    imported), where exiting the process stops exactly this instance; on in-process test bases it would
+    take the test runner down."""
+    return os.getpid() != _IMPORT_PID
+
+
+_IMPORT_PID = os.getpid()

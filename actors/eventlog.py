@@ -201,7 +201,9 @@ class EventLog:
         self._heads = self._env.open_db(b"heads")
         self._values = self._env.open_db(b"values")
         self._snapshots = self._env.open_db(b"snapshots")
-        self._fence: tuple[bytes, int] | None = None
+        # fence tokens this handle writes under (one per actor path; one entry per process in production,
+        # several when in-process test bases run many actors in one process)
+        self._fences: dict[bytes, int] = {}
 
     def _check_format(self, data_file: Path) -> None:
         expected = FORMAT_MARKER + b"/" + str(FORMAT_VERSION).encode()
@@ -283,21 +285,19 @@ class EventLog:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
                 self._env.set_mapsize(0)
-        self._fence = (key, token)
+        self._fences[key] = token
         return token
 
     def _check_fence(self, txn: lmdb.Transaction) -> None:
-        if self._fence is None:
-            return
-        key, token = self._fence
-        raw = txn.get(key, db=self._values)
-        current = _SEQ.unpack(raw)[0] if raw else 0
-        if current != token:
-            owner = key.decode()[len(_FENCE_PREFIX) :]
-            raise FencedOff(
-                f"{self.path}: {owner!r} instance with fence token {token} was superseded by token "
-                f"{current}; this instance must stop (a newer instance of the same actor is running)"
-            )
+        for key, token in self._fences.items():
+            raw = txn.get(key, db=self._values)
+            current = _SEQ.unpack(raw)[0] if raw else 0
+            if current != token:
+                owner = key.decode()[len(_FENCE_PREFIX) :]
+                raise FencedOff(
+                    f"{self.path}: {owner!r} instance with fence token {token} was superseded by token "
+                    f"{current}; this instance must stop (a newer instance of the same actor is running)"
+                )
 
     def _commit_once(self, batch: WriteBatch) -> dict[str, list[int]]:
         assigned: dict[str, list[int]] = {}

@@ -56,7 +56,11 @@ class ChildFailed:
     exc_type: str
     traceback_digest: str  # short hash of the failing frames: equal digests = the same bug
     location: str  # file:line of the innermost frame
-    message_type: str  # type of the message being handled ("Configure" during start)
+    message_type: str  # what was handled: "on_start", "timer:<name>" or the message class
+    traceback_text: str = ""  # the formatted traceback, bounded (the digest identifies the bug)
+    # the input being processed when it crashed, for poison quarantine: {"kind": "stream", "stream",
+    # "first", "last"} (a batch of event-log records) or {"kind": "message", "message_type", "digest"}
+    input_ref: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from actors.eventlog import EventLogError
 from actors.logs import configure_logging, get_logger
@@ -31,8 +31,9 @@ from actors.messages import (
     TreeStopped,
 )
 from supervisors.identity import Identity, NodeStateMismatch, check_identity, secure_data_dir
+from supervisors.process_tree import holders_of, link_forked_children
 from supervisors.spec import ChildSpec, SupervisorSpec, WorkerSpec
-from supervisors.supervisor import SUPERVISOR_CLASS
+from supervisors.supervisor import SUPERVISOR_CLASS, child_start_timeout
 from supervisors.thespian_env import (
     SYSTEM_BASE,
     free_loopback_port,
@@ -44,7 +45,8 @@ from supervisors.topology import NodeConfig, TopologyError, load_topology
 EXIT_OK = 0
 EXIT_ESCALATED = 1
 EXIT_START_FAILED = 3
-ROOT_START_TIMEOUT_S = 60.0
+SHUTDOWN_GRACE_S = 2.0  # for actor processes to finish exiting after Thespian's shutdown returned
+ROOT_START_MARGIN_S = 5.0  # beyond the root's own start timeout (its children's, summed)
 TOPOLOGY_CHECK_S = 1.0
 
 
@@ -81,18 +83,13 @@ class NodeRunner:
         configure_logging(self.log_format, node.name)
         self.log = get_logger(supervisor="node")
         node.data_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(node.data_dir / "node.lock", "w")  # noqa: SIM115 - held for the node's lifetime
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise NodeAlreadyRunning(
-                f"{node.data_dir}: another garrison node is running on this data_dir"
-            ) from None
+        lock = _lock_data_dir(node.data_dir)
         if not self._check_data_dir(reinit):
             lock.close()
             return EXIT_START_FAILED
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
+        link_forked_children()  # every process of the node dies with its parent, the launcher included
         log_defs = prepare_environment(node.data_dir)
         port = free_loopback_port()
         from thespian.actors import ActorSystem
@@ -179,8 +176,9 @@ class NodeRunner:
                 self._apply_topology_changes(asys, root)
             if self.root.escalation is not None:
                 return f"root supervisor escalated: {self.root.escalation.reason}", EXIT_ESCALATED
-            if not self.root.started and time.monotonic() - began > ROOT_START_TIMEOUT_S:
-                return f"root supervisor did not start within {ROOT_START_TIMEOUT_S}s", EXIT_START_FAILED
+            start_limit = child_start_timeout(node.tree) + ROOT_START_MARGIN_S
+            if not self.root.started and time.monotonic() - began > start_limit:
+                return f"root supervisor did not start within {start_limit}s", EXIT_START_FAILED
             if self.root.pid is not None and not _alive(self.root.pid):
                 return "root supervisor process lost", EXIT_ESCALATED
             if self.stop_requested or (deadline is not None and time.monotonic() >= deadline):
@@ -245,11 +243,49 @@ class NodeRunner:
             asys.shutdown()
         if self.root.session is None or self.root.session == os.getsid(0):
             return []
-        leftovers = processes_in_session(self.root.session)
+        # Thespian's shutdown returns once the admin has asked every actor to exit, not once they have:
+        # give the processes a moment to finish exiting before calling any of them a leftover
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        while (leftovers := processes_in_session(self.root.session)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if leftovers:  # say what they were: each one is a bug in a stop path, worth a look
+            self.log.warning("leftover_processes", processes=[_describe_process(p) for p in leftovers])
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return leftovers
+
+
+def _describe_process(pid: int) -> dict[str, Any]:
+    info: dict[str, Any] = {"pid": pid}
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/stat") as f:
+            comm, rest = f.read().split(" (", 1)[1].rsplit(")", 1)
+        info.update(name=comm, state=rest.split()[0], ppid=int(rest.split()[1]))
+    return info
+
+
+def _lock_data_dir(data_dir: Path) -> TextIO:
+    """Hold ``data_dir/node.lock`` for the node's lifetime (flock: released by the kernel when the last
+    process holding it dies). Its text is the launcher's pid; a refusal names every pid holding it."""
+    path = data_dir / "node.lock"
+    lock = open(path, "a+")  # noqa: SIM115 - held for the node's lifetime; "a+": never truncate another's pid
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        launcher = lock.read().strip() or "?"
+        lock.close()
+        holders = [p for p in holders_of(str(path)) if p != os.getpid()]
+        raise NodeAlreadyRunning(
+            f"{data_dir}: another garrison node is running on this data_dir (launcher pid {launcher}; "
+            f"processes holding {path}: {', '.join(map(str, holders)) or 'unknown'}); stop it first "
+            "(SIGTERM to the launcher stops the whole node)"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def _alive(pid: int) -> bool:

@@ -45,6 +45,7 @@ class WorkerSpec:
     shutdown_timeout: float = 5.0
     backoff: Backoff | None = None
     poison_after: int = 3  # crashes on the same message before it is treated as poison
+    start_timeout: float = 30.0  # on_start (recovery included) must finish within this, else SIGKILL
 
 
 @dataclass(frozen=True, slots=True)

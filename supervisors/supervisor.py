@@ -13,10 +13,8 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +39,7 @@ from actors.messages import (
     TreeStopped,
     WhereIs,
 )
+from supervisors.poison import PoisonTrack, input_keys, track_crash
 from supervisors.policy import (
     Escalate,
     Forget,
@@ -49,10 +48,27 @@ from supervisors.policy import (
     decide,
     record_start,
 )
+from supervisors.process_tree import (
+    child_exit_status,
+    describe_exit,
+    kill_tree,
+    record_child_exits,
+    signal_name,
+)
 from supervisors.spec import ChildSpec, ExitKind, SupervisorSpec, child_shutdown_timeout
 
 SUPERVISOR_CLASS = "supervisors.supervisor.Supervisor"
-START_TIMEOUT_S = 30.0
+POISON_STREAM = "deadletters/poison"
+
+record_child_exits()  # ChildActorExited has no reason: keep the exit status Thespian reaps
+
+
+def child_start_timeout(spec: ChildSpec) -> float:
+    """How long a child may take to report ``ChildStarted``: a supervisor gets its children's sum, since
+    they start one after another."""
+    if isinstance(spec, SupervisorSpec):
+        return 2.0 + sum(child_start_timeout(c) for c in spec.children)
+    return spec.start_timeout
 
 
 @dataclass
@@ -64,6 +80,7 @@ class _Child:
     status: str = "stopped"  # starting | running | stopping | stopped
     failure: ChildFailed | None = None
     exiting_normally: bool = False
+    exit_status: int | None = None  # from the reaped process: < 0 is the signal that killed it
 
 
 class Supervisor(SupervisedActor):
@@ -80,6 +97,10 @@ class Supervisor(SupervisedActor):
         self.order = [c.id for c in self.spec.children]
         self.rng = random.Random()
         self.history = History.from_json(self.event_log.get_value(self._history_key))
+        saved_poison = self.event_log.get_value(self._poison_key) or {}
+        self.poison: dict[str, PoisonTrack] = {
+            k: t for k, v in saved_poison.items() if (t := PoisonTrack.from_json(v)) is not None
+        }
         self.pending_exits: deque[tuple[str, ExitKind]] = deque()
         self.start_queue: deque[str] = deque(self.order)
         self.stop_queue: deque[str] = deque()
@@ -95,8 +116,14 @@ class Supervisor(SupervisedActor):
     def _history_key(self) -> str:
         return f"supervisor/{self.path}/history"
 
+    @property
+    def _poison_key(self) -> str:
+        return f"supervisor/{self.path}/poison"
+
     def _save_history(self) -> None:
-        self.event_log.put_value(self._history_key, self.history.to_json())
+        with self.event_log.batch() as batch:
+            batch.put_value(self._history_key, self.history.to_json())
+            batch.put_value(self._poison_key, {k: t.to_json() for k, t in self.poison.items()})
 
     # -- starting -----------------------------------------------------------------------------------
 
@@ -104,11 +131,14 @@ class Supervisor(SupervisedActor):
         spec = child.spec
         actor_class = SUPERVISOR_CLASS if isinstance(spec, SupervisorSpec) else spec.actor
         child.incarnation += 1
-        child.failure, child.exiting_normally, child.pid = None, False, None
+        child.failure, child.exiting_normally, child.pid, child.exit_status = None, False, None, None
         child.address = self.createActor(actor_class)
         child.status = "starting"
         assert self.config is not None
-        extra = {"spec": spec} if isinstance(spec, SupervisorSpec) else {}
+        extra: dict[str, Any] = {"spec": spec} if isinstance(spec, SupervisorSpec) else {}
+        track = self.poison.get(spec.id)
+        if track is not None and track.input_ref.get("kind") == "stream":
+            extra["suspect_input"] = dict(track.input_ref)  # read through it one record at a time
         args = {} if isinstance(spec, SupervisorSpec) else dict(spec.args)
         self.send(
             child.address,
@@ -123,7 +153,7 @@ class Supervisor(SupervisedActor):
                 extra=extra,
             ),
         )
-        self.schedule(f"start-timeout:{spec.id}:{child.incarnation}", START_TIMEOUT_S)
+        self.schedule(f"start-timeout:{spec.id}:{child.incarnation}", child_start_timeout(spec))
 
     def _pump(self) -> None:
         """Advance the work in OTP's order: finish a stop phase, decide queued exits, then start children
@@ -235,6 +265,7 @@ class Supervisor(SupervisedActor):
             return  # Thespian may report one exit twice; the second has no current child
         was = child.status
         child.status, child.address = "stopped", None
+        child.exit_status = child_exit_status(child.pid)
         if was == "stopping":
             self.log.info("child_stopped", child=child.spec.id, pid=child.pid)
         if was != "stopping" and not (self.escalated or self.stopping_tree):
@@ -262,6 +293,8 @@ class Supervisor(SupervisedActor):
         )
         self.history = decision.history
         directive = decision.directive
+        if kind is ExitKind.CRASH and child.failure is not None:
+            self._track_poison(child, child.failure)
         fields: dict[str, Any] = {
             "child": child_id,
             "strategy": str(self.spec.strategy),
@@ -276,8 +309,16 @@ class Supervisor(SupervisedActor):
                 location=child.failure.location,
                 message_type=child.failure.message_type,
             )
+            if child.failure.traceback_text:
+                fields["traceback"] = child.failure.traceback_text
+            if child.failure.input_ref is not None:
+                fields["input"] = child.failure.input_ref
         elif kind is ExitKind.LOST:
-            fields["reason"] = "process exited without a report (killed, segfault or OOM)"
+            fields["reason"] = describe_exit(child.exit_status)
+            if (name := signal_name(child.exit_status)) is not None:
+                fields["signal"] = name
+            elif child.exit_status is not None:
+                fields["exit_code"] = child.exit_status
         else:
             fields["reason"] = str(kind)
         if isinstance(directive, Escalate):
@@ -311,6 +352,50 @@ class Supervisor(SupervisedActor):
                 self.schedule("restart-after-backoff", directive.delay)
 
             self.after_stop = wait_backoff
+
+    def _track_poison(self, child: _Child, failure: ChildFailed) -> None:
+        spec = child.spec
+        track, quarantine = track_crash(self.poison.get(spec.id), failure.input_ref, spec.poison_after)
+        if track is None:
+            self.poison.pop(spec.id, None)
+        else:
+            self.poison[spec.id] = track
+        if quarantine is not None:
+            self._quarantine(child, failure, quarantine, spec.poison_after)
+
+    def _quarantine(self, child: _Child, failure: ChildFailed, ref: dict[str, Any], crashes: int) -> None:
+        """Move a poison input to ``deadletters/poison`` and tell the child's next instances to skip it,
+        in one durable transaction (written before the restart, like the restart history)."""
+        path = f"{self.my_path}/{child.spec.id}"
+        keys = input_keys(ref)
+        letter: dict[str, Any] = {
+            "kind": "poison",
+            "actor": path,
+            "input": ref,
+            "reason": failure.reason,
+            "exc_type": failure.exc_type,
+            "traceback_digest": failure.traceback_digest,
+            "traceback": failure.traceback_text,
+            "crashes": crashes,
+            "quarantined_at": time.time(),
+        }
+        if ref.get("kind") == "stream":
+            records = self.event_log.read(ref["stream"], int(ref["first"]) - 1, len(keys))
+            letter["records"] = [{"seq": r.seq, "payload": r.payload} for r in records]
+        quarantine_value = f"quarantine/{path}"
+        held = list(self.event_log.get_value(quarantine_value) or [])
+        with self.event_log.batch() as batch:
+            batch.append(POISON_STREAM, letter)
+            batch.put_value(quarantine_value, held + [k for k in keys if k not in held])
+        self.log.error(
+            "poison_quarantined",
+            child=child.spec.id,
+            input=ref,
+            crashes=crashes,
+            reason=failure.reason,
+            dead_letters=POISON_STREAM,
+            seq=batch.assigned[POISON_STREAM][-1],
+        )
 
     def _log_exit(self, kind: ExitKind, fields: dict[str, Any], directive: str, **more: Any) -> None:
         if kind is ExitKind.CRASH:
@@ -346,9 +431,10 @@ class Supervisor(SupervisedActor):
         self._kill(child)
 
     def _kill(self, child: _Child) -> None:
+        """SIGKILL the child and its whole subtree: a killed supervisor must not leave orphans behind."""
         if child.pid and child.pid != os.getpid():  # in-process test bases share our pid
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGKILL)
+            victims = kill_tree(child.pid)
+            self.log.info("child_tree_killed", child=child.spec.id, pid=child.pid, pids=victims)
         elif child.address is not None:
             self.send(child.address, ActorExitRequest())
 
@@ -378,7 +464,7 @@ class Supervisor(SupervisedActor):
                         exc_type="Escalation",
                         traceback_digest="",
                         location=self.my_path,
-                        message_type="ChildActorExited",
+                        message_type="escalation",
                     ),
                 )
                 self._crashed = True  # ignore everything until the parent stops this instance
@@ -414,14 +500,22 @@ class Supervisor(SupervisedActor):
             child_id, _, inc = rest.rpartition(":")
             child = self._current(child_id, int(inc))
             if child is not None and child.status == "starting" and child.failure is None:
+                limit = child_start_timeout(child.spec)
                 child.failure = ChildFailed(
                     child_id,
                     child.incarnation,
-                    f"StartTimeout: no ChildStarted within {START_TIMEOUT_S}s",
+                    f"StartTimeout: did not finish starting within {limit}s",
                     "StartTimeout",
                     "",
                     "",
-                    "Configure",
+                    "on_start",
+                )
+                self.log.error(
+                    "child_start_timeout",
+                    child=child_id,
+                    path=f"{self.my_path}/{child_id}",
+                    pid=child.pid,
+                    timeout_s=limit,
                 )
                 self._kill(child)
 

@@ -46,7 +46,7 @@ def test_restart_types_times_exit_kinds(tmp_path: Path) -> None:
     crash = run.named("child_crashed", child="permanent-crash")[0]
     assert crash["reason"] == "RuntimeError: scripted crash #1"
     assert crash["strategy"] == "one_for_one" and crash["restart_count"] >= 1
-    assert crash["message_type"] == "WakeupMessage" and len(crash["traceback_digest"]) == 12
+    assert crash["message_type"] == "timer:act" and len(crash["traceback_digest"]) == 12
     lost = run.named("child_lost", child="permanent-lost")[0]
     assert "without a report" in lost["reason"]
     assert run.leftover_processes() == []
@@ -149,7 +149,7 @@ def test_crash_in_on_start_is_a_crash(tmp_path: Path) -> None:
     run = run_node(topo, duration=2)
     assert run.code == 0, run.stderr[-3000:]
     crash = run.named("child_crashed", child="starter")[0]
-    assert crash["reason"] == "ValueError: crash in on_start" and crash["message_type"] == "Configure"
+    assert crash["reason"] == "ValueError: crash in on_start" and crash["message_type"] == "on_start"
     assert run.named("child_restarted", child="starter")
     # the start sequence went on after the crash, in order
     assert run.named("child_started", child="after")
