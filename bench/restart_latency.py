@@ -163,6 +163,9 @@ class RestartBench:
                     actor="bench.bench_actors.RestartProbe",
                     args={"announce_to": me, "stateful": name == "stateful"},
                     restart=Restart.PERMANENT,
+                    # every trial sends the same ``crash`` message: without this, its third crash would
+                    # quarantine it as poison and the next instance would skip it (no crash, no restart)
+                    poison_after=10**9,
                 )
                 for name in GARRISON_CHILDREN
             ),
