@@ -5,8 +5,11 @@ A dead letter is a record of stream ``deadletters/<component>`` (``dispatch/<sin
 ``dispatch/replay/<sink>``, which the running (or next) dispatcher delivers to that sink like a new item,
 with the same retries, breaker and dead-lettering. The replay and its mark
 (value ``deadletters/replayed/<component>/<seq>``) are written in one transaction, so a dead letter is
-replayed at most once, however often the command runs. Other components' dead letters (malformed MQTT
-payloads, invalid proposals) have nothing to be delivered again: replaying them is refused.
+replayed at most once, however often the command runs. Replaying ``poison`` (inputs a supervisor
+quarantined after they crashed a child ``poison_after`` times in a row) appends each quarantined record to
+its stream again, or lets a quarantined message through again: do it once the bug is fixed. Other
+components' dead letters (malformed MQTT payloads, invalid proposals) have nothing to be delivered again:
+replaying them is refused. A running node picks replays up at once; a stopped one on its next start.
 
 These functions open the node's event log themselves; LMDB lets them run next to a live node.
 
@@ -38,6 +41,7 @@ __all__ = ["ReplayRefused", "list_dead_letters", "register", "replay_dead_letter
 
 _PREFIX = "deadletters/"
 _DISPATCH = "dispatch/"
+_POISON = "poison"  # inputs quarantined by a supervisor after crashing a child N times in a row
 
 
 class ReplayRefused(ValueError):
@@ -132,6 +136,8 @@ def replay_dead_letters(
 ) -> list[int]:
     """Queue the dead letters of ``component`` (all not yet replayed, or only ``seqs``) for delivery
     again; returns the dead-letter sequence numbers queued now (already replayed ones are skipped)."""
+    if component == _POISON:
+        return _replay_poison(data_dir, seqs, now=now)
     if not component.startswith(_DISPATCH) or component == _DISPATCH:
         raise ReplayRefused(
             f"{component!r}: only dispatcher dead letters (dispatch/<sink>) can be replayed; the others "
@@ -156,6 +162,39 @@ def replay_dead_letters(
                 {"index": payload["index"], "incident": payload["incident"], "deadletter_seq": rec.seq},
             )
             batch.put_value(_mark_key(component, rec.seq), {"ts": stamp})
+    return [r.seq for r in todo]
+
+
+def _replay_poison(data_dir: str | Path, seqs: Iterable[int] | None, *, now: float | None) -> list[int]:
+    """Give quarantined inputs another chance (after the bug they hit is fixed): a quarantined stream
+    record is appended again to its stream, as a new record the consumer will read; a quarantined message
+    is let through again. Lifting the quarantine, the new records and the replay mark are one transaction."""
+    log = _log(data_dir)
+    stream = dead_letter_stream(_POISON)
+    wanted = None if seqs is None else set(seqs)
+    records = [r for r in log.iter(stream) if wanted is None or r.seq in wanted]
+    if wanted is not None and (missing := wanted - {r.seq for r in records}):
+        raise ReplayRefused(f"'poison' has no dead letter with seq {sorted(missing)}")
+    marks = log.values_with_prefix(f"deadletters/replayed/{_POISON}/")
+    todo = [r for r in records if _mark_key(_POISON, r.seq) not in marks]
+    if not todo:
+        return []
+    stamp = time.time() if now is None else now
+    held: dict[str, list[str]] = {}
+    with log.batch() as batch:
+        for rec in todo:
+            letter = rec.payload
+            ref = letter.get("input") or {}
+            key = f"quarantine/{letter['actor']}"
+            keys = held.setdefault(key, list(log.get_value(key) or []))
+            if ref.get("kind") == "message":
+                lifted = f"message:{ref['message_type']}:{ref['digest']}"
+                keys[:] = [k for k in keys if k != lifted]
+            for item in letter.get("records", []):
+                batch.append(str(ref["stream"]), item["payload"])
+            batch.put_value(_mark_key(_POISON, rec.seq), {"ts": stamp})
+        for key, keys in held.items():
+            batch.put_value(key, keys)
     return [r.seq for r in todo]
 
 
@@ -272,11 +311,16 @@ def register(cli_group: click.Group) -> None:
     def replay_cmd(
         component: str, seqs: tuple[int, ...], data_dir: str | None, topology: str | None, node: str | None
     ) -> None:
-        """Deliver COMPONENT's dead letters again (dispatch/<sink> only); each is replayed once."""
+        """Deliver COMPONENT's dead letters again (dispatch/<sink> or poison); each is replayed once.
+
+        A running node delivers them at once; a stopped node on its next start."""
         where = _data_dir(data_dir, topology, node)
         request = {"op": "replay", "data_dir": str(where), "component": component, "seqs": list(seqs) or None}
         done = _isolated(where, request)
-        click.echo(f"replayed {len(done)} dead letter(s) of {component}: {done}")
+        click.echo(
+            f"replayed {len(done)} dead letter(s) of {component}: {done} (a stopped node delivers them "
+            "when it next starts)"
+        )
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@ goes on after it (issue 7.3). Real processes, real LMDB."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from actors.eventlog import EventLog
 from tests.fault_actors import INPUT, OUTPUT
-from tests.system.nodes import LiveNode, supervisor, worker, write_topology
+from tests.system.nodes import REPO, LiveNode, supervisor, worker, write_topology
 
 pytestmark = pytest.mark.system
 
@@ -39,6 +42,29 @@ def test_a_poison_record_is_isolated_quarantined_and_skipped_exactly_once(tmp_pa
     letters = [r.payload for r in log.read("deadletters/poison")]
     assert len(letters) == 1 and letters[0]["records"] == [{"seq": 7, "payload": {"n": 7, "poison": True}}]
     assert "ValueError: cannot digest record 7" in letters[0]["traceback"]
+    log.close()
+    data_dir = str(tmp_path / "data")
+    listed = garrison("dead-letters", "list", "--data-dir", data_dir)
+    assert (
+        listed.returncode == 0 and "poison\t1\tpending\tValueError: cannot digest record 7" in listed.stdout
+    )
+    replayed = garrison("dead-letters", "replay", "poison", "--data-dir", data_dir)
+    assert replayed.returncode == 0 and "replayed 1 dead letter(s) of poison: [1]" in replayed.stdout
+    again = garrison("dead-letters", "replay", "poison", "--data-dir", data_dir)
+    assert "replayed 0 dead letter(s)" in again.stdout  # at most once
+    log = EventLog(tmp_path / "data" / "eventlog")
+    assert [r.payload for r in log.read(INPUT, after=20)] == [{"n": 7, "poison": True}]
+
+
+def garrison(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "supervisors.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_a_poison_message_resent_by_its_sender_is_quarantined_and_dropped(tmp_path: Path) -> None:
