@@ -1,8 +1,8 @@
 """Feature windows over one (sensor, pollutant) channel.
 
 PURE except numpy: no clock, no I/O. The same functions serve the model build (bulk, via
-``sliding_windows``) and the inference actor (incremental, via ``WindowBuffer``), so training and
-serving cannot drift apart.
+``sliding_windows``) and the inference actor (a chunk at a time, via ``extend_channels`` over the
+channels' ``WindowBuffer``), so training and serving cannot drift apart.
 
 A window is ``WINDOW`` consecutive readings; a new one is emitted every ``STEP`` readings. The
 first ``HEAD`` readings are the reference ("what was normal just before"), the last
@@ -96,9 +96,9 @@ def _sorted_quantile(ordered: np.ndarray, q: float) -> np.ndarray:
 
 
 def _features_reference(arr: np.ndarray) -> np.ndarray:
-    """Float64 features of ``[N, WINDOW]`` rows that may hold NaN (dropouts): the general, slower path.
-
-    This is also the oracle the fast path is tested against (tests/unit/models/test_features.py)."""
+    """Float64 features of ``[N, WINDOW]`` rows that may hold NaN (dropouts): the general, slower path,
+    the definitions the faster paths are tested against (with the frozen pre-vectorisation code in
+    tests/unit/models/legacy.py)."""
     head, tail = arr[:, :HEAD], arr[:, HEAD:]
     with warnings.catch_warnings():
         # All-NaN rows (long dropouts) are expected; their features are zeroed by the caller.
