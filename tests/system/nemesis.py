@@ -381,6 +381,7 @@ class Nemesis:
         self.sessions: set[int] = set()
         self.poison_seqs: list[int] = []
         self.good_ns: list[int] = []
+        self.cover: list[tuple[str, str, int]] = []
 
     # -- node lifecycle --
 
@@ -453,7 +454,10 @@ class Nemesis:
 
     def inject(self, n: int) -> Fault:
         pids = self.settled()
-        action, target, _ = self.rng.choices(PLAN, weights=[w for *_, w in PLAN])[0]
+        if self.cover:  # every kind of fault once, in a seeded order, before the weighted draws
+            action, target, _ = self.cover.pop()
+        else:
+            action, target, _ = self.rng.choices(PLAN, weights=[w for *_, w in PLAN])[0]
         supervisors = sorted(k for k in pids if any(c["id"] == k[1] and "children" in c for c in self._all()))
         workers = sorted(k for k in pids if k not in supervisors)
         if action == "stop":
@@ -580,8 +584,10 @@ class Nemesis:
 
     # -- the run --
 
-    def run(self, faults: int | None = None, minutes: float | None = None) -> SoakReport:
-        """``faults`` faults, or as many as fit in ``minutes``; then drain, stop and check."""
+    def run(self, faults: int | None = None, minutes: float | None = None, cover: bool = True) -> SoakReport:
+        """``faults`` faults, or as many as fit in ``minutes``; then drain, stop and check. With ``cover``
+        the first faults are one of each kind of :data:`PLAN` (seeded order), so a short run tries them all."""
+        self.cover = self.rng.sample(PLAN, len(PLAN)) if cover else []
         self.say(f"chaos soak seed {self.seed} (reproduce with --seed {self.seed}); data in {self.data_dir}")
         end = None if minutes is None else time.monotonic() + minutes * 60
         self.start_node()
