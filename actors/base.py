@@ -32,7 +32,7 @@ import pickle
 import signal
 import traceback
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from thespian.actors import (
     Actor,
@@ -43,6 +43,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
+from actors.args import validate_args
 from actors.eventlog import EventLog, FencedOff, Record, open_event_log
 from actors.logs import configure_logging, get_logger
 from actors.messages import (
@@ -138,11 +139,15 @@ class SupervisedActor(Actor):  # type: ignore[misc]
     compact_on_snapshot: bool = True
     #: False for actors that are ready only later (a supervisor: once its children run)
     announce_started_after_on_start: bool = True
+    #: the schema of this actor's ``args`` (see ``actors.args``): checked at load and before ``on_start``,
+    #: which then finds the validated instance in ``self.args``; None keeps ``args`` an unchecked dict
+    Args: ClassVar[type[Any] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config: Configure | None = None
         self.state: Any = None
+        self.args: Any = {}  # the validated ``Args`` instance (or the raw dict without a schema)
         self._log_seq = 0
         self._snapshot_seq = 0
         self._crashed = False
@@ -167,7 +172,8 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         raise NotImplementedError(f"{type(self).__name__} persists events but has no apply_event")
 
     def on_start(self, args: dict[str, Any]) -> None:
-        """Called once per instance, after recovery, before any other message is handled."""
+        """Called once per instance, after recovery, before any other message is handled. ``args`` is the
+        worker's raw ``args`` dict; an actor with an ``Args`` schema reads ``self.args`` instead."""
 
     def on_message(self, msg: object, sender: ActorAddress) -> None:
         """Called for every application message."""
@@ -312,6 +318,9 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         self.send(sender, ChildSpawned(cfg.child_id, cfg.incarnation, os.getpid(), os.getsid(0)))
         self._load_quarantine()  # opens the event log, which fences off any older instance first
         self._recover()
+        schema = type(self).Args
+        # validated here too (not only at load): a Reconfigure or a test can hand the actor any dict
+        self.args = validate_args(schema, cfg.args, type(self).__name__) if schema else dict(cfg.args)
         self.on_start(dict(cfg.args))
         if self.announce_started_after_on_start:
             self.announce_started()

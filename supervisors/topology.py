@@ -16,8 +16,15 @@
               shutdown_timeout: 5
               backoff: {min: 0.1, max: 10, jitter: 0.2, reset_after: 30}
 
-Unknown keys are errors. A worker's ``actor`` must import and be a ``SupervisedActor`` subclass, checked
-before anything starts (OTP's ``check_childspecs``).
+Unknown keys are errors. A worker's ``actor`` must import and be a ``SupervisedActor`` subclass, and its
+``args`` must fit the class's ``Args`` schema (``actors.args``: unknown keys, wrong types, out-of-range
+values), all checked before anything starts (OTP's ``check_childspecs``).
+
+Users' actors import from the topology file's directory, the working directory and the directories of an
+optional top-level ``python_path:`` list (relative to the file), appended to ``sys.path`` in that order
+before the actor classes are checked. The launcher loads the topology before its ActorSystem exists and
+every actor process is forked from it, so the actors import from the same places. Appended, not prepended:
+garrison's own packages (``actors``, ``supervisors``, ``models``) and installed ones keep their names.
 
 A running node reloads this file when it changes, so whatever the file holds, loading it ends quickly
 with a :class:`TopologyError` listing every problem as ``file:line: path: what``, sorted by line: the
@@ -31,6 +38,7 @@ from __future__ import annotations
 import importlib
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -116,6 +124,7 @@ class NodeModel(_Strict):
 
 
 class TopologyModel(_Strict):
+    python_path: list[str] = Field(default_factory=list, max_length=50)
     nodes: list[NodeModel] = Field(min_length=1)
 
 
@@ -183,31 +192,53 @@ def _line_for(index: dict[tuple[Any, ...], int], loc: tuple[int | str, ...]) -> 
 # -- semantic checks ----------------------------------------------------------------------------------
 
 
-def _check_actor_class(dotted: str) -> str | None:
+def _check_actor_class(dotted: str) -> tuple[type[Any] | None, str | None]:
+    """The class named ``dotted`` if it is a usable actor class, else why not."""
+    from actors.args import schema_problem
     from actors.base import SupervisedActor  # imported late: validating must not need Thespian up front
 
     module_name, _, class_name = dotted.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # any import failure is the user's to see; sys.exit too
-        return f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name and module_name.startswith(exc.name):
+            hint = " (searched the topology's directory, the working directory and python_path too)"
+        return None, f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}{hint}"
     cls = getattr(module, class_name, None)
     if cls is None:
-        return f"module {module_name!r} has no class {class_name!r}"
+        return None, f"module {module_name!r} has no class {class_name!r}"
     if not (isinstance(cls, type) and issubclass(cls, SupervisedActor)):
-        return f"{dotted} is not a SupervisedActor subclass"
-    return None
+        return None, f"{dotted} is not a SupervisedActor subclass"
+    schema = cls.Args
+    if schema is not None and (problem := schema_problem(schema)) is not None:
+        return None, f"{dotted}.Args {problem}"
+    return cls, None
+
+
+def _worker_errors(
+    actor: str, args: Any, loc: tuple[int | str, ...]
+) -> list[tuple[tuple[int | str, ...], str]]:
+    """The actor class of a worker at ``loc``, and its ``args`` against the class's ``Args`` schema."""
+    from actors.args import check_args
+
+    cls, problem = _check_actor_class(actor)
+    if problem:
+        return [((*loc, "actor"), problem)]
+    schema = cls.Args if cls is not None else None
+    if schema is None or not isinstance(args, dict):
+        return []  # no schema: args stay an unchecked dict; not a mapping: the model reports it
+    _, problems = check_args(schema, args)
+    return [((*loc, "args", *where), what) for where, what in problems]
 
 
 def _raw_actor_errors(data: Any, loc: tuple[int | str, ...] = ()) -> list[tuple[tuple[int | str, ...], str]]:
-    """Actor classes checked on the raw document, so they are reported along with schema errors."""
+    """Actor classes and args checked on the raw document, so they are reported along with schema errors."""
     errors: list[tuple[tuple[int | str, ...], str]] = []
     if isinstance(data, dict):
         actor = data.get("actor")
         if isinstance(actor, str) and "." in actor:
-            problem = _check_actor_class(actor)
-            if problem:
-                errors.append(((*loc, "actor"), problem))
+            errors += _worker_errors(actor, data.get("args", {}), loc)
         for key, value in data.items():
             if key != "args":
                 errors += _raw_actor_errors(value, (*loc, key))
@@ -239,9 +270,7 @@ def _tree_errors(sup: SupervisorModel, loc: tuple[int | str, ...]) -> list[tuple
         if isinstance(child, SupervisorModel):
             errors.extend(_tree_errors(child, here))
         else:
-            problem = _check_actor_class(child.actor)
-            if problem:
-                errors.append(((*here, "actor"), problem))
+            errors.extend(_worker_errors(child.actor, child.args, here))
         if child.backoff is not None and child.backoff.min > child.backoff.max:
             errors.append(((*here, "backoff", "min"), "must not exceed backoff.max"))
     return errors
@@ -281,9 +310,53 @@ def _to_spec(entry: WorkerModel | SupervisorModel) -> ChildSpec:
     )
 
 
-def parse_topology(text: str, source: str, base_dir: Path | None = None) -> Topology:
+# -- users' code --------------------------------------------------------------------------------------
+
+
+def user_code_dirs(topology_dir: Path | None, python_path: list[str]) -> list[Path]:
+    """Where users' actor modules import from: ``python_path`` entries (relative to the topology's
+    directory), the topology's directory, then the working directory."""
+    base = topology_dir if topology_dir is not None else Path.cwd()
+    dirs = [base / entry for entry in python_path]
+    if topology_dir is not None:
+        dirs.append(topology_dir)
+    dirs.append(Path.cwd())
+    return [Path(os.path.abspath(d)) for d in dirs]
+
+
+def _python_path_entries(data: dict[str, Any]) -> list[str]:
+    """The usable strings of a raw ``python_path`` (the model reports anything else with its line)."""
+    raw = data.get("python_path")
+    if not isinstance(raw, list):
+        return []
+    return [p for p in raw[:50] if isinstance(p, str) and p and "\0" not in p and len(p) < 4096]
+
+
+def _use_user_code(dirs: list[Path]) -> None:
+    for d in dirs:
+        if str(d) not in sys.path:
+            sys.path.append(str(d))
+    importlib.invalidate_caches()  # the finders' caches predate these directories
+
+
+def _python_path_errors(
+    topology_dir: Path | None, entries: list[str]
+) -> list[tuple[tuple[int | str, ...], str]]:
+    dirs = user_code_dirs(topology_dir, entries)[: len(entries)]
+    return [
+        (("python_path", i), f"no such directory: {d} (entries are relative to the topology file)")
+        for i, d in enumerate(dirs)
+        if not d.is_dir()
+    ]
+
+
+def parse_topology(
+    text: str, source: str, base_dir: Path | None = None, code_dir: Path | None = None
+) -> Topology:
     """Validate ``text`` (the contents of ``source``); raise :class:`TopologyError` with every problem,
-    sorted by line. Bounded in time and memory whatever ``text`` is (see ``supervisors.safe_yaml``)."""
+    sorted by line. Bounded in time and memory whatever ``text`` is (see ``supervisors.safe_yaml``).
+    ``code_dir`` is the topology file's directory: users' actors import from it (see the module
+    docstring), which is why parsing appends to ``sys.path``."""
     try:
         loaded = load_bounded(text)
     except YamlProblem as problem:
@@ -293,6 +366,8 @@ def parse_topology(text: str, source: str, base_dir: Path | None = None) -> Topo
     if not isinstance(data, dict):
         raise TopologyError(source, [f"{source}:1: top level must be a mapping with a 'nodes:' list"])
     found: list[tuple[int, str]] = []
+    entries = _python_path_entries(data)
+    _use_user_code(user_code_dirs(code_dir, entries))
 
     def report(loc: tuple[int | str, ...], message: str, line: int | None = None) -> None:
         line = line or _line_for(loaded.lines, _clean_loc(loc))
@@ -310,7 +385,7 @@ def parse_topology(text: str, source: str, base_dir: Path | None = None) -> Topo
         for loc, msg in _raw_actor_errors(data):
             report(loc, msg)
     if model is not None:
-        for loc, msg in _semantic_errors(model):
+        for loc, msg in [*_python_path_errors(code_dir, entries), *_semantic_errors(model)]:
             report(loc, msg)
     if found:
         raise TopologyError(source, _capped([message for _, message in sorted(found, key=lambda f: f[0])]))
@@ -366,7 +441,9 @@ def load_topology(path: str | Path | None = None) -> Topology:
     :class:`TopologyError`, whatever the file holds: a running node reloads it and must survive."""
     file = Path(path) if path is not None else DEFAULT_TOPOLOGY
     try:
-        return parse_topology(_read_text(file), str(file))
+        # the embedded default's directory is garrison's own package: not a place for users' code
+        code_dir = None if path is None else file.parent
+        return parse_topology(_read_text(file), str(file), code_dir=code_dir)
     except TopologyError:
         raise
     except Exception as exc:  # RecursionError, MemoryError, a loader bug: must not take a running node down
