@@ -19,7 +19,7 @@ import errno
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from typing import Any
 import lmdb
 import lmdb._envid
 import msgspec
+
+from actors.wakeups import Doorbells, wake_dir
 
 __all__ = [
     "CorruptRecord",
@@ -168,6 +170,8 @@ class WriteBatch:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.assigned = self._log._commit(self)
+            if self.assigned:  # durable now: wake the consumers of what was appended
+                self._log.ring(self.assigned)
 
 
 class EventLog:
@@ -204,6 +208,7 @@ class EventLog:
         # fence tokens this handle writes under (one per actor path; one entry per process in production,
         # several when in-process test bases run many actors in one process)
         self._fences: dict[bytes, int] = {}
+        self._doorbells: Doorbells | None = None
 
     def _check_format(self, data_file: Path) -> None:
         expected = FORMAT_MARKER + b"/" + str(FORMAT_VERSION).encode()
@@ -268,6 +273,13 @@ class EventLog:
         except OSError:
             return False
         return st.f_bavail * st.f_frsize < _DISK_FULL_SLACK
+
+    def ring(self, streams: Iterable[str]) -> None:
+        """Wake every consumer subscribed to ``streams`` (see ``actors.wakeups``); called after each
+        durable commit that appended, so a consumer never wakes to records that are not yet durable."""
+        if self._doorbells is None:
+            self._doorbells = Doorbells(wake_dir(self.path.parent))
+        self._doorbells.ring(streams)
 
     def acquire_fence(self, owner: str) -> int:
         """Become the only instance allowed to write for ``owner`` (an actor path): bump its fence token
@@ -358,9 +370,21 @@ class EventLog:
                 if not key.startswith(prefix) or (limit is not None and len(out) >= limit):
                     break
                 seq = _SEQ.unpack(key[len(prefix) :])[0]
-                where = f"{self.path / 'data.mdb'}: stream {stream!r} seq {seq}"
-                out.append(Record(stream, seq, decode_envelope(bytes(raw), where)))
+                out.append(Record(stream, seq, self._decode_record(raw, stream, seq)))
         return iter(out)
+
+    def _decode_record(self, raw: bytes, stream: str, seq: int) -> Any:
+        # the hot path of every consumer: check and decode without building the error text, which only a
+        # damaged record needs (formatting it for every record cost more than the decoding itself)
+        if len(raw) >= _ENVELOPE.size:
+            version, codec, crc = _ENVELOPE.unpack_from(raw)
+            body = raw[_ENVELOPE.size :]
+            if version == FORMAT_VERSION and codec == _CODEC_MSGPACK and zlib.crc32(body) == crc:
+                try:
+                    return _decoder.decode(body)
+                except msgspec.DecodeError:
+                    pass
+        return decode_envelope(bytes(raw), f"{self.path / 'data.mdb'}: stream {stream!r} seq {seq}")
 
     def first_seq(self, stream: str) -> int:
         """Sequence of the oldest retained record (0 if the stream holds none)."""
