@@ -254,7 +254,17 @@ class Supervisor(SupervisedActor):
         if child is None or child.status == "stopped":
             return
         child.failure = msg
-        if child.address is not None:
+        if child.pid and child.pid != os.getpid():  # in-process test bases share our pid
+            # The report is the crashed instance's last act (it ignores everything after it), so nothing
+            # is lost by killing it: SIGKILL is immediate where a graceful ActorExitRequest costs a round
+            # trip and Thespian's teardown before ChildActorExited, and its whole subtree goes with it.
+            kill_tree(child.pid)
+            # SIGKILL cannot be caught or delayed: the instance runs no more code, so its exit is acted on
+            # now rather than when Thespian notices it (that ChildActorExited names an address that is no
+            # longer current and is ignored as a duplicate; the reaped status it records is overwritten
+            # at the next reap of the same pid, so nothing stale is ever read)
+            self.on_child_exited(child.address)
+        elif child.address is not None:
             self.send(child.address, ActorExitRequest())
 
     # -- exits --------------------------------------------------------------------------------------
