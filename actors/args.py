@@ -119,7 +119,9 @@ def _unknown_key(schema: type[Any], loc: Loc) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     if close:
         return f"unknown key (did you mean {close[0]}?)"
-    return f"unknown key (known keys: {', '.join(known)})" if known else "unknown key"
+    if known:
+        return f"unknown key (known keys: {', '.join(known)})"
+    return "unknown key (this actor takes no args)" if len(loc) == 1 else "unknown key"
 
 
 def _pydantic_problem(schema: type[Any], raw: Any, err: Any) -> tuple[Loc, str]:
@@ -129,6 +131,11 @@ def _pydantic_problem(schema: type[Any], raw: Any, err: Any) -> tuple[Loc, str]:
         return loc, _unknown_key(schema, loc)
     if kind == "missing":
         return loc, "required key is missing"
+    if kind == "union_tag_invalid":  # a discriminated union (e.g. a sink's ``kind``): name the key
+        tag, expected = err["ctx"]["tag"], err["ctx"]["expected_tags"].replace("'", "")
+        value = _value_at(raw, loc)
+        key = next((k for k, v in value.items() if v == tag), None) if isinstance(value, Mapping) else None
+        return (*loc, key) if key is not None else loc, f"must be one of {expected} (got {_shown(tag)})"
     if kind == "literal_error":
         expected = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
         return loc, f"must be one of {expected} (got {_shown(err.get('input'))})"
@@ -165,14 +172,26 @@ def _file_loc(raw: Any, loc: Loc) -> Loc:
     node = raw
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        in_map = isinstance(node, Mapping) and part in node
-        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if in_map or in_list:
+        if _has(node, part):
             node = node[part]
         elif not last:
             continue  # a union tag, or a key the value does not have: not part of the file's path
         out.append(part)
     return tuple(out)
+
+
+def _has(node: Any, part: int | str) -> bool:
+    if isinstance(node, Mapping):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+
+
+def _value_at(raw: Any, loc: Loc) -> Any:
+    for part in loc:
+        if not _has(raw, part):
+            return None
+        raw = raw[part]
+    return raw
 
 
 def _keys_at(tp: Any, loc: Loc) -> set[str]:

@@ -47,17 +47,23 @@ from actors.args import validate_args
 from actors.eventlog import EventLog, FencedOff, Record, open_event_log
 from actors.logs import configure_logging, get_logger
 from actors.messages import (
+    AskFailed,
+    AskTimeout,
     ChildExiting,
     ChildFailed,
     ChildSpawned,
     ChildStarted,
     Configure,
+    Reply,
+    Route,
     StopChild,
 )
+from actors.names import BadPath, resolve
 
 __all__ = ["SupervisedActor", "crash_report", "input_of_message", "quarantine_key"]
 
 _TIMER = "garrison.timer"
+_ASK = "garrison.ask"  # wakeup payload tag of an ask's timeout
 _TRACEBACK_LIMIT = 8000  # characters of traceback text carried in a crash report (the digest names the bug)
 _FATAL_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT)
 EXIT_FENCED = 75  # exit status of an instance whose writes were fenced off by a newer instance
@@ -70,6 +76,8 @@ def quarantine_key(path: str) -> str:
 
 def message_label(msg: object) -> str:
     """What on-call reads as the cause of a crash: ``on_start``, ``timer:<name>`` or the message class."""
+    if isinstance(msg, Route):  # a message sent by name: its body is what the actor handled
+        msg = msg.body
     if isinstance(msg, Configure):
         return "on_start"
     payload = getattr(msg, "payload", None) if isinstance(msg, WakeupMessage) else None
@@ -81,6 +89,8 @@ def message_label(msg: object) -> str:
 def input_of_message(msg: object) -> dict[str, Any] | None:
     """The identity of a mailbox message for poison quarantine: its class and a digest of its content.
     Timers, lifecycle and Thespian's own messages are not inputs (they carry nothing to quarantine)."""
+    if isinstance(msg, Route):  # the body by name: the same poison whoever sent it, however routed
+        msg = msg.body
     if isinstance(msg, WakeupMessage | Configure | StopChild | ChildActorExited | PoisonMessage):
         return None
     if isinstance(msg, ActorExitRequest):
@@ -159,6 +169,9 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         self._quarantined_messages = False
         self._current_input: dict[str, Any] | None = None
         self._suspect: dict[str, Any] | None = None
+        self._asks: dict[str, tuple[Any, str]] = {}  # request id -> (callback or None, path)
+        self._ask_seq = 0
+        self._replying_to: ReplyAddress | None = None  # the ask being handled now, if any
         _restore_fatal_signals()
 
     # -- hooks for subclasses -----------------------------------------------------------------------
@@ -293,6 +306,87 @@ class SupervisedActor(Actor):  # type: ignore[misc]
             self.send(self._supervisor_address, ChildExiting(self.child_id, self.config.incarnation))
         self.send(self.myAddress, ActorExitRequest())
 
+    # -- names: tell / ask / reply by tree path ---------------------------------------------------------
+
+    def tell(self, path: str, msg: object) -> None:
+        """Send ``msg`` to the actor named ``path`` (absolute ``root/x`` or relative to this actor's
+        supervisor: ``sibling``, ``../x``). Delivered to the current instance; held while it restarts; a
+        path that does not exist goes to dead letters (``message_dead_lettered``)."""
+        self._route(path, msg, None)
+
+    def ask(self, path: str, msg: object, timeout: float = 5.0, on_reply: Any = None) -> str:
+        """Send ``msg`` to ``path`` and return at once a request id. The outcome arrives later, never by
+        blocking: a :class:`Reply` (``.value``), an :class:`AskTimeout` after ``timeout`` s, or an
+        :class:`AskFailed` (no such actor...), passed to ``on_reply(outcome)`` when given, else to
+        ``on_message(outcome, sender)``."""
+        self._ask_seq += 1
+        inc = self.config.incarnation if self.config else 0
+        request_id = f"{self.path}#{inc}.{self._ask_seq}"
+        self._asks[request_id] = (on_reply, path)
+        self.wakeupAfter(timedelta(seconds=timeout), payload=(_ASK, request_id, path, timeout))
+        self._route(path, msg, request_id)
+        return request_id
+
+    def reply(self, value: object) -> None:
+        """Answer the ask being handled (a tell has nobody waiting: then nothing is sent)."""
+        if self._replying_to is None:
+            self.log.info("reply_without_ask", message_type=type(value).__name__)
+            return
+        self.send(self._replying_to, value)
+
+    def send(self, targetAddr: Any, msg: Any) -> None:
+        # the ``sender`` of an ask: a value sent to it is the answer, wrapped with the request id
+        if isinstance(targetAddr, ReplyAddress):
+            value = msg if isinstance(msg, Reply) else Reply(targetAddr.request_id, msg)
+            super().send(targetAddr.reply_to, value)
+            return
+        super().send(targetAddr, msg)
+
+    def _route(self, path: str, msg: object, request_id: str | None) -> None:
+        supervisor = self.config.supervisor if self.config else ""
+        try:
+            target = resolve(path, supervisor if supervisor else self.path if self.config else "")
+        except BadPath as exc:
+            bad = Route(str(path), msg, self.myAddress, self.path, request_id)
+            self._dead_letter(bad, "bad_path", str(exc))
+            return
+        route = Route(target, msg, self.myAddress, self.path, request_id)
+        if self._supervisor_address is None or not supervisor:
+            self.on_route(route)  # the root routes for itself (a supervisor overrides on_route)
+            return
+        self.send(self._supervisor_address, route)
+
+    def _dead_letter(self, route: Route, kind: str, reason: str) -> None:
+        from actors.routing import dead_letter
+
+        log = self._event_log if self._event_log is not None or self.config is None else self.event_log
+        dead_letter(self.log, log, route, kind, reason, at=self.path)
+        if route.request_id is not None and route.reply_to is not None:
+            self.send(route.reply_to, AskFailed(route.request_id, route.path, kind, reason))
+
+    def on_route(self, route: Route) -> None:
+        """A message sent by name reached this actor: handle its body (supervisors route it on)."""
+        if route.request_id is not None and route.reply_to is not None:
+            self._replying_to = ReplyAddress(route.reply_to, route.request_id)
+            sender: Any = self._replying_to
+        else:
+            sender = route.reply_to
+        try:
+            self.on_message(route.body, sender)
+        finally:
+            self._replying_to = None
+
+    def _ask_outcome(self, outcome: Reply | AskTimeout | AskFailed, sender: Any) -> None:
+        pending = self._asks.pop(outcome.request_id, None)
+        if pending is None:  # answered after its timeout (or a duplicate): the asker already moved on
+            self.log.info("ask_outcome_late", request_id=outcome.request_id, outcome=type(outcome).__name__)
+            return
+        callback, _path = pending
+        if callback is not None:
+            callback(outcome)
+        else:
+            self.on_message(outcome, sender)
+
     # -- the shell ----------------------------------------------------------------------------------
 
     def _recover(self) -> None:
@@ -351,6 +445,9 @@ class SupervisedActor(Actor):  # type: ignore[misc]
         report = crash_report(
             self.child_id, self.config.incarnation if self.config else 0, exc, msg, input_ref
         )
+        if isinstance(msg, Route) and msg.request_id is not None and msg.reply_to is not None:
+            # the asker learns at once that its ask crashed the actor, instead of waiting for a timeout
+            self.send(msg.reply_to, AskFailed(msg.request_id, msg.path, "crashed", report.reason))
         if self._supervisor_address is not None:
             self.send(self._supervisor_address, report)
         else:  # nobody to report to: exit so that at least the parent sees ChildActorExited
@@ -363,6 +460,14 @@ class SupervisedActor(Actor):  # type: ignore[misc]
             and (len(msg.payload) == 2 and msg.payload[0] == _TIMER)
         ):
             self.on_timer(msg.payload[1])
+        elif isinstance(msg, WakeupMessage) and isinstance(msg.payload, tuple) and msg.payload[:1] == (_ASK,):
+            _tag, request_id, path, timeout = msg.payload
+            if request_id in self._asks:
+                self._ask_outcome(AskTimeout(request_id, path, timeout), self.myAddress)
+        elif isinstance(msg, Route):
+            self.on_route(msg)
+        elif isinstance(msg, Reply | AskTimeout | AskFailed) and msg.request_id in self._asks:
+            self._ask_outcome(msg, sender)
         elif isinstance(msg, StopChild):
             self.handle_stop(msg)
         else:
@@ -401,6 +506,17 @@ class SupervisedActor(Actor):  # type: ignore[misc]
             self._crash(exc, msg)
         else:
             self._current_input = None
+
+
+class ReplyAddress(ActorAddress):  # type: ignore[misc]
+    """The ``sender`` an actor sees for an ask: sending to it (``self.send(sender, value)``, as the README's
+    Counter does) delivers ``Reply(request_id, value)`` to the asker. To plain Thespian it is the asker's
+    address."""
+
+    def __init__(self, reply_to: ActorAddress, request_id: str) -> None:
+        super().__init__(reply_to.addressDetails)
+        self.reply_to = reply_to
+        self.request_id = request_id
 
 
 def _in_own_process() -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 from thespian.actors import ActorAddress
 
 from actors.base import SupervisedActor
+from actors.messages import Reply
 
 
 class Counter(SupervisedActor):
@@ -45,3 +46,24 @@ class Heartbeat(SupervisedActor):
         self.persist({"beat": self.state["beats"] + 1})
         self.log.info("heartbeat", beats=self.state["beats"])
         self.schedule("beat", self.interval)
+
+
+class Greeter(SupervisedActor):
+    """Greets by name and numbers its visitors by asking the ``counter`` actor (a sibling, by name):
+    ``"ada"`` -> ``"hello ada, you are visitor 3"``. It never blocks: the counter's answer (or a timeout)
+    arrives later, in ``answer``, while the greeter goes on with other messages."""
+
+    def on_start(self, args: dict[str, Any]) -> None:
+        self.counter = str(args.get("counter", "counter"))  # a name: relative to this actor's supervisor
+
+    def on_message(self, msg: object, sender: ActorAddress) -> None:
+        if not isinstance(msg, str):
+            return
+
+        def answer(outcome: object) -> None:
+            if isinstance(outcome, Reply):
+                self.send(sender, f"hello {msg}, you are visitor {outcome.value}")
+            else:  # AskTimeout or AskFailed: say so rather than leave the caller waiting
+                self.send(sender, f"hello {msg} (no visitor number: {type(outcome).__name__})")
+
+        self.ask(self.counter, "incr", timeout=2.0, on_reply=answer)

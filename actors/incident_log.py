@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
+from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS, offset_key
 
@@ -20,9 +23,18 @@ def applied_key(incident_id: str) -> str:
     return f"incident/applied/{incident_id}"
 
 
+class IncidentLogArgs(ActorArgs):
+    """``IncidentLogActor``'s args."""
+
+    poll_interval: float = Field(0.05, gt=0, le=3600)  # s between reads of ``incidents/proposed``
+
+
 class IncidentLogActor(SupervisedActor):
+    Args = IncidentLogArgs
+    args: IncidentLogArgs
+
     def on_start(self, args: dict[str, Any]) -> None:
-        self.poll = float(args.get("poll_interval", 0.05))
+        self.poll = self.args.poll_interval
         self.offset_key = offset_key(f"incident-log/{self.path}")
         self.offset = int(self.event_log.get_value(self.offset_key, 0))
         self.index = self.event_log.last_seq(COMMITTED_INCIDENTS)

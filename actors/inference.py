@@ -18,6 +18,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.streams import PROPOSED_INCIDENTS, READINGS
 from models.detector import DEFAULT_MODEL_PATH, Detector, HeuristicDetector, ModelLoadError, load_detector
@@ -27,18 +30,30 @@ from models.pipeline import DetectionPipeline
 MODEL_CHECK_S = 2.0
 
 
+class InferenceArgs(ActorArgs):
+    """``InferenceActor``'s args."""
+
+    model: str | None = Field(None, min_length=1)  # ONNX file; relative to data_dir; None: the committed one
+    # confidence that opens an episode; at least the episode release level (0.5), at most 1
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=0.5, le=1.0)
+    poll_interval: float = Field(0.05, gt=0, le=3600)  # s between reads of ``readings``
+    batch_limit: int = Field(4096, ge=1, le=1_000_000)  # readings per durable transaction
+
+
 class InferenceActor(SupervisedActor):
-    """args: ``model`` (path; default the committed model), ``threshold`` (0.85), ``poll_interval`` (s),
-    ``batch_limit`` (readings per transaction)."""
+    """Args: :class:`InferenceArgs`."""
+
+    Args = InferenceArgs
+    args: InferenceArgs
 
     def on_start(self, args: dict[str, Any]) -> None:
         assert self.config is not None
-        self.model_path = Path(args.get("model") or DEFAULT_MODEL_PATH)
+        self.model_path = Path(self.args.model or DEFAULT_MODEL_PATH)
         if not self.model_path.is_absolute():
             self.model_path = Path(self.config.data_dir) / self.model_path
-        self.episodes = EpisodeConfig(threshold=float(args.get("threshold", DEFAULT_THRESHOLD)))
-        self.poll = float(args.get("poll_interval", 0.05))
-        self.batch_limit = int(args.get("batch_limit", 4096))
+        self.episodes = EpisodeConfig(threshold=self.args.threshold)
+        self.poll = self.args.poll_interval
+        self.batch_limit = self.args.batch_limit
         self.node = self.config.node
         self.key = f"inference/{self.path}"
         saved = self.event_log.get_value(self.key) or {}

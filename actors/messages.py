@@ -122,3 +122,71 @@ class Reconfigure:
 
     path: str
     args: dict[str, Any]
+
+
+# -- names: tell/ask by tree path (routed through the supervisors, held while the target restarts) -------
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An application message addressed by name: ``body`` for the actor at the absolute tree ``path``.
+
+    Sent by an actor to its supervisor, which passes it down toward the path or up to its parent; the
+    target's own supervisor delivers it, or holds it while that child is (re)starting. ``reply_to`` is the
+    originator's Thespian address; ``request_id`` is set for an ask, whose answer goes straight to
+    ``reply_to`` as a :class:`Reply`."""
+
+    path: str
+    body: Any
+    reply_to: Any  # Thespian ActorAddress of the sender (None when it has none)
+    sender_path: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to an ask: ``value`` is what the target passed to ``reply`` (or ``send(sender, ...)``)."""
+
+    request_id: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AskTimeout:
+    """No reply to the ask ``request_id`` (to ``path``) within its timeout."""
+
+    request_id: str
+    path: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class AskFailed:
+    """The ask ``request_id`` could not be delivered: ``kind`` is ``no_such_actor``, ``hold_full`` or
+    ``not_restarted``; the message went to dead letters (``deadletters/routing``)."""
+
+    request_id: str
+    path: str
+    kind: str
+    reason: str
+
+
+# -- the control endpoint (node-local Unix socket; see supervisors/control.py) --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfigure:
+    """Launcher -> control endpoint: where to listen and whom to route to."""
+
+    node: str
+    data_dir: str
+    root: Any  # the root supervisor's ActorAddress
+    log_format: str
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReady:
+    """Control endpoint -> launcher: listening on ``socket_path`` (``error`` set when it could not)."""
+
+    socket_path: str
+    error: str = ""

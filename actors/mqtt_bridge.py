@@ -21,10 +21,12 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
+from pydantic import Field, model_validator
 
+from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.streams import READINGS, dead_letter_stream
 
@@ -191,26 +193,61 @@ def _set_nodelay(client: Any, userdata: Any, sock: Any) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class TlsArgs(ActorArgs):
+    """Files for TLS to the broker (PEM); ``ca_certs`` alone verifies the broker only."""
+
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+class MqttBridgeArgs(ActorArgs):
+    """``MqttBridgeActor``'s args."""
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    topic: str = Field("sensor/+/raw", min_length=1)  # subscription filter; readings are JSON (README)
+    client_id: str | None = Field(None, min_length=1)  # default: stable per node and actor path
+    username: str | None = None
+    password: str | None = None
+    tls: TlsArgs | None = None
+    qos: Literal[0, 1, 2] = 1  # 1 (or 2) for the at-least-once contract above; 0 may lose readings
+    keepalive: int = Field(30, ge=1, le=65535)  # s
+    reconnect_min: int = Field(1, ge=1, le=3600)  # s, first reconnect delay (doubles up to max)
+    reconnect_max: int = Field(30, ge=1, le=3600)  # s
+    drain_interval: float = Field(0.01, gt=0, le=60)  # s
+    batch: int = Field(1000, ge=1, le=100_000)  # max messages per durable transaction
+    max_payload: int = Field(MAX_PAYLOAD, ge=1, le=16 * 1024 * 1024)  # bytes; larger is rejected unparsed
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> MqttBridgeArgs:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError(
+                f"reconnect_min ({self.reconnect_min}) must not exceed reconnect_max ({self.reconnect_max})"
+            )
+        return self
+
+
 class MqttBridgeActor(SupervisedActor):
-    """args: ``host`` (127.0.0.1), ``port`` (1883), ``topic`` (``sensor/+/raw``), ``client_id`` (default
-    stable per node and actor path), ``username``/``password``, ``tls`` (``{"ca_certs", "certfile",
-    "keyfile"}`` or null), ``qos`` (1), ``keepalive`` (30 s), ``reconnect_min``/``reconnect_max`` (1/30 s),
-    ``drain_interval`` (0.01 s), ``batch`` (max messages per durable transaction, 1000), ``max_payload``
-    (bytes, 64 KiB: a larger payload is rejected unparsed)."""
+    """Args: :class:`MqttBridgeArgs`."""
+
+    Args = MqttBridgeArgs
+    args: MqttBridgeArgs
 
     def on_start(self, args: dict[str, Any]) -> None:
         assert self.config is not None
-        self.topic = str(args.get("topic", "sensor/+/raw"))
-        self.qos = int(args.get("qos", 1))
-        self.drain_interval = float(args.get("drain_interval", 0.01))
-        self.batch_size = max(1, int(args.get("batch", 1000)))
-        self.max_payload = int(args.get("max_payload", MAX_PAYLOAD))
+        a = self.args
+        self.topic = a.topic
+        self.qos = a.qos
+        self.drain_interval = a.drain_interval
+        self.batch_size = a.batch
+        self.max_payload = a.max_payload
         self.counter_key = f"mqtt-bridge/{self.path}/counts"
         counts = self.event_log.get_value(self.counter_key) or {}
         self.accepted = int(counts.get("accepted", 0))
         self.rejected = int(counts.get("rejected", 0))
         self.inbox: queue.SimpleQueue[_Arrived | _Status] = queue.SimpleQueue()
-        client_id = args.get("client_id") or f"garrison-{self.config.node}-{self.path.replace('/', '-')}"
+        client_id = a.client_id or f"garrison-{self.config.node}-{self.path.replace('/', '-')}"
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -218,26 +255,21 @@ class MqttBridgeActor(SupervisedActor):
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
-        if args.get("username") is not None:
-            client.username_pw_set(args["username"], args.get("password"))
-        tls = args.get("tls")
-        if tls:
-            client.tls_set(
-                ca_certs=tls.get("ca_certs"), certfile=tls.get("certfile"), keyfile=tls.get("keyfile")
-            )
+        if a.username is not None:
+            client.username_pw_set(a.username, a.password)
+        if a.tls is not None:
+            client.tls_set(ca_certs=a.tls.ca_certs, certfile=a.tls.certfile, keyfile=a.tls.keyfile)
         client.on_socket_open = _set_nodelay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
-        client.reconnect_delay_set(
-            min_delay=int(args.get("reconnect_min", 1)), max_delay=int(args.get("reconnect_max", 30))
-        )
+        client.reconnect_delay_set(min_delay=a.reconnect_min, max_delay=a.reconnect_max)
         self.client = client
-        host, port = str(args.get("host", "127.0.0.1")), int(args.get("port", 1883))
+        host, port = a.host, a.port
         # connect_async: the network thread connects (and reconnects with backoff); a broker that is down
         # at start is not a crash of the bridge
-        client.connect_async(host, port, int(args.get("keepalive", 30)))
+        client.connect_async(host, port, a.keepalive)
         client.loop_start()
         self.log.info(
             "mqtt_bridge_started", host=host, port=port, topic=self.topic, client_id=client_id, qos=self.qos

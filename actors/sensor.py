@@ -9,8 +9,11 @@ within seconds of ``garrison run``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
+from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.streams import READINGS
 from models.simulator import Reading, Scenario, SimulatedSensor, default_scenario
@@ -30,25 +33,42 @@ def reading_record(r: Reading, ingested_at: float) -> dict[str, Any]:
     }
 
 
-def scenario_from_args(args: dict[str, Any]) -> Scenario:
-    name = args.get("scenario", "default")
-    if name != "default":
-        raise ValueError(f"unknown scenario {name!r}: only 'default' is built in")
-    return default_scenario(int(args.get("seed", 7)))
+class SensorArgs(ActorArgs):
+    """``SimulatedSensorActor``'s args."""
+
+    sensors: list[str] | None = None  # sensor ids of the scenario; None or [] = all of them
+    seed: int = Field(7, ge=0)  # the scenario's random seed (readings are a pure function of it)
+    scenario: Literal["default"] = "default"  # only the default scenario is built in
+    speedup: float = Field(300.0, gt=0, le=1e6)  # simulated seconds per wall second
+    tick: float = Field(0.1, gt=0, le=3600)  # wall seconds between two batches of readings
+    max_steps: int = Field(10**9, ge=0)  # stop producing after this many steps
+
+    @model_validator(mode="after")
+    def _known_sensors(self) -> SensorArgs:
+        known = [s.sensor for s in scenario_from_args(self).sensors]
+        unknown = [s for s in self.sensors or [] if s not in known]
+        if unknown:
+            raise ValueError(f"sensors: {unknown} are not in the {self.scenario} scenario (it has {known})")
+        return self
+
+
+def scenario_from_args(args: SensorArgs) -> Scenario:
+    return default_scenario(args.seed)
 
 
 class SimulatedSensorActor(SupervisedActor):
-    """args: ``sensors`` (ids, default all of the scenario), ``seed``, ``speedup`` (simulated seconds per
-    wall second, default 300), ``tick`` (s, default 0.1), ``max_steps`` (stop producing after it)."""
+    """Args: :class:`SensorArgs`."""
+
+    Args = SensorArgs
+    args: SensorArgs
 
     def on_start(self, args: dict[str, Any]) -> None:
-        self.scenario = scenario_from_args(args)
-        wanted = args.get("sensors") or [s.sensor for s in self.scenario.sensors]
-        self.tick = float(args.get("tick", 0.1))
-        self.steps_per_tick = max(
-            1, round(float(args.get("speedup", 300)) * self.tick / self.scenario.interval_s)
-        )
-        self.max_steps = int(args.get("max_steps", 10**9))
+        a = self.args
+        self.scenario = scenario_from_args(a)
+        wanted = a.sensors or [s.sensor for s in self.scenario.sensors]
+        self.tick = a.tick
+        self.steps_per_tick = max(1, round(a.speedup * self.tick / self.scenario.interval_s))
+        self.max_steps = a.max_steps
         self.key = f"sensor/{self.path}"
         saved = self.event_log.get_value(self.key) or {}
         self.start_ts = float(saved.get("start_ts", time.time()))

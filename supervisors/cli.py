@@ -125,9 +125,11 @@ def version_cmd() -> None:
 
 
 def _register_subcommands() -> None:
+    from supervisors.control_cli import register as register_control
     from supervisors.deadletters import register
 
     register(main)
+    register_control(main)  # ask, tell, status
 
 
 _register_subcommands()

@@ -25,11 +25,14 @@ from actors.messages import (
     ChildSpawned,
     ChildStarted,
     Configure,
+    ControlConfigure,
+    ControlReady,
     Reconfigure,
     RootEscalated,
     StopChild,
     TreeStopped,
 )
+from supervisors.control_paths import remove_control_files
 from supervisors.identity import Identity, NodeStateMismatch, check_identity, secure_data_dir
 from supervisors.process_tree import holders_of, link_forked_children
 from supervisors.spec import ChildSpec, SupervisorSpec, WorkerSpec
@@ -74,6 +77,7 @@ class NodeRunner:
         self.root = _RootState()
         self.log: Any = None
         self.identity: Identity | None = None
+        self.control: Any = None  # the control endpoint's address, once the root started
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stop_requested = signal.Signals(signum).name
@@ -100,6 +104,7 @@ class NodeRunner:
             reason, code = self._supervise(asys, duration)
         finally:
             leftovers = self._shutdown(asys)
+            remove_control_files(node.data_dir)  # when the endpoint could not remove them itself
             self.log.info(
                 "node_stopped",
                 reason=reason,
@@ -169,6 +174,8 @@ class NodeRunner:
         while True:
             msg = asys.listen(0.1)
             self._handle(msg)
+            if self.root.started and self.control is None:
+                self.control = self._start_control(asys, root)
             if self.root.failure is not None:
                 return self._root_failed(self.root.failure)
             if self.root.started and time.monotonic() >= next_topology_check:
@@ -187,6 +194,16 @@ class NodeRunner:
                 if self.root.escalation is not None:
                     return f"root supervisor escalated: {self.root.escalation.reason}", EXIT_ESCALATED
                 return why, EXIT_OK
+
+    def _start_control(self, asys: Any, root: Any) -> Any:
+        """The control endpoint (``garrison ask/tell/status``): a top-level actor, so it is no child of
+        the tree it reports on; it routes requests through the root."""
+        from supervisors.control import ControlEndpoint
+
+        endpoint = asys.createActor(ControlEndpoint)
+        node = self.node
+        asys.tell(endpoint, ControlConfigure(node.name, str(node.data_dir), root, self.log_format))
+        return endpoint
 
     def _apply_topology_changes(self, asys: Any, root: Any) -> None:
         """Hot rollout: new worker args in the topology file (a model version, a threshold) are applied
@@ -229,6 +246,11 @@ class NodeRunner:
             self.root.escalation = msg
         elif isinstance(msg, TreeStopped):
             self.root.tree_stopped = True
+        elif isinstance(msg, ControlReady):
+            if msg.error:
+                self.log.error("control_endpoint_failed", reason=msg.error, data_dir=str(self.node.data_dir))
+            else:
+                self.log.info("control_endpoint_ready", socket=msg.socket_path)
 
     def _stop_tree(self, asys: Any, root: Any) -> None:
         asys.tell(root, StopChild("node stopping"))

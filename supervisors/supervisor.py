@@ -33,6 +33,7 @@ from actors.messages import (
     Location,
     Reconfigure,
     RootEscalated,
+    Route,
     StopChild,
     TreeStatus,
     TreeStatusRequest,
@@ -59,6 +60,7 @@ from supervisors.spec import ChildSpec, ExitKind, SupervisorSpec, child_shutdown
 
 SUPERVISOR_CLASS = "supervisors.supervisor.Supervisor"
 POISON_STREAM = "deadletters/poison"
+HOLD_LIMIT = 1000  # messages held per child while it (re)starts; more go to dead letters
 
 record_child_exits()  # ChildActorExited has no reason: keep the exit status Thespian reaps
 
@@ -109,6 +111,11 @@ class Supervisor(SupervisedActor):
         self.escalated = False
         self.stopping_tree = False
         self.waiting_backoff = False
+        # names: messages held per child id while it is not running (delivered in order once it is)
+        self.held: dict[str, deque[Route]] = {}
+        self.backoff_until: float | None = None
+        self.last_exit: dict[str, dict[str, Any]] = {}
+        self.restart_times: dict[str, deque[float]] = {}  # for status: restarts in the period
         self.log = self.log.bind(supervisor=self.my_path)
         self._pump()
 
@@ -240,6 +247,8 @@ class Supervisor(SupervisedActor):
         child.status, child.pid = "running", msg.pid
         self.history = record_start(self.history, child.spec.id, time.time())
         restarted = child.incarnation > 1
+        if restarted:
+            self.restart_times.setdefault(child.spec.id, deque(maxlen=1000)).append(time.time())
         self.log.info(
             "child_restarted" if restarted else "child_started",
             child=child.spec.id,
@@ -247,6 +256,7 @@ class Supervisor(SupervisedActor):
             incarnation=child.incarnation,
             restart_count=self.history.restart_counts.get(child.spec.id, 0),
         )
+        self._release_held(child)
         self._pump()
 
     def _on_failed(self, msg: ChildFailed) -> None:
@@ -348,6 +358,8 @@ class Supervisor(SupervisedActor):
         self._save_history()
         if isinstance(directive, Forget):
             self._log_exit(kind, fields, "ignore")
+            gone = f"{self.my_path}/{child_id} exited and is not restarted"
+            self._flush_held(child_id, "not_restarted", gone)
             return
         assert isinstance(directive, RestartChildren)
         self._log_exit(
@@ -359,6 +371,7 @@ class Supervisor(SupervisedActor):
 
             def wait_backoff() -> None:
                 self.waiting_backoff = True
+                self.backoff_until = time.time() + directive.delay
                 self.schedule("restart-after-backoff", directive.delay)
 
             self.after_stop = wait_backoff
@@ -408,6 +421,13 @@ class Supervisor(SupervisedActor):
         )
 
     def _log_exit(self, kind: ExitKind, fields: dict[str, Any], directive: str, **more: Any) -> None:
+        self.last_exit[fields["child"]] = {
+            "kind": str(kind),
+            "reason": fields.get("reason"),
+            "message_type": fields.get("message_type"),
+            "directive": directive,
+            "at": time.time(),
+        }
         if kind is ExitKind.CRASH:
             self.log.error("child_crashed", directive=directive, **fields, **more)
         elif kind is ExitKind.LOST:
@@ -450,6 +470,8 @@ class Supervisor(SupervisedActor):
 
     def _escalate(self, reason: str, child_id: str) -> None:
         self.escalated = True
+        for held in list(self.held):
+            self._flush_held(held, "not_restarted", f"{self.my_path} escalated: {reason}")
         self.pending_exits.clear()
         self.start_queue.clear()
         self.stop_queue.extend(reversed(self.order))
@@ -485,6 +507,8 @@ class Supervisor(SupervisedActor):
     def handle_stop(self, msg: StopChild) -> None:
         """Graceful stop: children in reverse start order, each with its timeout, then this supervisor."""
         self.stopping_tree = True
+        for held in list(self.held):
+            self._flush_held(held, "not_restarted", f"{self.my_path} is stopping")
         self.pending_exits.clear()
         self.start_queue.clear()
         self.stop_queue.clear()
@@ -502,6 +526,7 @@ class Supervisor(SupervisedActor):
         kind, _, rest = name.partition(":")
         if kind == "restart-after-backoff":
             self.waiting_backoff = False
+            self.backoff_until = None
             self._pump()
         elif kind == "shutdown-timeout":
             child_id, _, inc = rest.rpartition(":")
@@ -529,6 +554,89 @@ class Supervisor(SupervisedActor):
                 )
                 self._kill(child)
 
+    # -- names: routing by tree path ------------------------------------------------------------------
+
+    def on_route(self, route: Route) -> None:
+        """Pass a message sent by name toward its path: down to the child whose subtree holds it, up to the
+        parent when the path is outside this subtree. The target's own supervisor (this one, when the path
+        is one of its workers) delivers it to the running instance, or holds it while the child is not
+        running (starting, restarting, in backoff) and delivers it in order once it reported started."""
+        prefix = self.my_path + "/"
+        if route.path == self.my_path:
+            self._dead_letter(route, "no_such_actor", f"{route.path} is a supervisor: it takes no messages")
+            return
+        if not route.path.startswith(prefix):
+            if self.is_root or self._supervisor_address is None:
+                reason = f"no actor {route.path!r}: every path starts with the root, {self.my_path!r}"
+                self._dead_letter(route, "no_such_actor", reason)
+            else:
+                self.send(self._supervisor_address, route)
+            return
+        head, _, below = route.path[len(prefix) :].partition("/")
+        child = self.children.get(head)
+        if child is None:
+            known = ", ".join(self.order) or "none"
+            reason = f"{self.my_path} has no child {head!r} (its children: {known})"
+            self._dead_letter(route, "no_such_actor", reason)
+        elif isinstance(child.spec, SupervisorSpec):
+            if not below:
+                reason = f"{route.path} is a supervisor: it takes no messages"
+                self._dead_letter(route, "no_such_actor", reason)
+            elif child.address is not None and child.status in ("starting", "running") and not child.failure:
+                self.send(child.address, route)  # a starting supervisor holds for its own children
+            else:
+                self._hold(child, route)
+        elif below:
+            self._dead_letter(route, "no_such_actor", f"{self.my_path}/{head} is a worker, not a supervisor")
+        elif self._deliverable(child):
+            assert child.address is not None
+            self.send(child.address, route)
+        else:
+            self._hold(child, route)
+
+    @staticmethod
+    def _deliverable(child: _Child) -> bool:
+        return (
+            child.status == "running"
+            and child.address is not None
+            and child.failure is None
+            and not child.exiting_normally
+        )
+
+    def _will_run(self, child: _Child) -> bool:
+        """Whether a child that is not running now will be (started, restarted after its backoff)."""
+        if self.escalated or self.stopping_tree:
+            return False
+        if child.status != "stopped":
+            return True
+        return child.spec.id in self.start_queue or any(c == child.spec.id for c, _ in self.pending_exits)
+
+    def _hold(self, child: _Child, route: Route) -> None:
+        path = f"{self.my_path}/{child.spec.id}"
+        if not self._will_run(child):
+            self._dead_letter(route, "not_restarted", f"{path} is stopped and will not be restarted")
+            return
+        queue = self.held.setdefault(child.spec.id, deque())
+        if len(queue) >= HOLD_LIMIT:
+            reason = f"{path} is {child.status}: its hold of {HOLD_LIMIT} messages is full"
+            self._dead_letter(route, "hold_full", reason)
+            return
+        queue.append(route)
+        if len(queue) == 1:
+            self.log.info("messages_held", child=child.spec.id, status=child.status, path=path)
+
+    def _release_held(self, child: _Child) -> None:
+        queue = self.held.pop(child.spec.id, None)
+        if not queue:
+            return
+        self.log.info("held_messages_delivered", child=child.spec.id, count=len(queue))
+        for route in queue:
+            self.on_route(route)  # re-routed: delivered now, or held again if it is down again
+
+    def _flush_held(self, child_id: str, kind: str, reason: str) -> None:
+        for route in self.held.pop(child_id, deque()):
+            self._dead_letter(route, kind, reason)
+
     def status(self) -> TreeStatus:
         return TreeStatus(
             supervisor=self.my_path,
@@ -540,7 +648,29 @@ class Supervisor(SupervisedActor):
                     "incarnation": c.incarnation,
                     "restart_count": self.history.restart_counts.get(c.spec.id, 0),
                     "supervisor": isinstance(c.spec, SupervisorSpec),
+                    **self._status_details(c),
                 }
                 for c in self.children.values()
             ),
         )
+
+    def _status_details(self, child: _Child) -> dict[str, Any]:
+        """What ``garrison status`` shows of a child beyond its state (wall-clock times, seconds)."""
+        now = time.time()
+        period = float(self.spec.period)
+        recent = [t for t in self.restart_times.get(child.spec.id, ()) if now - t <= period]
+        started = self.history.last_start.get(child.spec.id) if child.status == "running" else None
+        backoff = None
+        if self.waiting_backoff and self.backoff_until and child.spec.id in self.start_queue:
+            backoff = max(0.0, round(self.backoff_until - now, 3))
+        return {
+            "path": f"{self.my_path}/{child.spec.id}",
+            "uptime_s": round(now - started, 3) if started else None,
+            "restarts_in_period": len(recent),
+            "period_s": period,
+            "restarts_total": self.history.restart_counts.get(child.spec.id, 0),
+            "backoff_pending_s": backoff,
+            "last_exit": self.last_exit.get(child.spec.id),
+            "held_messages": len(self.held.get(child.spec.id, ())),
+            "address": child.address if isinstance(child.spec, SupervisorSpec) else None,
+        }

@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pydantic import Field
+
+from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.crdt.codec import decode, decode_message, encode
 from actors.crdt.exposure import Exposure
@@ -26,25 +29,38 @@ def gossip_stream(replica: str) -> str:
     return f"gossip/{replica}"
 
 
+class CrdtReplicaArgs(ActorArgs):
+    """``CrdtReplicaActor``'s args."""
+
+    replica: str | None = Field(None, min_length=1, max_length=200)  # replica id; default the child id
+    peers: list[str] = Field(default_factory=list, max_length=100)  # replica ids to gossip with
+    consume_readings: bool = True  # count the node's readings (one replica per node should)
+    reading_interval_s: float = Field(10.0, gt=0, le=86_400)  # s a reading's value is held for
+    gossip_interval: float = Field(0.2, gt=0, le=3600)  # s between gossip rounds
+    report_interval: float = Field(5.0, gt=0, le=86_400)  # s between ``exposure`` log events
+
+
 class CrdtReplicaActor(SupervisedActor):
-    """args: ``replica`` (id, default the child id), ``peers`` (replica ids), ``consume_readings`` (bool,
-    default true), ``reading_interval_s`` (10), ``gossip_interval`` (s), ``report_interval`` (s)."""
+    """Args: :class:`CrdtReplicaArgs`."""
+
+    Args = CrdtReplicaArgs
+    args: CrdtReplicaArgs
 
     def on_start(self, args: dict[str, Any]) -> None:
-        self.replica = str(args.get("replica") or self.child_id)
-        self.consume = bool(args.get("consume_readings", True))
-        self.interval_s = float(args.get("reading_interval_s", 10.0))
+        self.replica = self.args.replica or self.child_id
+        self.consume = self.args.consume_readings
+        self.interval_s = self.args.reading_interval_s
         self.key = f"crdt/{self.replica}"
         saved = self.event_log.get_value(self.key) or {}
         state = decode(saved["state"], Exposure) if "state" in saved else Exposure()
         self.readings_offset = int(saved.get("readings_offset", 0))
         self.inbox_offset = int(saved.get("inbox_offset", 0))
         incarnation = int(saved.get("incarnation", 0)) + 1
-        peers = [p for p in args.get("peers", []) if p != self.replica]
+        peers = [p for p in self.args.peers if p != self.replica]
         self.core = GossipCore(self.replica, peers, state, incarnation=incarnation)
         self._save(outgoing=[])  # the new incarnation number must be durable before it is used
-        self.gossip_interval = float(args.get("gossip_interval", 0.2))
-        self.report_interval = float(args.get("report_interval", 5.0))
+        self.gossip_interval = self.args.gossip_interval
+        self.report_interval = self.args.report_interval
         self.log.info("exposure_recovered", replica=self.replica, exposure=self._report())
         self.schedule("work", self.gossip_interval)
         self.schedule("report", self.report_interval)

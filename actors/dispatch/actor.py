@@ -22,11 +22,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.dispatch.policy import CircuitBreaker, RetryPolicy, Transition
-from actors.dispatch.sinks import Delivery, DeliveryFailed, Sink, build_sink, sink_name
+from actors.dispatch.sinks import Delivery, DeliveryFailed, Sink, build_sink
 from actors.streams import COMMITTED_INCIDENTS, dead_letter_stream, offset_key
 
 __all__ = ["DispatcherActor", "replay_stream", "sink_component"]
@@ -66,29 +69,126 @@ class _Lane:
     waiting: bool = False  # a retry timer is pending: do not attempt before it fires
 
 
+_SINK_NAME = r"^[A-Za-z0-9_.-]+$"  # it names offsets and dead-letter streams
+
+
+class FileSinkArgs(ActorArgs):
+    kind: Literal["file"] = "file"
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=_SINK_NAME)  # default: the kind
+    path: str = Field("incidents.jsonl", min_length=1)  # JSON lines; relative to the node's data_dir
+
+
+class WebhookSinkArgs(ActorArgs):
+    kind: Literal["webhook"]
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=_SINK_NAME)
+    url: str  # http:// or https://; POSTed one incident per request, keyed by incident id
+    timeout: float = Field(2.0, gt=0, le=300)  # s per request
+    headers: dict[str, str] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {url[:60]!r})")
+        return url
+
+
+class SinkTlsArgs(ActorArgs):
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+class MqttSinkArgs(ActorArgs):
+    kind: Literal["mqtt"]
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=_SINK_NAME)
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str | None = Field(None, min_length=1)  # default: stable per node, actor path and sink
+    username: str | None = None
+    password: str | None = None
+    tls: SinkTlsArgs | None = None
+    topic_prefix: str = Field("incident", min_length=1)  # incidents go to <topic_prefix>/<type>
+    timeout: float = Field(5.0, gt=0, le=300)  # s to wait for the PUBACK
+
+
+def _sink_kind(value: Any) -> str:
+    kind = value.get("kind", "file") if isinstance(value, dict) else getattr(value, "kind", "file")
+    return str(kind)
+
+
+SinkArgs = Annotated[
+    Annotated[FileSinkArgs, Tag("file")]
+    | Annotated[WebhookSinkArgs, Tag("webhook")]
+    | Annotated[MqttSinkArgs, Tag("mqtt")],
+    Discriminator(_sink_kind),
+]
+
+
+class DispatchBackoffArgs(ActorArgs):
+    """Retry delay ``min(cap, base * factor**(n-1))``, scaled down by up to ``jitter``."""
+
+    base: float = Field(0.5, ge=0, le=3600)
+    cap: float = Field(30.0, ge=0, le=86_400)
+    factor: float = Field(2.0, ge=1, le=100)
+    jitter: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _base_below_cap(self) -> DispatchBackoffArgs:
+        if self.cap < self.base:
+            raise ValueError(f"backoff.cap ({self.cap}) must not be below backoff.base ({self.base})")
+        return self
+
+
+class BreakerArgs(ActorArgs):
+    failure_threshold: int = Field(5, ge=1, le=10_000)  # consecutive failures that open the circuit
+    reset_timeout: float = Field(10.0, ge=0, le=86_400)  # s open before one trial delivery
+
+
+class DispatcherArgs(ActorArgs):
+    """``DispatcherActor``'s args."""
+
+    sinks: list[SinkArgs] = Field(default_factory=list, max_length=50)  # []: one file sink, incidents.jsonl
+    poll_interval: float = Field(0.05, gt=0, le=3600)  # s
+    max_attempts: int = Field(5, ge=1, le=1000)  # then the incident becomes a dead letter
+    backoff: DispatchBackoffArgs = DispatchBackoffArgs()
+    breaker: BreakerArgs = BreakerArgs()
+    batch: int = Field(100, ge=1, le=4000)  # items per lane per poll (below the file sink's TAIL_LINES)
+    seed: int | None = None  # of the retry jitter; None: fresh entropy
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> DispatcherArgs:
+        names = [s.name or s.kind for s in self.sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sinks {names}: give sinks of the same kind distinct 'name's")
+        return self
+
+    def sink_specs(self) -> list[dict[str, Any]]:
+        """The sinks as ``build_sink`` takes them (unset optional keys left out)."""
+        if not self.sinks:
+            return [{"kind": "file", "path": "incidents.jsonl"}]
+        return [s.model_dump(exclude_none=True) for s in self.sinks]
+
+
 class DispatcherActor(SupervisedActor):
-    """args: ``sinks`` (list of ``{"kind": "file"|"webhook"|"mqtt", "name"?, ...}``, default one file sink
-    ``incidents.jsonl``), ``poll_interval`` (s, 0.05), ``max_attempts`` (5), ``backoff`` (``base`` 0.5,
-    ``cap`` 30, ``factor`` 2, ``jitter`` 0.5), ``breaker`` (``failure_threshold`` 5, ``reset_timeout``
-    10 s), ``batch`` (items per lane per poll, 100), ``seed`` (jitter; default: fresh entropy)."""
+    """Args: :class:`DispatcherArgs`."""
+
+    Args = DispatcherArgs
+    args: DispatcherArgs
 
     def on_start(self, args: dict[str, Any]) -> None:
-        self.poll = float(args.get("poll_interval", 0.05))
-        self.batch_size = max(1, int(args.get("batch", 100)))
-        backoff = args.get("backoff") or {}
+        a = self.args
+        self.poll = a.poll_interval
+        self.batch_size = a.batch
         self.retry = RetryPolicy(
-            max_attempts=int(args.get("max_attempts", 5)),
-            base=float(backoff.get("base", 0.5)),
-            cap=float(backoff.get("cap", 30.0)),
-            factor=float(backoff.get("factor", 2.0)),
-            jitter=float(backoff.get("jitter", 0.5)),
+            max_attempts=a.max_attempts,
+            base=a.backoff.base,
+            cap=a.backoff.cap,
+            factor=a.backoff.factor,
+            jitter=a.backoff.jitter,
         )
-        self.rng = random.Random(args.get("seed"))
-        breaker = args.get("breaker") or {}
-        specs = args.get("sinks") or [{"kind": "file", "path": "incidents.jsonl"}]
-        names = [sink_name(s) for s in specs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"dispatcher sinks {names}: give sinks of the same kind distinct 'name's")
+        self.rng = random.Random(a.seed)
+        specs = a.sink_specs()
         assert self.config is not None
         data_dir = Path(self.config.data_dir)
         client_id = f"garrison-{self.config.node}-{self.path.replace('/', '-')}"
@@ -97,9 +197,7 @@ class DispatcherActor(SupervisedActor):
             sink = build_sink(spec, data_dir, client_id)
             self.lanes[sink.name] = _Lane(
                 sink=sink,
-                breaker=CircuitBreaker(
-                    int(breaker.get("failure_threshold", 5)), float(breaker.get("reset_timeout", 10.0))
-                ),
+                breaker=CircuitBreaker(a.breaker.failure_threshold, a.breaker.reset_timeout),
                 inputs=[
                     self._input(COMMITTED_INCIDENTS, offset_key(f"dispatch/{sink.name}"), False),
                     self._input(replay_stream(sink.name), offset_key(f"dispatch/{sink.name}/replay"), True),

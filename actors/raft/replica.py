@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from pydantic import Field, model_validator
 from thespian.actors import ActorAddress
 
+from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.messages import Location, WhereIs
 from actors.raft.codec import decode_message, encode_message
@@ -132,28 +134,52 @@ class RaftStatus:
     incidents_applied: int
 
 
+class RaftReplicaArgs(ActorArgs):
+    """``RaftReplicaActor``'s args."""
+
+    replica: str | None = Field(None, min_length=1, max_length=200)  # replica id; default the child id
+    peers: list[str] = Field(default_factory=list, max_length=100)  # sibling replica ids (may include self)
+    publish: bool = True  # propose the node's incidents and publish committed ones (one replica per node)
+    # {node: base64 Ed25519 public key} whose signed entries are applied; default: this node's own key only
+    trusted_keys: dict[str, str] | None = None
+    tick_s: float = Field(0.01, gt=0, le=10)  # s per Raft tick
+    election_ticks: int = Field(15, ge=2, le=100_000)
+    heartbeat_ticks: int = Field(3, ge=1, le=100_000)
+    snapshot_every: int = Field(1000, ge=0, le=10_000_000)  # applied entries between snapshots (0 = never)
+
+    @model_validator(mode="after")
+    def _ticks_ordered(self) -> RaftReplicaArgs:
+        if self.heartbeat_ticks >= self.election_ticks:
+            raise ValueError(
+                f"heartbeat_ticks ({self.heartbeat_ticks}) must be below election_ticks ({self.election_ticks})"
+            )
+        return self
+
+
 class RaftReplicaActor(SupervisedActor):
-    """args: ``replica`` (id; default the child id), ``peers`` (sibling replica ids), ``publish`` (bool),
-    ``trusted_keys`` ({node: base64 Ed25519 public key}; default: this node's own key only),
-    ``tick_s`` (0.01), ``election_ticks`` (15), ``heartbeat_ticks`` (3), ``snapshot_every`` (1000)."""
+    """Args: :class:`RaftReplicaArgs`."""
+
+    Args = RaftReplicaArgs
+    args: RaftReplicaArgs
 
     def on_start(self, args: dict[str, Any]) -> None:
         assert self.config is not None
-        self.replica = str(args.get("replica") or self.child_id)
-        self.peers = [p for p in args.get("peers", []) if p != self.replica]
-        self.publish = bool(args.get("publish", True))
-        self.tick_s = float(args.get("tick_s", 0.01))
-        self.snapshot_every = int(args.get("snapshot_every", 1000))
+        a = self.args
+        self.replica = a.replica or self.child_id
+        self.peers = [p for p in a.peers if p != self.replica]
+        self.publish = a.publish
+        self.tick_s = a.tick_s
+        self.snapshot_every = a.snapshot_every
         self.node = self.config.node
         self.key = load_or_create_signing_key(self.config.data_dir, self.node)
-        declared = args.get("trusted_keys") or {self.node: public_key_b64(self.key)}
+        declared = a.trusted_keys or {self.node: public_key_b64(self.key)}
         self.trusted = {node: parse_public_key(b64) for node, b64 in declared.items()}
         self.storage = DurableRaftStorage(self.event_log, self.replica)
         config = RaftConfig(
             id=self.replica,
             peers=tuple(sorted({self.replica, *self.peers})),
-            election_ticks=int(args.get("election_ticks", 15)),
-            heartbeat_ticks=int(args.get("heartbeat_ticks", 3)),
+            election_ticks=a.election_ticks,
+            heartbeat_ticks=a.heartbeat_ticks,
         )
         self.core = RaftCore(config, self.storage, random.Random())
         self.addresses: dict[str, ActorAddress] = {}
