@@ -84,43 +84,87 @@ class SoakConsumer(SupervisedActor):
 # -- the node under test --------------------------------------------------------------------------------
 
 
-def soak_tree(steps: int, speedup: float, mqtt_port: int | None = None) -> dict[str, Any]:
-    """config/default.yaml with a bounded sensor run, plus the poison consumer (and an MQTT bridge).
+REPLICAS = ("gw1", "gw2", "gw3")
 
-    Intensities are raised from the default's 5 per 30 s: the nemesis injects faults far faster than any
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the soak's topology keeps things: the default pipeline (a one-member Raft log under the
+    nested ``pipeline`` supervisor) or config/raft-3.yaml's shape (three replicas under ``root/raft``)."""
+
+    raft3: bool = False
+
+    @property
+    def inference_key(self) -> str:
+        return "inference/root/inference" if self.raft3 else "inference/root/pipeline/inference"
+
+    @property
+    def publisher_offset(self) -> str:
+        return "offset/raft/gw1" if self.raft3 else "offset/raft/incident-log"
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        return REPLICAS if self.raft3 else ("incident-log",)
+
+
+def _log_children(layout: Layout) -> list[dict[str, Any]]:
+    inference = {
+        "id": "inference",
+        "actor": "actors.inference.InferenceActor",
+        "args": {"threshold": 0.85},
+        "backoff": {"min": 0.2, "max": 2},
+    }
+    if not layout.raft3:  # config/default.yaml
+        replica = {
+            "id": "incident-log",
+            "actor": "actors.raft.replica.RaftReplicaActor",
+            "args": {"publish": True},
+        }
+        return [
+            {
+                "id": "pipeline",
+                "strategy": "rest_for_one",
+                "intensity": 100,
+                "period": 30,
+                "children": [inference, replica],
+            },
+        ]
+    replicas = [  # config/raft-3.yaml
+        {
+            "id": r,
+            "actor": "actors.raft.replica.RaftReplicaActor",
+            "args": {"peers": list(REPLICAS), "publish": r == "gw1"},
+            "backoff": {"min": 0.3, "max": 5},
+        }
+        for r in REPLICAS
+    ]
+    return [
+        inference,
+        {"id": "raft", "strategy": "one_for_one", "intensity": 100, "period": 30, "children": replicas},
+    ]
+
+
+def soak_tree(
+    steps: int, speedup: float, mqtt_port: int | None = None, layout: Layout = Layout()
+) -> dict[str, Any]:
+    """config/default.yaml (or raft-3.yaml) with a bounded sensor run, plus the poison consumer (and an
+    MQTT bridge).
+
+    Intensities are raised from the shipped 5 per 30 s: the nemesis injects faults far faster than any
     production intensity is sized for, and an escalation would stop the node instead of showing whether
-    a restart recovers without loss. Raft publishes to the file sink as in the default topology."""
+    a restart recovers without loss."""
     children: list[dict[str, Any]] = [
         {
             "id": "sensors",
             "actor": "actors.sensor.SimulatedSensorActor",
             "args": {"seed": 7, "speedup": speedup, "max_steps": steps},
         },
-        {
-            "id": "pipeline",
-            "strategy": "rest_for_one",
-            "intensity": 100,
-            "period": 30,
-            "children": [
-                {
-                    "id": "inference",
-                    "actor": "actors.inference.InferenceActor",
-                    "args": {"threshold": 0.85},
-                    "backoff": {"min": 0.2, "max": 2},
-                },
-                {
-                    "id": "incident-log",
-                    "actor": "actors.raft.replica.RaftReplicaActor",
-                    "args": {"publish": True},
-                },
-            ],
-        },
+        *_log_children(layout),
         {
             "id": "dispatch",
             "actor": "actors.dispatch.actor.DispatcherActor",
             "args": {"sinks": [{"kind": "file", "path": "incidents.jsonl"}]},
         },
-        {"id": "exposure", "actor": "actors.crdt.replica.CrdtReplicaActor", "args": {"replica": "edge-1"}},
         {
             "id": "consumer",
             "actor": f"{__name__}.SoakConsumer",
@@ -128,6 +172,15 @@ def soak_tree(steps: int, speedup: float, mqtt_port: int | None = None) -> dict[
             "backoff": {"min": 0.05, "max": 0.5},
         },
     ]
+    if not layout.raft3:
+        children.insert(
+            3,
+            {
+                "id": "exposure",
+                "actor": "actors.crdt.replica.CrdtReplicaActor",
+                "args": {"replica": "edge-1"},
+            },
+        )
     if mqtt_port is not None:
         children.append(
             {
@@ -171,31 +224,42 @@ def event_log(data_dir: Path) -> Iterator[EventLog]:
         log.close()
 
 
-def drained(data_dir: Path, steps: int) -> bool:
-    """Every reading produced and consumed, every proposed incident committed once and dispatched, every
-    chaos input consumed (or quarantined)."""
+def applied(log: EventLog, layout: Layout) -> dict[str, dict[str, Any]]:
+    """Each replica's state machine: incident id -> the Raft index it was applied at."""
+    return {
+        r: {k.rsplit("/", 1)[1]: v for k, v in log.values_with_prefix(f"raft/{r}/applied/").items()}
+        for r in layout.replicas
+    }
+
+
+def drained(data_dir: Path, steps: int, layout: Layout = Layout()) -> bool:
+    """Every reading produced and consumed, every proposed incident committed once, applied by every
+    replica and dispatched, every chaos input consumed (or quarantined)."""
     with event_log(data_dir) as log:
         sensor = log.get_value("sensor/root/sensors") or {}
-        inference = log.get_value("inference/root/pipeline/inference") or {}
+        inference = log.get_value(layout.inference_key) or {}
         proposed = {r.payload["incident_id"] for r in log.read(PROPOSED_INCIDENTS)}
         committed = {r.payload["incident"]["incident_id"] for r in log.read(COMMITTED_INCIDENTS)}
         return (
             sensor.get("next_step") == steps
             and inference.get("offset") == log.last_seq(READINGS)
-            and log.get_value("offset/raft/incident-log", 0) == log.last_seq(PROPOSED_INCIDENTS)
+            and log.get_value(layout.publisher_offset, 0) == log.last_seq(PROPOSED_INCIDENTS)
             and proposed == committed
+            and all(len(a) == len(committed) for a in applied(log, layout).values())
             and log.get_value("offset/dispatch/file", 0) == log.last_seq(COMMITTED_INCIDENTS)
             and log.get_value(CONSUMER_OFFSET, 0) == log.last_seq(SOAK_INPUT)
         )
 
 
-def wait_drained(data_dir: Path, steps: int, timeout: float, node: LiveNode | None = None) -> None:
+def wait_drained(
+    data_dir: Path, steps: int, timeout: float, node: LiveNode | None = None, layout: Layout = Layout()
+) -> None:
     deadline = time.monotonic() + timeout
     settled = 0
     while time.monotonic() < deadline:
         if node is not None and node.proc.poll() is not None:
             raise AssertionError(f"the node exited ({node.proc.returncode}) before the pipeline drained")
-        settled = settled + 1 if drained(data_dir, steps) else 0
+        settled = settled + 1 if drained(data_dir, steps, layout) else 0
         if settled >= 2:  # twice, 0.3 s apart: a commit published in between would show
             return
         time.sleep(0.3)
@@ -212,14 +276,16 @@ def timeline(data_dir: Path) -> list[tuple[str, str, float]]:
         ]
 
 
-def clean_timeline(workdir: Path, steps: int, timeout: float = 120) -> list[tuple[str, str, float]]:
+def clean_timeline(
+    workdir: Path, steps: int, timeout: float = 120, layout: Layout = Layout()
+) -> list[tuple[str, str, float]]:
     """The committed incidents of a run with no faults over the same simulator seed and steps (speedup
     changes wall time only: readings are a function of seed, sensor and step)."""
-    topology = write_soak_topology(workdir, soak_tree(steps, speedup=1800))
+    topology = write_soak_topology(workdir, soak_tree(steps, speedup=1800, layout=layout))
     node = LiveNode(topology)
     try:
         node.wait_for("node_started", timeout=60)
-        wait_drained(workdir / "data", steps, timeout, node)
+        wait_drained(workdir / "data", steps, timeout, node, layout)
     finally:
         run = node.finish(stop=True)
     assert run.code == 0, run.stderr[-2000:]
@@ -297,6 +363,12 @@ def mosquitto(workdir: Path) -> Iterator[int | None]:
                 proc.wait()
 
 
+class _Missed(Exception):
+    def __init__(self, fault: Fault) -> None:
+        super().__init__(fault.key)
+        self.fault = fault
+
+
 # -- the nemesis ----------------------------------------------------------------------------------------
 
 
@@ -309,6 +381,7 @@ class Fault:
     pid: int
     outcome: str = ""  # how the logs account for it
     ok: bool = True
+    landed: bool = True  # False: the victim had exited (a restart in progress) before the signal
 
     def line(self) -> str:
         mark = "" if self.ok else "  <-- FAILED"
@@ -331,9 +404,10 @@ class SoakReport:
         return bad + [f"{k}: {v}" for k, v in self.verdicts.items() if v != "ok"]
 
     def summary(self) -> str:
-        kinds = Counter(f"{f.action} {f.target}" for f in self.faults)
+        kinds = Counter(f"{f.action} {f.target}" for f in self.faults if f.landed)
+        missed = sum(not f.landed for f in self.faults)
         lines = [
-            f"chaos soak seed {self.seed}: {len(self.faults)} faults ({dict(kinds)}), node started "
+            f"chaos soak seed {self.seed}: {len(self.faults)} faults ({dict(kinds)}, {missed} missed), node started "
             f"{self.node_starts}x, chaos inputs fed: {self.good_fed} good, {self.poison_fed} poison, "
             f"{self.hostile_fed} hostile MQTT payloads"
         ]
@@ -363,13 +437,15 @@ class Nemesis:
         steps: int,
         speedup: float,
         mqtt_port: int | None = None,
+        layout: Layout = Layout(),
         log: Callable[[str], None] = print,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.workdir = workdir
         self.steps = steps
-        self.tree = soak_tree(steps, speedup, mqtt_port)
+        self.layout = layout
+        self.tree = soak_tree(steps, speedup, mqtt_port, layout)
         self.keys = tree_keys(self.tree)
         self.topology = write_soak_topology(workdir, self.tree)
         self.data_dir = workdir / "data"
@@ -393,7 +469,14 @@ class Nemesis:
         node = LiveNode(self.topology)
         self.nodes.append(node)
         self.report.node_starts += 1
-        started = node.wait_for("node_started", timeout=90)[0]
+        try:
+            started = node.wait_until(lambda: node.named("node_started"), 90, "node_started")[0]
+        except AssertionError:
+            run = node.finish(timeout=5)
+            raise AssertionError(
+                f"seed {self.seed}: node start #{self.report.node_starts} failed (exit {run.code}):\n"
+                f"{run.stderr[-3000:]}\nfaults so far:\n" + "\n".join(f.line() for f in self.report.faults)
+            ) from None
         self.sessions.add(int(started["session"]))
         self.seen_pids.update({node.proc.pid, int(started["root_pid"])})
 
@@ -453,6 +536,20 @@ class Nemesis:
     # -- faults --
 
     def inject(self, n: int) -> Fault:
+        """One fault; a victim that exited between the pick and the signal is a miss, not a finding."""
+        try:
+            return self._inject(n)
+        except _Missed as miss:
+            miss.fault.landed, miss.fault.outcome = False, "missed: the pid had already exited"
+            return miss.fault
+
+    def _signal(self, fault: Fault, sig: int) -> None:
+        try:
+            os.kill(fault.pid, sig)
+        except ProcessLookupError:
+            raise _Missed(fault) from None
+
+    def _inject(self, n: int) -> Fault:
         pids = self.settled()
         if self.cover:  # every kind of fault once, in a seeded order, before the weighted draws
             action, target, _ = self.cover.pop()
@@ -493,7 +590,7 @@ class Nemesis:
     def _kill_child(self, fault: Fault, key: tuple[str, str]) -> Fault:
         below = descendants(fault.pid)
         before = self._exits(key, fault.pid)
-        os.kill(fault.pid, signal.SIGKILL)
+        self._signal(fault, signal.SIGKILL)
         if wait_dead([fault.pid], 5):
             fault.ok, fault.outcome = False, "the victim did not die"
             return fault
@@ -520,7 +617,7 @@ class Nemesis:
 
     def _kill_root(self, fault: Fault) -> Fault:
         node = self.node
-        os.kill(fault.pid, signal.SIGKILL)
+        self._signal(fault, signal.SIGKILL)
         if wait_dead([fault.pid], 5):
             fault.ok, fault.outcome = False, "the root did not die"
             return fault
@@ -568,7 +665,7 @@ class Nemesis:
 
     def _stop(self, fault: Fault) -> Fault:
         pause = round(self.rng.uniform(0.2, 1.5), 2)
-        os.kill(fault.pid, signal.SIGSTOP)
+        self._signal(fault, signal.SIGSTOP)
         state = wait_state(fault.pid, lambda s: s in ("T", "t", None), 2)
         really = state in ("T", "t")
         time.sleep(pause)
@@ -602,9 +699,11 @@ class Nemesis:
                 self.report.faults.append(fault)
                 self.say(fault.line())
             self.settled()
-            wait_drained(self.data_dir, self.steps, timeout=180, node=self.node)
+            wait_drained(self.data_dir, self.steps, timeout=180, node=self.node, layout=self.layout)
         finally:
             final = self.node.finish(stop=True, timeout=90)
+            for i, node in enumerate(self.nodes, 1):  # the evidence for a post-mortem
+                (self.workdir / f"node-{i}.log").write_text("".join(node.lines))
         self.check(final)
         return self.report
 
@@ -629,6 +728,13 @@ class Nemesis:
         out: dict[str, str] = {}
         with event_log(self.data_dir) as log:
             committed = [r.payload for r in log.read(COMMITTED_INCIDENTS)]
+            machines = applied(log, self.layout)
+        first = machines[self.layout.replicas[0]]
+        out["replicas identical"] = (
+            "ok"
+            if all(m == first for m in machines.values()) and len(first) == len(committed)
+            else f"applied (incident id -> index) per replica: {machines}, committed {len(committed)}"
+        )
         ids = [c["incident"]["incident_id"] for c in committed]
         indexes = [c["index"] for c in committed]
         out["committed log"] = (
@@ -654,10 +760,14 @@ class Nemesis:
         return out
 
     def compare(self, reference: list[tuple[str, str, float]]) -> None:
+        """The same incidents as the clean run. In commit order for the one-member log; with three
+        replicas only as a set: proposals pending when a leader dies are re-proposed and may commit in
+        another order, which Raft allows (each still once, at one index on every replica)."""
         got = timeline(self.data_dir)
+        same = got == reference if not self.layout.raft3 else sorted(got) == sorted(reference)
         self.report.verdicts["same incidents as the clean run"] = (
             "ok"
-            if got == reference
+            if same
             else (
                 f"missing {sorted(set(reference) - set(got))}, extra {sorted(set(got) - set(reference))}, "
                 f"order differs: {got != reference}"
@@ -708,7 +818,9 @@ class Nemesis:
 
     def _check_accounting(self) -> dict[str, str]:
         """Every child_lost in the logs is an injected SIGKILL; every crash is a poison crash."""
-        kills = Counter(f.key for f in self.faults_of("kill") if f.target in ("worker", "supervisor"))
+        kills = Counter(
+            f.key for f in self.faults_of("kill") if f.target in ("worker", "supervisor") and f.landed
+        )
         lost = Counter(
             f"{e['supervisor']}/{e['child']}" for node in self.nodes for e in node.named("child_lost")
         )
