@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
 from thespian.actors import ActorAddress
 
+from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.messages import Reply
 
 
+class NoArgs(ActorArgs):
+    """For actors that take no args: any key is a mistake worth reporting."""
+
+
+class HeartbeatArgs(ActorArgs):
+    interval: float = Field(5.0, gt=0, le=86_400)  # seconds between two heartbeats
+
+
 class Counter(SupervisedActor):
     """Counts ``"incr"`` messages durably; answers ``"get"`` with the count; ``"boom"`` crashes it."""
+
+    Args = NoArgs
 
     def initial_state(self) -> dict[str, int]:
         return {"count": 0}
@@ -32,6 +44,9 @@ class Counter(SupervisedActor):
 class Heartbeat(SupervisedActor):
     """Logs a ``heartbeat`` event every ``interval`` seconds and persists how many it sent."""
 
+    Args = HeartbeatArgs
+    args: HeartbeatArgs
+
     def initial_state(self) -> dict[str, int]:
         return {"beats": 0}
 
@@ -39,7 +54,7 @@ class Heartbeat(SupervisedActor):
         return {"beats": state["beats"] + 1}
 
     def on_start(self, args: dict[str, Any]) -> None:
-        self.interval = float(args.get("interval", 5.0))
+        self.interval = self.args.interval
         self.schedule("beat", self.interval)
 
     def on_timer(self, name: str) -> None:
