@@ -16,11 +16,13 @@ A record whose checksum does not match raises :class:`CorruptRecord` naming the 
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,14 @@ def encode_envelope(payload: Any) -> bytes:
     return _ENVELOPE.pack(FORMAT_VERSION, _CODEC_MSGPACK, zlib.crc32(body)) + body
 
 
+def encode_envelopes(payloads: Iterable[Any]) -> list[bytes]:
+    """``[encode_envelope(p) for p in payloads]`` with every loop in C (``map``): at a batch of 100 the
+    per-record Python overhead of the comprehension cost as much as the encoding itself."""
+    bodies = list(map(_encoder.encode, payloads))
+    headers = map(_ENVELOPE.pack, repeat(FORMAT_VERSION), repeat(_CODEC_MSGPACK), map(zlib.crc32, bodies))
+    return list(map(operator.add, headers, bodies))
+
+
 def decode_envelope(raw: bytes, where: str) -> Any:
     if len(raw) < _ENVELOPE.size:
         raise CorruptRecord(f"{where}: record is {len(raw)} bytes, shorter than its header")
@@ -148,8 +158,18 @@ class WriteBatch:
         self.assigned: dict[str, list[int]] = {}
 
     def append(self, stream: str, payload: Any) -> None:
-        _stream_prefix(stream)
-        self._appends.setdefault(stream, []).append(encode_envelope(payload))
+        self._envelopes(stream).append(encode_envelope(payload))
+
+    def extend(self, stream: str, payloads: Iterable[Any]) -> None:
+        """``append`` of each payload in order, encoded in one pass (the fast path for many records)."""
+        self._envelopes(stream).extend(encode_envelopes(payloads))
+
+    def _envelopes(self, stream: str) -> list[bytes]:
+        envelopes = self._appends.get(stream)
+        if envelopes is None:  # a stream name is checked once per batch, not once per record
+            _stream_prefix(stream)
+            envelopes = self._appends[stream] = []
+        return envelopes
 
     def put_value(self, key: str, value: Any) -> None:
         self._values[key] = encode_envelope(value)
@@ -238,8 +258,7 @@ class EventLog:
     def append(self, stream: str, payloads: Sequence[Any]) -> list[int]:
         """Append ``payloads`` to ``stream`` in one durable transaction; returns their sequence numbers."""
         with self.batch() as batch:
-            for payload in payloads:
-                batch.append(stream, payload)
+            batch.extend(stream, payloads)
         return batch.assigned.get(stream, [])
 
     def put_value(self, key: str, value: Any) -> None:
@@ -315,12 +334,17 @@ class EventLog:
         assigned: dict[str, list[int]] = {}
         with self._env.begin(write=True) as txn:
             self._check_fence(txn)
+            events = txn.cursor(db=self._events)
             for stream, envelopes in batch._appends.items():
+                if not envelopes:
+                    continue
+                name = stream.encode()
                 head = self._head(txn, stream)
                 seqs = list(range(head + 1, head + 1 + len(envelopes)))
-                for seq, env in zip(seqs, envelopes, strict=True):
-                    txn.put(_event_key(stream, seq), env, db=self._events)
-                txn.put(stream.encode(), _SEQ.pack(seqs[-1]), db=self._heads)
+                # keys (``stream NUL seq``) and puts in C loops: same records as one txn.put each
+                keys = map(operator.add, repeat(name + b"\x00"), map(_SEQ.pack, seqs))
+                events.putmulti(zip(keys, envelopes, strict=True))
+                txn.put(name, _SEQ.pack(seqs[-1]), db=self._heads)
                 assigned[stream] = seqs
             for key, value in batch._values.items():
                 if value is None:
