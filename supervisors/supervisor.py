@@ -60,7 +60,8 @@ from supervisors.spec import ChildSpec, ExitKind, SupervisorSpec, child_shutdown
 
 SUPERVISOR_CLASS = "supervisors.supervisor.Supervisor"
 POISON_STREAM = "deadletters/poison"
-HOLD_LIMIT = 1000  # messages held per child while it (re)starts; more go to dead letters
+# messages held per child while it (re)starts; more go to dead letters (the variable is for tests and tuning)
+HOLD_LIMIT = int(os.environ.get("GARRISON_HOLD_LIMIT", "1000"))
 
 record_child_exits()  # ChildActorExited has no reason: keep the exit status Thespian reaps
 
