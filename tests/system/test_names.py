@@ -158,6 +158,6 @@ def test_ask_timeout_to_callback_to_on_message_and_to_the_client(client: NodeCli
     assert got == {"via": "on_message", "outcome": "AskTimeout", "path": "sub/b"}
     got = client.ask("root/a", {"op": "ask", "to": "sub/nope", "msg": "x"}, timeout=10)
     assert got["via"] == "callback" and got["outcome"] == "AskFailed" and got["kind"] == "no_such_actor"
-    with pytest.raises(AskTimedOut, match="did not answer within 0.3s"):
+    with pytest.raises(AskTimedOut, match=r"did not answer within 0\.3s"):
         client.ask("root/sub/b", silent, timeout=0.3)
     assert client.ask("root/sub/b", {"op": "whoami"})["path"] == "root/sub/b"  # still answering
