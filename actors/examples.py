@@ -16,6 +16,10 @@ class NoArgs(ActorArgs):
     """For actors that take no args: any key is a mistake worth reporting."""
 
 
+class GreeterArgs(ActorArgs):
+    counter: str = "counter"  # the name of the actor numbering the visitors (relative: a sibling)
+
+
 class HeartbeatArgs(ActorArgs):
     interval: float = Field(5.0, gt=0, le=86_400)  # seconds between two heartbeats
 
@@ -25,16 +29,16 @@ class Counter(SupervisedActor):
 
     Args = NoArgs
 
-    def initial_state(self) -> dict[str, int]:
+    def initial_state(self) -> dict[str, int]:  # what it persists (event sourced)
         return {"count": 0}
 
     def apply_event(self, state: dict[str, int], event: dict[str, int]) -> dict[str, int]:
-        return {"count": state["count"] + event["delta"]}
+        return {"count": state["count"] + event["delta"]}  # a pure fold: used live and for replay
 
     def on_message(self, msg: object, sender: ActorAddress) -> None:
         if msg == "incr":
-            self.persist({"delta": 1})
-            self.send(sender, self.state["count"])
+            self.persist({"delta": 1})  # durable (fsync) first, then applied to self.state
+            self.send(sender, self.state["count"])  # the sender of an ask: this is the reply
         elif msg == "get":
             self.send(sender, self.state["count"])
         elif msg == "boom":
@@ -68,8 +72,8 @@ class Greeter(SupervisedActor):
     ``"ada"`` -> ``"hello ada, you are visitor 3"``. It never blocks: the counter's answer (or a timeout)
     arrives later, in ``answer``, while the greeter goes on with other messages."""
 
-    def on_start(self, args: dict[str, Any]) -> None:
-        self.counter = str(args.get("counter", "counter"))  # a name: relative to this actor's supervisor
+    Args = GreeterArgs
+    args: GreeterArgs
 
     def on_message(self, msg: object, sender: ActorAddress) -> None:
         if not isinstance(msg, str):
@@ -81,4 +85,4 @@ class Greeter(SupervisedActor):
             else:  # AskTimeout or AskFailed: say so rather than leave the caller waiting
                 self.send(sender, f"hello {msg} (no visitor number: {type(outcome).__name__})")
 
-        self.ask(self.counter, "incr", timeout=2.0, on_reply=answer)
+        self.ask(self.args.counter, "incr", timeout=2.0, on_reply=answer)
