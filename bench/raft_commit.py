@@ -411,7 +411,7 @@ def run_garrison(args: argparse.Namespace, data_dir: Path, actor_log: Path) -> d
                     break
             try:
                 out["final_status"] = {n: dataclasses.asdict(s) for n, s in bench.statuses().items()}
-                out["restart_counts"] = {c["id"]: c["restart_count"] for c in bench.tree_status().children}
+                out["restart_counts"] = {c["id"]: c["restarts_total"] for c in bench.tree_status().children}
             except BenchError as exc:
                 out["final_status"] = out["restart_counts"] = f"no answer: {exc}"
         finally:

@@ -382,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             stats[case][phase] = summarize(values)
     print_table(stats, args.trials, args.warmup)
     rounds = args.trials + args.warmup
-    restarts = {c["id"]: c["restart_count"] for c in status.children}
+    restarts = {c["id"]: c["restarts_total"] for c in status.children}
     print(
-        f"# checks: restart_count per child {restarts} (expected {rounds} each); log events "
+        f"# checks: restarts_total per child {restarts} (expected {rounds} each); log events "
         f"child_crashed={events['child_crashed']} child_restarted={events['child_restarted']} "
         f"(expected {rounds * len(GARRISON_CHILDREN)}), supervisor_escalated={events['supervisor_escalated']}"
     )

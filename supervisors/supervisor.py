@@ -237,6 +237,13 @@ class Supervisor(SupervisedActor):
         self._queue_start([head])
         self._pump()
 
+    def _restarts_in_period(self) -> int:
+        """``restart_count`` in every event and in status: restarts under this supervisor within its
+        current intensity period, the number compared with ``intensity`` (persisted, so it keeps counting
+        across a node reboot). A child's lifetime count is ``restarts_total``."""
+        now = time.time()
+        return sum(1 for t in self.history.restarts if t > now - self.spec.period)
+
     def _current(self, child_id: str, incarnation: int) -> _Child | None:
         child = self.children.get(child_id)
         return child if child is not None and child.incarnation == incarnation else None
@@ -255,7 +262,8 @@ class Supervisor(SupervisedActor):
             child=child.spec.id,
             pid=msg.pid,
             incarnation=child.incarnation,
-            restart_count=self.history.restart_counts.get(child.spec.id, 0),
+            restart_count=self._restarts_in_period(),
+            restarts_total=self.history.restart_counts.get(child.spec.id, 0),
         )
         self._release_held(child)
         self._pump()
@@ -320,6 +328,7 @@ class Supervisor(SupervisedActor):
             "child": child_id,
             "strategy": str(self.spec.strategy),
             "restart_count": decision.restarts_in_window,
+            "restarts_total": self.history.restart_counts.get(child_id, 0),
             "restart_type": str(child.spec.restart),
         }
         if child.failure is not None:
@@ -647,7 +656,7 @@ class Supervisor(SupervisedActor):
                     "status": c.status,
                     "pid": c.pid,
                     "incarnation": c.incarnation,
-                    "restart_count": self.history.restart_counts.get(c.spec.id, 0),
+                    "restart_count": self._restarts_in_period(),
                     "supervisor": isinstance(c.spec, SupervisorSpec),
                     **self._status_details(c),
                 }
