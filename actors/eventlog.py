@@ -362,8 +362,8 @@ class EventLog:
         cursor = txn.cursor(db=self._events)
         if not cursor.set_range(prefix):
             return
-        while cursor.key().startswith(prefix):
-            if _SEQ.unpack(cursor.key()[len(prefix) :])[0] > through:
+        while (key := bytes(cursor.key())).startswith(prefix):  # bytes(): no copy of a bytes key
+            if _SEQ.unpack(key[len(prefix) :])[0] > through:
                 break
             if not cursor.delete():
                 break

@@ -190,7 +190,8 @@ def _describe(op: Operation, events: Sequence[Mapping[str, Any]]) -> str:
     invoke = events[op.call]
     text = f"process {op.process!r} {op.f}"
     if op.f == "read":
-        text += f" -> {json.dumps(events[op.ret]['value'])}"  # only ok reads are kept
+        assert op.ret is not None  # only ok reads are kept, and they returned
+        text += f" -> {json.dumps(events[op.ret]['value'])}"
     else:
         text += f" {json.dumps(invoke['value'])}"
     if op.outcome is Outcome.COMPARE_FAILED:

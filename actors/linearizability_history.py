@@ -109,7 +109,7 @@ def parse_operations(
     whose result is unknown. The result is sorted by invoke time.
     """
     outstanding: dict[Hashable, int] = {}  # process -> index of its invoke event
-    operations: list[Operation] = []
+    operations: list[Operation | None] = []  # None: a completion _operation leaves out
     for index, event in enumerate(events):
         header = _header(event, model, locations[index])
         if header is None:

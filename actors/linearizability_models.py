@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 
 class Outcome(Enum):
@@ -96,7 +96,7 @@ def _register_step(state: Hashable, op: Operation) -> tuple[bool, Hashable]:
         return state == op.result, state
     if op.f == "write":
         return True, op.argument
-    expected, new = op.argument  # type: ignore[misc]
+    expected, new = cast("tuple[Hashable, Hashable]", op.argument)  # a cas argument is (expected, new)
     if op.outcome is Outcome.OK:
         return (True, new) if state == expected else (False, state)
     if op.outcome is Outcome.COMPARE_FAILED:
@@ -199,8 +199,8 @@ class _RegisterFootprint:
             # Invoked after op returned, a definite state change comes after op in every
             # linearization: whatever is invoked after it returns lies beyond I.
             definite = y.outcome is Outcome.OK and y.f in ("write", "cas")
-            if definite and op.ret is not None and y.call > op.ret:
-                end_of_interval = min(end_of_interval, y.ret)  # type: ignore[type-var]
+            if definite and op.ret is not None and y.ret is not None and y.call > op.ret:
+                end_of_interval = min(end_of_interval, y.ret)
         return found
 
 
@@ -239,11 +239,11 @@ class _LogFootprint:
 
     def add(self, op: Operation) -> None:
         if op.f == "read":
-            self._seen.update(set(op.result))  # type: ignore[arg-type]
+            self._seen.update(set(cast("Iterable[Hashable]", op.result)))  # an ok read returns a collection
 
     def discard(self, op: Operation) -> None:
         if op.f == "read":
-            self._seen.subtract(set(op.result))  # type: ignore[arg-type]
+            self._seen.subtract(set(cast("Iterable[Hashable]", op.result)))
 
     def removable(self, group: Collection[Operation]) -> bool:
         # Reads change nothing. An append no remaining read contains was linearized after every

@@ -120,6 +120,7 @@ def _linked_entries(known: Sequence[Operation]) -> tuple[list[int], list[int], l
     call node 2k+1 (odd) and return node 2k+2 (even)."""
     entries = []
     for k, op in enumerate(known):
+        assert op.ret is not None  # known: operations that returned
         entries.append((op.call, 2 * k + 1))
         entries.append((op.ret, 2 * k + 2))
     entries.sort()

@@ -9,6 +9,7 @@ Stable keys: ``event``, ``ts``, ``level``, ``node``, then the event's own (``sup
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -17,7 +18,7 @@ LOG_FORMATS = ("json", "console")
 _FIRST_KEYS = ("event", "ts", "level", "node", "supervisor", "child", "actor")
 
 
-def _order_keys(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _order_keys(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
     ordered = {k: event.pop(k) for k in _FIRST_KEYS if k in event}
     ordered.update(event)
     return ordered

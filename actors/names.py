@@ -24,6 +24,7 @@ def resolve(target: str, supervisor_path: str) -> str:
         raise BadPath(f"{target!r}: an actor name is a non-empty path such as 'root/counter' or 'counter'")
     root_id = supervisor_path.split("/", 1)[0]
     segments = target.split("/")
+    base: list[str]
     if target.startswith("/"):
         base, segments = [], segments[1:]
     elif not supervisor_path or (segments[0] == root_id and segments[0] not in (".", "..")):

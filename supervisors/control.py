@@ -80,7 +80,7 @@ class _Conn:
         self.pending = 0
 
 
-class ControlEndpoint(Actor):  # type: ignore[misc]
+class ControlEndpoint(Actor):
     """See the module docstring. Created by the launcher once the root supervisor started."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -46,6 +46,12 @@ class LoadedYaml:
     duplicate_keys: list[tuple[Path, int]] = field(default_factory=list)  # path of the repeated key, line
 
 
+def _mark(event: yaml.Event) -> yaml.Mark | None:
+    # this loader is PyYAML's pure-Python one: its marks are yaml.Mark (the stubs also allow libyaml's)
+    mark = event.start_mark
+    return mark if isinstance(mark, yaml.Mark) else None
+
+
 class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
@@ -54,7 +60,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._open_anchors: set[str] = set()  # anchors whose node is still being composed
         self._anchor_sizes: dict[str, int] = {}  # anchor -> nodes in its subtree, aliases expanded
 
-    def _count(self, nodes: int, mark: yaml.Mark) -> None:
+    def _count(self, nodes: int, mark: yaml.Mark | None) -> None:
         self._nodes += nodes
         if self._nodes > MAX_NODES:
             raise ComposerError(
@@ -65,19 +71,20 @@ class _BoundedLoader(yaml.SafeLoader):
                 mark,
             )
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()
+        mark = _mark(event)
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open_anchors:
                 raise ComposerError(
-                    None, None, f"alias *{event.anchor} is inside its own anchor (a cycle)", event.start_mark
+                    None, None, f"alias *{event.anchor} is inside its own anchor (a cycle)", mark
                 )
-            self._count(self._anchor_sizes.get(event.anchor, 1), event.start_mark)
+            self._count(self._anchor_sizes.get(event.anchor or "", 1), mark)
             return super().compose_node(parent, index)  # undefined aliases are refused there
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
-        self._count(1, event.start_mark)
+            raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+        self._count(1, mark)
         before, anchor = self._nodes, event.anchor
         if anchor is not None:
             self._open_anchors.add(anchor)

@@ -39,26 +39,26 @@ class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="
     pass
 
 
-class _GCounterWire(_Wire, tag="gcounter"):
+class _GCounterWire(_Wire, frozen=True, tag="gcounter"):
     counts: dict[_Name, _NonNegative]
 
 
-class _PNCounterWire(_Wire, tag="pncounter"):
+class _PNCounterWire(_Wire, frozen=True, tag="pncounter"):
     p: dict[_Name, _NonNegative]
     n: dict[_Name, _NonNegative]
 
 
-class _ExposureWire(_Wire, tag="exposure"):
+class _ExposureWire(_Wire, frozen=True, tag="exposure"):
     counters: dict[_Name, _PNCounterWire]
 
 
-class _ORSetWire(_Wire, tag="orset"):
+class _ORSetWire(_Wire, frozen=True, tag="orset"):
     entries: dict[str, frozenset[_WireDot]]
     compact: dict[_Name, _NonNegative]
     cloud: frozenset[_WireDot]
 
 
-class _DeltaWire(_Wire, tag="delta"):
+class _DeltaWire(_Wire, frozen=True, tag="delta"):
     sender: _Name
     sender_incarnation: _NonNegative
     recipient: _Name
@@ -68,7 +68,7 @@ class _DeltaWire(_Wire, tag="delta"):
     full_state: bool
 
 
-class _AckWire(_Wire, tag="ack"):
+class _AckWire(_Wire, frozen=True, tag="ack"):
     sender: _Name
     sender_incarnation: _NonNegative
     recipient: _Name

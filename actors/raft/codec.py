@@ -27,7 +27,7 @@ def _encode(value: object) -> bytes:
 
 def _decode(data: bytes, cls: type[T]) -> T:
     try:
-        return _DECODERS[cls].decode(data)  # type: ignore[no-any-return]
+        return _DECODERS[cls].decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise CodecError(f"cannot decode {cls.__name__} from {len(data)} bytes: {error}") from None
 

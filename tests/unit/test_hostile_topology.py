@@ -219,6 +219,7 @@ def test_duplicate_keys_are_errors_reported_with_the_schema_errors_sorted_by_lin
         "t.yaml:11: nodes[0].tree.children[0].restart: must be one of permanent, transient, temporary",
         "t.yaml:12: nodes[0].tree.children[0].args.a: duplicate key (YAML would silently keep only the "
         "last one)",
+        "t.yaml:12: nodes[0].tree.children[0].args.a: unknown key (this actor takes no args)",
     ]
 
 
