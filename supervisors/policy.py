@@ -8,7 +8,9 @@ Rules (OTP ``supervisor.erl``, plus Akka's backoff):
 - restart type decides *whether*: permanent always; transient unless the exit was normal or shutdown;
   temporary never;
 - strategy decides *which*: one_for_one the child; one_for_all every child; rest_for_one the child and
-  every child declared after it (in start order);
+  every child declared after it (in start order). A ``temporary`` child among those is stopped with them
+  and not restarted: OTP never restarts a temporary child, whatever the reason it was terminated for
+  (``supervisor_SUITE:temporary_bystander``);
 - intensity: more than ``intensity`` restarts within ``period`` seconds -> escalate;
 - backoff (optional, per child): delay = min(max, min * 2**attempt) * (1 +- jitter); the attempt counter
   resets when the child ran ``reset_after_s`` without exiting.
@@ -68,10 +70,13 @@ class Forget:
 
 @dataclass(frozen=True, slots=True)
 class RestartChildren:
-    """Stop ``children`` still running (reverse start order), wait ``delay`` s, start them in order."""
+    """Stop ``children`` and ``not_restarted`` still running (together, in reverse start order), wait
+    ``delay`` s, start ``children`` in order. ``not_restarted`` are the temporary bystanders of a
+    one_for_all / rest_for_one restart: stopped, never started again."""
 
     children: tuple[str, ...]
     delay: float
+    not_restarted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +155,12 @@ def decide(
         attempt = 0 if stable else attempts.get(child, 0)
         delay = backoff_delay(spec.backoff, attempt, rng)
         attempts[child] = attempt + 1
-    targets = affected_children(strategy, children, child)
+    affected = affected_children(strategy, children, child)
+    temporary = {c.id for c in children if c.restart is Restart.TEMPORARY}
+    targets = tuple(c for c in affected if c not in temporary)  # never ``child``: it was restarted
+    bystanders = tuple(c for c in affected if c in temporary)
     new_history = replace(history, restarts=window, attempts=attempts, restart_counts=counts)
-    return Decision(RestartChildren(targets, delay), new_history, len(window))
+    return Decision(RestartChildren(targets, delay, bystanders), new_history, len(window))
 
 
 def record_start(history: History, child: str, now: float) -> History:

@@ -43,13 +43,18 @@ def test_restart_type_decides_whether(child: str, kind: ExitKind, restarted: boo
 
 def test_strategy_decides_which() -> None:
     assert _decide("b", ExitKind.CRASH, strategy=Strategy.ONE_FOR_ONE).directive.children == ("b",)
-    assert _decide("b", ExitKind.CRASH, strategy=Strategy.ONE_FOR_ALL).directive.children == (
-        "a",
-        "b",
-        "c",
-        "d",
-    )
-    assert _decide("b", ExitKind.CRASH, strategy=Strategy.REST_FOR_ONE).directive.children == ("b", "c", "d")
+    assert _decide("b", ExitKind.CRASH, strategy=Strategy.ONE_FOR_ALL).directive.children == ("a", "b", "d")
+    assert _decide("b", ExitKind.CRASH, strategy=Strategy.REST_FOR_ONE).directive.children == ("b", "d")
+
+
+@pytest.mark.parametrize("strategy", [Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE])
+def test_temporary_bystander_is_stopped_and_not_restarted(strategy: Strategy) -> None:
+    # OTP supervisor_SUITE:temporary_bystander: a temporary child terminated because a sibling exited is
+    # removed, never restarted
+    directive = _decide("b", ExitKind.CRASH, strategy=strategy).directive
+    assert isinstance(directive, RestartChildren)
+    assert "c" not in directive.children and directive.not_restarted == ("c",)
+    assert _decide("b", ExitKind.CRASH, strategy=Strategy.ONE_FOR_ONE).directive.not_restarted == ()
 
 
 def test_intensity_window_slides_and_then_escalates() -> None:
