@@ -140,7 +140,7 @@ def _restore_fatal_signals() -> None:
             signal.signal(sig, signal.SIG_DFL)
 
 
-class SupervisedActor(Actor):  # type: ignore[misc]
+class SupervisedActor(Actor):
     """Base class for supervised actors. Override the ``on_*`` hooks; see the module docstring."""
 
     #: take a snapshot of ``self.state`` every this many persisted events (0 = never)
@@ -508,7 +508,7 @@ class SupervisedActor(Actor):  # type: ignore[misc]
             self._current_input = None
 
 
-class ReplyAddress(ActorAddress):  # type: ignore[misc]
+class ReplyAddress(ActorAddress):
     """The ``sender`` an actor sees for an ask: sending to it (``self.send(sender, value)``, as the README's
     Counter does) delivers ``Reply(request_id, value)`` to the asker. To plain Thespian it is the asker's
     address."""

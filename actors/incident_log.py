@@ -47,7 +47,7 @@ class IncidentLogActor(SupervisedActor):
         self.schedule("poll", self.poll)
 
     def _apply(self, records: list[Any]) -> None:
-        committed = []
+        committed: list[tuple[int, dict[str, Any]]] = []  # (index, incident)
         seen: set[str] = set()
         with self.event_log.batch() as batch:
             for rec in records:

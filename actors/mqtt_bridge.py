@@ -68,7 +68,10 @@ def _finite_number(value: Any, field: str) -> float:
     try:
         number = float(value)  # an int of 400 digits does not fit a float: OverflowError
     except OverflowError:
-        raise MalformedReading(f"{field} must be finite, got an integer of {_digits(value)} digits") from None
+        # only an int can overflow a float
+        raise MalformedReading(
+            f"{field} must be finite, got an integer of {_digits(int(value))} digits"
+        ) from None
     if not math.isfinite(number):
         raise MalformedReading(f"{field} must be finite, got {value!r}")
     return number

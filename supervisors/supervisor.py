@@ -216,8 +216,8 @@ class Supervisor(SupervisedActor):
             self._reconfigure(msg)
         elif isinstance(msg, WhereIs):
             child = self.children.get(msg.child_id)
-            running = child is not None and child.status == "running"
-            self.send(sender, Location(msg.child_id, child.address if running else None))
+            address = child.address if child is not None and child.status == "running" else None
+            self.send(sender, Location(msg.child_id, address))
 
     def _reconfigure(self, msg: Reconfigure) -> None:
         head, _, rest = msg.path.partition("/")
@@ -487,6 +487,7 @@ class Supervisor(SupervisedActor):
         self.stop_queue.extend(reversed(self.order))
 
         def report() -> None:
+            assert self.config is not None  # a supervisor escalates only once it is configured
             self.log.error(
                 "supervisor_escalated",
                 reason=reason,

@@ -47,6 +47,14 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from supervisors.safe_yaml import MAX_CHARS, YamlProblem, load_bounded
 from supervisors.spec import Backoff, ChildSpec, Restart, Strategy, SupervisorSpec, WorkerSpec
+from supervisors.topology_cluster import (
+    DEFAULT_ROLE,
+    Address,
+    ClusterConfig,
+    ClusterModel,
+    cluster_problems,
+    parse_address,
+)
 
 DEFAULT_TOPOLOGY = Path(__file__).with_name("default_topology.yaml")
 MAX_FILE_BYTES = MAX_CHARS  # checked on the bytes before decoding, then on the characters
@@ -121,11 +129,16 @@ class NodeModel(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     data_dir: str = Field(min_length=1)
     tree: SupervisorModel
+    # the cluster's view of the node (supervisors.topology_cluster checks them)
+    role: Literal["gateway", "edge"] | None = None
+    peer: str | None = Field(None, min_length=1, max_length=300)
+    api: str | None = Field(None, min_length=1, max_length=300)
 
 
 class TopologyModel(_Strict):
     python_path: list[str] = Field(default_factory=list, max_length=50)
     nodes: list[NodeModel] = Field(min_length=1)
+    cluster: ClusterModel | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +146,17 @@ class NodeConfig:
     name: str
     data_dir: Path
     tree: SupervisorSpec
+    role: str = DEFAULT_ROLE  # gateway | edge
+    peer: Address | None = None
+    api: Address | None = None
+    cluster: ClusterConfig | None = None  # None: a node on its own (no cluster: section)
 
 
 @dataclass(frozen=True, slots=True)
 class Topology:
     source: str
     nodes: tuple[NodeConfig, ...]
+    cluster: ClusterConfig | None = None
 
     def node(self, name: str | None) -> NodeConfig:
         if name is None:
@@ -384,8 +402,11 @@ def parse_topology(
             report(e["loc"], _message(e))
         for loc, msg in _raw_actor_errors(data):
             report(loc, msg)
+    cluster = None
     if model is not None:
-        for loc, msg in [*_python_path_errors(code_dir, entries), *_semantic_errors(model)]:
+        cluster_dir = code_dir if code_dir is not None else Path.cwd()
+        cluster, cluster_errors = cluster_problems(model.nodes, model.cluster, cluster_dir)
+        for loc, msg in [*_python_path_errors(code_dir, entries), *_semantic_errors(model), *cluster_errors]:
             report(loc, msg)
     if found:
         raise TopologyError(source, _capped([message for _, message in sorted(found, key=lambda f: f[0])]))
@@ -398,10 +419,14 @@ def parse_topology(
             if not Path(n.data_dir).is_absolute()
             else Path(n.data_dir),
             tree=_to_spec(n.tree),  # type: ignore[arg-type]
+            role=n.role or DEFAULT_ROLE,
+            peer=cluster.member(n.name).peer if cluster else None,
+            api=cluster.member(n.name).api if cluster else (parse_address(n.api) if n.api else None),
+            cluster=cluster,
         )
         for n in model.nodes
     )
-    return Topology(source, nodes)
+    return Topology(source, nodes, cluster)
 
 
 def _capped(errors: list[str]) -> list[str]:

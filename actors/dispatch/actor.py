@@ -222,10 +222,10 @@ class DispatcherActor(SupervisedActor):
                     self._pump(lane)
             self.schedule("poll", self.poll)
         elif name.startswith("retry/"):
-            lane = self.lanes.get(name.removeprefix("retry/"))
-            if lane is not None:
-                lane.waiting = False
-                self._pump(lane)
+            retrying = self.lanes.get(name.removeprefix("retry/"))
+            if retrying is not None:
+                retrying.waiting = False
+                self._pump(retrying)
 
     def on_stop(self) -> None:
         for lane in self.lanes.values():

@@ -406,8 +406,8 @@ class RaftReplicaActor(SupervisedActor):
                     continue
                 # total: a malformed committed entry is a no-op here (`applied` still advances past it),
                 # never an exception, or the replica would crash on it at every boot
-                incident, why = open_entry(entry.data, self.trusted)
-                if incident is None:
+                opened, why = open_entry(entry.data, self.trusted)
+                if opened is None:
                     batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
                     self.log.warning(
                         "entry_rejected",
@@ -417,7 +417,7 @@ class RaftReplicaActor(SupervisedActor):
                         reason=why,
                     )
                     continue
-                apply_incident(entry.index, incident)
+                apply_incident(entry.index, opened)
             if newly:
                 batch.put_value(self.prefix + "applied_count", self.applied_count + len(newly))
             if self.publish:
