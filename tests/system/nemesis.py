@@ -397,6 +397,7 @@ class SoakReport:
     good_fed: int = 0
     hostile_fed: int = 0
     node_starts: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
@@ -413,6 +414,7 @@ class SoakReport:
         ]
         lines += [f.line() for f in self.faults]
         lines += [f"verdict {k}: {v}" for k, v in self.verdicts.items()]
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -760,19 +762,19 @@ class Nemesis:
         return out
 
     def compare(self, reference: list[tuple[str, str, float]]) -> None:
-        """The same incidents as the clean run. In commit order for the one-member log; with three
-        replicas only as a set: proposals pending when a leader dies are re-proposed and may commit in
-        another order, which Raft allows (each still once, at one index on every replica)."""
+        """The same incidents as the clean run, each once (indexes are checked by :meth:`check`). Compared
+        as a set: the Raft replica drops a proposal it gets before it leads and re-proposes it ticks
+        later, so commit order depends on timing even in a clean run (measured: proposed S1..S4,
+        committed S2, S3, S4, S1 with no fault at all); Raft promises one order on every replica, not
+        the proposal order."""
         got = timeline(self.data_dir)
-        same = got == reference if not self.layout.raft3 else sorted(got) == sorted(reference)
+        missing, extra = sorted(set(reference) - set(got)), sorted(set(got) - set(reference))
+        same = sorted(got) == sorted(reference)
         self.report.verdicts["same incidents as the clean run"] = (
-            "ok"
-            if same
-            else (
-                f"missing {sorted(set(reference) - set(got))}, extra {sorted(set(got) - set(reference))}, "
-                f"order differs: {got != reference}"
-            )
+            "ok" if same else f"missing {missing}, extra {extra} (counts {len(got)} vs {len(reference)})"
         )
+        if same and got != reference:
+            self.report.notes.append("commit order differs from the clean run's (allowed, see compare)")
 
     def _check_poison(self) -> dict[str, str]:
         out: dict[str, str] = {}
