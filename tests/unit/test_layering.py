@@ -12,6 +12,8 @@ FORBIDDEN = {"thespian", "lmdb", "onnxruntime", "structlog", "time", "socket", "
 PURE = [
     "supervisors/spec.py",
     "supervisors/policy.py",
+    "supervisors/sequencer.py",
+    "supervisors/poison.py",
     "actors/dispatch/policy.py",
     "actors/linearizability.py",
     "actors/linearizability_models.py",
