@@ -448,7 +448,7 @@ class PeerLinks:
                         "frame_refused",
                         peer=peer.name,
                         lane=lane.name.lower(),
-                        reason=f"a {peer.role} node may not send {lane.name} frames",
+                        reason=f"role {peer.role!r} may not send {lane.name} frames",
                         action="dropped",
                         refused_total=peer.refused,
                     )
