@@ -26,6 +26,7 @@ Every method here runs in the actor's own process (one OS process per actor on `
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -40,7 +41,9 @@ from thespian.actors import (
     ActorExitRequest,
     ChildActorExited,
     PoisonMessage,
+    ThespianWatch,
     WakeupMessage,
+    WatchMessage,
 )
 
 from actors.args import validate_args
@@ -59,11 +62,18 @@ from actors.messages import (
     StopChild,
 )
 from actors.names import BadPath, resolve
+from actors.wakeups import Inbox, wake_dir
 
 __all__ = ["SupervisedActor", "crash_report", "input_of_message", "quarantine_key"]
 
 _TIMER = "garrison.timer"
 _ASK = "garrison.ask"  # wakeup payload tag of an ask's timeout
+_CATCH_UP = "garrison/catch-up"  # internal timers (a user timer cannot have these names)
+_SAFETY_NET = "garrison/safety-net"
+# Thespian skips socket I/O while a wakeup is already due: a zero-delay timer would hold up every send
+# (ChildStarted included) for as long as the actor keeps rescheduling it. A millisecond lets I/O run.
+_YIELD_S = 0.002
+SAFETY_NET_S = 5.0  # subscribed streams are also read this often, in case a doorbell ring was lost
 _TRACEBACK_LIMIT = 8000  # characters of traceback text carried in a crash report (the digest names the bug)
 _FATAL_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT)
 EXIT_FENCED = 75  # exit status of an instance whose writes were fenced off by a newer instance
@@ -149,6 +159,8 @@ class SupervisedActor(Actor):
     compact_on_snapshot: bool = True
     #: False for actors that are ready only later (a supervisor: once its children run)
     announce_started_after_on_start: bool = True
+    #: subscribed streams are also read this often (s), in case a doorbell ring was lost in a restart
+    safety_net_s: float = SAFETY_NET_S
     #: the schema of this actor's ``args`` (see ``actors.args``): checked at load and before ``on_start``,
     #: which then finds the validated instance in ``self.args``; None keeps ``args`` an unchecked dict
     Args: ClassVar[type[Any] | None] = None
@@ -172,6 +184,11 @@ class SupervisedActor(Actor):
         self._asks: dict[str, tuple[Any, str]] = {}  # request id -> (callback or None, path)
         self._ask_seq = 0
         self._replying_to: ReplyAddress | None = None  # the ask being handled now, if any
+        self._subscriptions: dict[str, Inbox] = {}
+        self._watched: dict[int, tuple[str, str]] = {}
+        self._safety_net_armed = False
+        self._wake_again_pending = False
+        self._wake_again_wanted = False
         _restore_fatal_signals()
 
     # -- hooks for subclasses -----------------------------------------------------------------------
@@ -277,6 +294,11 @@ class SupervisedActor(Actor):
         self._current_input = {"kind": "stream", "stream": first.stream, "first": first.seq, "last": last.seq}
         return kept
 
+    def mark_input(self, stream: str, seq: int) -> None:
+        """Name the one record being processed now, for consumers that work record by record across
+        handler calls (a crash until the handler returns is reported against it)."""
+        self._current_input = {"kind": "stream", "stream": stream, "first": seq, "last": seq}
+
     def _load_quarantine(self) -> None:
         assert self.config is not None
         keys = self.event_log.get_value(quarantine_key(self.path)) or []
@@ -295,6 +317,65 @@ class SupervisedActor(Actor):
             return False
         self.log.warning("poison_skipped", message_type=ref["message_type"], digest=ref["digest"])
         return True
+
+    # -- event-driven input: stream doorbells and watched fds ---------------------------------------
+
+    def subscribe(self, *streams: str) -> None:
+        """Call :meth:`on_appended` whenever a producer durably appends to one of ``streams`` (and once
+        right after this call, to catch up). A slow safety-net timer calls it too, in case a ring was lost
+        while this actor was restarting. Read after your offset in ``on_appended`` as before."""
+        assert self.config is not None
+        root = wake_dir(self.config.data_dir)
+        for stream in streams:
+            if stream in self._subscriptions:
+                continue
+            inbox = Inbox(root, stream, self.path)
+            self._subscriptions[stream] = inbox
+            self._watched[inbox.fd] = ("stream", stream)
+        self.schedule(_CATCH_UP, _YIELD_S)
+        if not self._safety_net_armed:
+            self._safety_net_armed = True
+            self.schedule(_SAFETY_NET, self.safety_net_s)
+
+    def wake_again(self) -> None:
+        """Call :meth:`on_appended` again as soon as Thespian has had its turn: a consumer with a backlog
+        does one bounded batch per call and asks for more, so its mailbox (a stop request) and its
+        outgoing messages are never held up behind a long catch-up."""
+        self._wake_again_wanted = True  # scheduled when the handler returns (see receiveMessage)
+
+    def watch_fd(self, fd: int, name: str) -> None:
+        """Call :meth:`on_ready` with ``name`` when ``fd`` is readable (a self-pipe from a library's
+        network thread, a socket). The actor must read it, or it is called again at once."""
+        self._watched[fd] = ("fd", name)
+
+    def unwatch_fd(self, fd: int) -> None:
+        self._watched.pop(fd, None)
+
+    def on_appended(self, stream: str) -> None:
+        """Records were appended to a subscribed ``stream`` (see :meth:`subscribe`)."""
+
+    def on_ready(self, name: str) -> None:
+        """A watched fd is readable (see :meth:`watch_fd`)."""
+
+    def _on_watch(self, ready: list[int]) -> None:
+        streams = []
+        for fd in ready:
+            kind, name = self._watched.get(fd, ("", ""))
+            if kind == "stream":
+                self._subscriptions[name].drain()
+                streams.append(name)
+            elif kind == "fd":
+                self.on_ready(name)
+        for stream in streams:
+            self.on_appended(stream)
+
+    def _on_internal_timer(self, name: str) -> None:
+        if name == _CATCH_UP:
+            self._wake_again_pending = False
+        if name == _SAFETY_NET:
+            self.schedule(_SAFETY_NET, self.safety_net_s)
+        for stream in list(self._subscriptions):
+            self.on_appended(stream)
 
     def schedule(self, name: str, seconds: float) -> None:
         """Deliver ``on_timer(name)`` after ``seconds`` (timers die with the instance)."""
@@ -446,11 +527,15 @@ class SupervisedActor(Actor):
             self.child_id, self.config.incarnation if self.config else 0, exc, msg, input_ref
         )
         if isinstance(msg, Route) and msg.request_id is not None and msg.reply_to is not None:
-            # the asker learns at once that its ask crashed the actor, instead of waiting for a timeout
-            self.send(msg.reply_to, AskFailed(msg.request_id, msg.path, "crashed", report.reason))
+            # the asker learns at once that its ask crashed the actor, instead of waiting for a timeout;
+            # the supervisor sends it (this process is killed as soon as the report is in)
+            failed = AskFailed(msg.request_id, msg.path, "crashed", report.reason)
+            report = dataclasses.replace(report, failed_ask=failed, failed_ask_to=msg.reply_to)
         if self._supervisor_address is not None:
             self.send(self._supervisor_address, report)
-        else:  # nobody to report to: exit so that at least the parent sees ChildActorExited
+        else:  # nobody to report to: answer the asker, then exit so the parent sees ChildActorExited
+            if report.failed_ask is not None:
+                self.send(report.failed_ask_to, report.failed_ask)
             self.send(self.myAddress, ActorExitRequest())
 
     def _dispatch(self, msg: object, sender: ActorAddress) -> None:
@@ -459,7 +544,11 @@ class SupervisedActor(Actor):
             and isinstance(msg.payload, tuple)
             and (len(msg.payload) == 2 and msg.payload[0] == _TIMER)
         ):
-            self.on_timer(msg.payload[1])
+            name = msg.payload[1]
+            if name in (_CATCH_UP, _SAFETY_NET):
+                self._on_internal_timer(name)
+            else:
+                self.on_timer(name)
         elif isinstance(msg, WakeupMessage) and isinstance(msg.payload, tuple) and msg.payload[:1] == (_ASK,):
             _tag, request_id, path, timeout = msg.payload
             if request_id in self._asks:
@@ -478,7 +567,22 @@ class SupervisedActor(Actor):
         self.on_stop()
         self.send(self.myAddress, ActorExitRequest())
 
-    def receiveMessage(self, msg: object, sender: ActorAddress) -> None:
+    def receiveMessage(self, msg: object, sender: ActorAddress) -> ThespianWatch | None:
+        self._take(msg, sender)
+        if self._wake_again_wanted and not self._wake_again_pending and not self._crashed:
+            # timed from the end of the handler: a wakeup that is already due when the handler returns
+            # would make Thespian skip its socket I/O (see _YIELD_S)
+            self._wake_again_pending = True
+            self.schedule(_CATCH_UP, _YIELD_S)
+        self._wake_again_wanted = False
+        # Thespian watches the fds this returns until the next message: the stream doorbells (FIFOs) and
+        # any fd the actor asked to watch wake this actor from its own select loop, with no timer
+        if self._watched and not self._crashed:
+            return ThespianWatch(list(self._watched))
+        return None
+
+    def _take(self, msg: object, sender: ActorAddress) -> None:
+        # (not ``_receive``: Thespian's simple base keeps its own ``_receive`` on the actor instance)
         if self._crashed or isinstance(msg, PoisonMessage):
             return
         if isinstance(msg, ActorExitRequest):
@@ -492,6 +596,9 @@ class SupervisedActor(Actor):
             return
         if self.config is None:
             self._stash.append((msg, sender))
+            return
+        if isinstance(msg, WatchMessage):
+            self._guard(self._on_watch, msg, list(msg.ready))
             return
         if self._is_quarantined_message(msg):
             return

@@ -38,19 +38,21 @@ class IncidentLogActor(SupervisedActor):
         self.offset_key = offset_key(f"incident-log/{self.path}")
         self.offset = int(self.event_log.get_value(self.offset_key, 0))
         self.index = self.event_log.last_seq(COMMITTED_INCIDENTS)
-        self.schedule("poll", self.poll)
+        self.subscribe(PROPOSED_INCIDENTS)
 
-    def on_timer(self, name: str) -> None:
-        records = self.event_log.read(PROPOSED_INCIDENTS, after=self.offset, limit=1024)
+    def on_appended(self, stream: str) -> None:
+        limit = self.input_limit(PROPOSED_INCIDENTS, 1024)
+        records = self.event_log.read(PROPOSED_INCIDENTS, after=self.offset, limit=limit)
         if records:
             self._apply(records)
-        self.schedule("poll", self.poll)
+        if len(records) == limit:
+            self.wake_again()  # a backlog: one batch per turn
 
     def _apply(self, records: list[Any]) -> None:
         committed: list[tuple[int, dict[str, Any]]] = []  # (index, incident)
         seen: set[str] = set()
         with self.event_log.batch() as batch:
-            for rec in records:
+            for rec in self.admit(records):
                 incident = rec.payload
                 missing = [k for k in REQUIRED if k not in incident]
                 if missing:

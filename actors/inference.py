@@ -69,7 +69,7 @@ class InferenceActor(SupervisedActor):
             model_version=self.model_version,
             threshold=self.episodes.threshold,
         )
-        self.schedule("poll", self.poll)
+        self.subscribe(READINGS)  # woken by the producer's commit: no poll timer
         self.schedule("model-check", MODEL_CHECK_S)
 
     @property
@@ -100,19 +100,20 @@ class InferenceActor(SupervisedActor):
         if name == "model-check":
             self._check_model()
             self.schedule("model-check", MODEL_CHECK_S)
-            return
-        while self._process_batch():
-            pass
-        self.schedule("poll", self.poll)
+
+    def on_appended(self, stream: str) -> None:
+        if self._process_batch():
+            self.wake_again()  # a backlog: one batch per turn, so stop requests are never held up
 
     def _process_batch(self) -> bool:
-        records = self.event_log.read(READINGS, after=self.offset, limit=self.batch_limit)
+        limit = self.input_limit(READINGS, self.batch_limit)
+        records = self.event_log.read(READINGS, after=self.offset, limit=limit)
         if not records:
             return False
         self.pipeline.detector = self.detector  # a model (re)loaded since the last chunk
         proposals = [
             self._incident(started, reading)
-            for started, reading in self.pipeline.process([r.payload for r in records])
+            for started, reading in self.pipeline.process([r.payload for r in self.admit(records)])
         ]
         with self.event_log.batch() as batch:
             for incident in proposals:
@@ -128,7 +129,7 @@ class InferenceActor(SupervisedActor):
                 confidence=incident["confidence"],
                 model_version=self.model_version,
             )
-        return len(records) == self.batch_limit
+        return len(records) == limit
 
     def _incident(self, started: EpisodeStarted, reading: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -14,8 +14,10 @@ reason, kept as a dead letter (raw text, topic, reason) and acknowledged, becaus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import queue
 import socket
 import time
@@ -250,6 +252,9 @@ class MqttBridgeActor(SupervisedActor):
         self.accepted = int(counts.get("accepted", 0))
         self.rejected = int(counts.get("rejected", 0))
         self.inbox: queue.SimpleQueue[_Arrived | _Status] = queue.SimpleQueue()
+        # a self-pipe: paho's network thread writes a byte after queueing, which wakes this actor through
+        # Thespian's own select loop (rings coalesce: a full pipe already means "something to drain")
+        self._bell_r, self._bell_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         client_id = a.client_id or f"garrison-{self.config.node}-{self.path.replace('/', '-')}"
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -277,22 +282,22 @@ class MqttBridgeActor(SupervisedActor):
         self.log.info(
             "mqtt_bridge_started", host=host, port=port, topic=self.topic, client_id=client_id, qos=self.qos
         )
-        self.schedule("drain", self.drain_interval)
+        self.watch_fd(self._bell_r, "arrivals")  # paho's thread rings this pipe: no drain timer
 
     # -- paho's network thread: only hand over, never touch the event log or the logger -------------
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            self.inbox.put(_Status("mqtt_connect_failed", {"reason": str(reason)}))
+            self._hand_over(_Status("mqtt_connect_failed", {"reason": str(reason)}))
             return
         client.subscribe(self.topic, qos=self.qos)
-        self.inbox.put(_Status("mqtt_connected", {"session_present": bool(flags.session_present)}))
+        self._hand_over(_Status("mqtt_connected", {"session_present": bool(flags.session_present)}))
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        self.inbox.put(_Status("mqtt_disconnected", {"reason": str(reason)}))
+        self._hand_over(_Status("mqtt_disconnected", {"reason": str(reason)}))
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
-        self.inbox.put(
+        self._hand_over(
             _Status("mqtt_subscribed", {"topic": self.topic, "granted": [str(r) for r in reasons]})
         )
 
@@ -303,24 +308,36 @@ class MqttBridgeActor(SupervisedActor):
             # paho decodes the topic on access; an exception here would stop its network thread for good,
             # so the message still goes through (and is rejected) instead
             topic = "<topic is not UTF-8>"
-        self.inbox.put(_Arrived(topic, bytes(msg.payload), msg.mid, msg.qos))
+        self._hand_over(_Arrived(topic, bytes(msg.payload), msg.mid, msg.qos))
+
+    def _hand_over(self, item: _Arrived | _Status) -> None:
+        self.inbox.put(item)
+        with contextlib.suppress(BlockingIOError):  # a full pipe of rings: a drain is already due
+            os.write(self._bell_w, b"\1")
 
     # -- the actor's thread -------------------------------------------------------------------------
 
-    def on_timer(self, name: str) -> None:
-        arrived: list[_Arrived] = []
-        while len(arrived) < self.batch_size:
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Status):
-                self.log.info(item.event, **item.fields)
-            else:
-                arrived.append(item)
-        if arrived:
-            self._store(arrived)
-        self.schedule("drain", 0 if len(arrived) == self.batch_size else self.drain_interval)
+    def on_ready(self, name: str) -> None:
+        # empty the pipe first: a ring written after this point is for items queued after it, which the
+        # next wake-up picks up even if this drain already took them
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._bell_r, 4096):
+                pass
+        while True:
+            arrived: list[_Arrived] = []
+            while len(arrived) < self.batch_size:
+                try:
+                    item = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Status):
+                    self.log.info(item.event, **item.fields)
+                else:
+                    arrived.append(item)
+            if arrived:
+                self._store(arrived)
+            if len(arrived) < self.batch_size:
+                return
 
     def _store(self, arrived: list[_Arrived]) -> None:
         now = time.time()

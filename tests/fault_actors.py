@@ -125,3 +125,24 @@ class Pinger(SupervisedActor):
             self.sent += 1
             self.send(msg.address, {"poison": True})
             self.send(msg.address, {"n": self.sent})
+
+
+class WokenCopier(SupervisedActor):
+    """Copies ``test/input`` to ``test/output``, woken only by the doorbell (its safety net is an hour)."""
+
+    safety_net_s = 3600.0
+
+    def on_start(self, args: dict[str, Any]) -> None:
+        self.offset = int(self.event_log.get_value("offset/woken-copier", 0))
+        self.subscribe(INPUT)
+
+    def on_appended(self, stream: str) -> None:
+        records = self.event_log.read(INPUT, self.offset)
+        if not records:
+            return
+        with self.event_log.batch() as batch:
+            for record in self.admit(records):
+                batch.append(OUTPUT, {"copied": record.payload["n"]})
+            batch.put_value("offset/woken-copier", records[-1].seq)
+        self.offset = records[-1].seq
+        self.log.info("copier_woken", through=self.offset)

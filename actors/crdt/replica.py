@@ -36,7 +36,7 @@ class CrdtReplicaArgs(ActorArgs):
     peers: list[str] = Field(default_factory=list, max_length=100)  # replica ids to gossip with
     consume_readings: bool = True  # count the node's readings (one replica per node should)
     reading_interval_s: float = Field(10.0, gt=0, le=86_400)  # s a reading's value is held for
-    gossip_interval: float = Field(0.2, gt=0, le=3600)  # s between gossip rounds
+    gossip_interval: float = Field(1.0, gt=0, le=3600)  # s between gossip rounds
     report_interval: float = Field(5.0, gt=0, le=86_400)  # s between ``exposure`` log events
 
 
@@ -64,6 +64,8 @@ class CrdtReplicaActor(SupervisedActor):
         self.log.info("exposure_recovered", replica=self.replica, exposure=self._report())
         self.schedule("work", self.gossip_interval)
         self.schedule("report", self.report_interval)
+        inputs = [gossip_stream(self.replica)] + ([READINGS] if self.consume else [])
+        self.subscribe(*inputs)  # readings and deltas are merged when they arrive; gossip goes out per tick
 
     def _report(self) -> dict[str, float]:
         return {p: v / MICRO for p, v in sorted(self.core.state.value().items())}
@@ -87,11 +89,19 @@ class CrdtReplicaActor(SupervisedActor):
             self.log.info("exposure", replica=self.replica, exposure=self._report())
             self.schedule("report", self.report_interval)
             return
+        self._work(gossip=True)
+        self.schedule("work", self.gossip_interval)
+
+    def on_appended(self, stream: str) -> None:
+        self._work(gossip=False)
+
+    def _work(self, gossip: bool) -> None:
         outgoing: list[GossipMessage] = []
-        changed = False
+        changed = backlog = False
         if self.consume:
             records = self.event_log.read(READINGS, after=self.readings_offset, limit=4096)
-            for rec in records:
+            backlog = len(records) == 4096
+            for rec in self.admit(records):
                 value = rec.payload.get("value")
                 if value is None or not math.isfinite(value) or value <= 0:
                     continue
@@ -99,14 +109,16 @@ class CrdtReplicaActor(SupervisedActor):
             if records:
                 self.readings_offset, changed = records[-1].seq, True
         inbox = self.event_log.read(gossip_stream(self.replica), after=self.inbox_offset, limit=1024)
-        for rec in inbox:
+        for rec in self.admit(inbox):
             outgoing.extend(self.core.receive(decode_message(rec.payload)))
         if inbox:
             self.inbox_offset, changed = inbox[-1].seq, True
-        outgoing.extend(self.core.tick())
+        if gossip:
+            outgoing.extend(self.core.tick())
         if changed or outgoing:
             self._save(outgoing)
-        self.schedule("work", self.gossip_interval)
+        if backlog or len(inbox) == 1024:
+            self.wake_again()  # a backlog: one batch per turn
 
     def on_message(self, msg: object, sender: Any) -> None:
         if msg == "exposure":

@@ -208,24 +208,33 @@ class DispatcherActor(SupervisedActor):
             sinks={n: lane.sink.kind for n, lane in self.lanes.items()},
             offsets={n: lane.inputs[0].offset for n, lane in self.lanes.items()},
         )
-        self.schedule("poll", self.poll)
+        self.subscribe(COMMITTED_INCIDENTS, *(replay_stream(name) for name in self.lanes))
 
     def _input(self, stream: str, key: str, is_replay: bool) -> _Input:
         return _Input(stream, key, int(self.event_log.get_value(key, 0)), is_replay)
 
     # -- timers -------------------------------------------------------------------------------------
 
+    def on_appended(self, stream: str) -> None:
+        for lane in self.lanes.values():
+            self._pump_some(lane)
+
+    def _pump_some(self, lane: _Lane) -> None:
+        """Deliver one batch per input; when that made progress, come back for more after Thespian's
+        turn (nothing else wakes the lane for records that are already there)."""
+        if lane.waiting:
+            return
+        before = [source.offset for source in lane.inputs]
+        self._pump(lane)
+        if not lane.waiting and [source.offset for source in lane.inputs] != before:
+            self.wake_again()
+
     def on_timer(self, name: str) -> None:
-        if name == "poll":
-            for lane in self.lanes.values():
-                if not lane.waiting:
-                    self._pump(lane)
-            self.schedule("poll", self.poll)
-        elif name.startswith("retry/"):
-            retrying = self.lanes.get(name.removeprefix("retry/"))
-            if retrying is not None:
-                retrying.waiting = False
-                self._pump(retrying)
+        if name.startswith("retry/"):
+            lane = self.lanes.get(name.removeprefix("retry/"))
+            if lane is not None:
+                lane.waiting = False
+                self._pump_some(lane)
 
     def on_stop(self) -> None:
         for lane in self.lanes.values():
@@ -249,6 +258,7 @@ class DispatcherActor(SupervisedActor):
                 if head is None:
                     break
                 seq, item = head
+                self.mark_input(source.stream, seq)
                 outcome, reason = self._attempt(lane, item)
                 if outcome == "wait":
                     drained = False
@@ -265,8 +275,11 @@ class DispatcherActor(SupervisedActor):
 
     def _head(self, source: _Input) -> tuple[int, Delivery] | None:
         if not source.buffered:
-            for rec in self.event_log.read(source.stream, after=source.read_through, limit=self.batch_size):
-                source.read_through = rec.seq
+            limit = self.input_limit(source.stream, self.batch_size)
+            records = self.event_log.read(source.stream, after=source.read_through, limit=limit)
+            if records:
+                source.read_through = records[-1].seq
+            for rec in self.admit(records):
                 p = rec.payload
                 source.buffered.append(
                     (rec.seq, Delivery(int(p["index"]), p["incident"], rec.seq if source.is_replay else None))
@@ -282,6 +295,11 @@ class DispatcherActor(SupervisedActor):
         allowed, change = lane.breaker.allow(time.monotonic())
         self._log_transition(sink.name, change)
         if not allowed:
+            # nothing polls any more: come back when the breaker lets a trial through
+            reopens = lane.breaker.reopens_at()
+            if reopens is not None and not lane.waiting:
+                lane.waiting = True
+                self.schedule(f"retry/{sink.name}", max(0.0, reopens - time.monotonic()))
             return "wait", ""
         try:
             sink.deliver(item)

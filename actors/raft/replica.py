@@ -42,7 +42,7 @@ from actors.raft.types import ConfChange, RaftConfig, Ready
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
-REPROPOSE_TICKS = 50
+REPROPOSE_TICKS = 20
 PROBE_SILENT_PEER_TICKS = 100
 # Bounded forwarding: at most one ProposeEntries message of this many entries per tick.
 MAX_PROPOSALS_PER_TICK = 256
@@ -142,7 +142,9 @@ class RaftReplicaArgs(ActorArgs):
     publish: bool = True  # propose the node's incidents and publish committed ones (one replica per node)
     # {node: base64 Ed25519 public key} whose signed entries are applied; default: this node's own key only
     trusted_keys: dict[str, str] | None = None
-    tick_s: float = Field(0.01, gt=0, le=10)  # s per Raft tick
+    # s per Raft tick: heartbeats every 3 ticks, elections after 15-30; proposals do not wait for a tick,
+    # they wake the replica when appended
+    tick_s: float = Field(0.05, gt=0, le=10)
     election_ticks: int = Field(15, ge=2, le=100_000)
     heartbeat_ticks: int = Field(3, ge=1, le=100_000)
     snapshot_every: int = Field(1000, ge=0, le=10_000_000)  # applied entries between snapshots (0 = never)
@@ -207,6 +209,12 @@ class RaftReplicaActor(SupervisedActor):
         )
         self._drain()
         self.schedule("tick", self.tick_s)
+        if self.publish:
+            self.subscribe(PROPOSED_INCIDENTS)
+
+    def on_appended(self, stream: str) -> None:
+        self._take_proposals()
+        self._drain()
 
     # -- peers ----------------------------------------------------------------------------------------
 
@@ -315,8 +323,13 @@ class RaftReplicaActor(SupervisedActor):
 
     def _take_proposals(self) -> None:
         room = 4 * MAX_PROPOSALS_PER_TICK - len(self.pending)  # bound what is outstanding
-        for rec in self.event_log.read(PROPOSED_INCIDENTS, after=self.read_upto, limit=max(room, 0)):
+        limit = self.input_limit(PROPOSED_INCIDENTS, max(room, 0))
+        records = self.event_log.read(PROPOSED_INCIDENTS, after=self.read_upto, limit=limit)
+        kept = {rec.seq for rec in self.admit(records)}  # a quarantined proposal is passed over
+        for rec in records:
             self.read_upto = rec.seq
+            if rec.seq not in kept or not isinstance(rec.payload, dict):
+                continue
             iid = rec.payload.get("incident_id")
             if (
                 iid

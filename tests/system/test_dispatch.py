@@ -3,10 +3,12 @@ Idempotency-Key, circuit breaker, dead letters and their replay."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,32 +52,56 @@ def file_indexes(path: Path) -> list[int]:
     return [json.loads(line)["index"] for line in path.read_text().splitlines() if line.endswith("}")]
 
 
+def kill_after_more_lines(path: Path, more: int, pid: int, timeout: float) -> int:
+    """SIGKILL ``pid`` once ``path`` grew by about ``more`` lines; returns the lines then. A woken sink
+    writes thousands of lines a second: watch the size (one stat) in a tight loop, not the parsed file."""
+    before = path.read_bytes() if path.exists() else b""
+    per_line = 200  # bytes, about; refined from the file when it has lines
+    if before.count(b"\n"):
+        per_line = len(before) // before.count(b"\n")
+    target = len(before) + more * per_line
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_size >= target:
+                os.kill(pid, signal.SIGKILL)
+                return path.read_bytes().count(b"\n")
+        time.sleep(0.0002)
+    raise AssertionError(f"{path} did not grow by {more} lines within {timeout}s")
+
+
 def test_file_sink_gets_each_incident_exactly_once_across_sigkills(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    commit_incidents(data_dir, 400)
+    total = 1500  # enough work to be killed twice in the middle of it
+    commit_incidents(data_dir, total)
     out = data_dir / "incidents.jsonl"
-    args = {"sinks": [{"kind": "file"}], "poll_interval": 0.01, "batch": 3}
+    args = {"sinks": [{"kind": "file"}], "batch": 3}
     topo = write_topology(
         tmp_path, supervisor("root", [worker("dispatch", DISPATCHER, args=args)], intensity=5)
     )
-    node = LiveNode(topo, duration=30)
-    for kills, at_least in enumerate((60, 200)):
-        node.wait_until(lambda n=at_least: len(file_indexes(out)) >= n, 20, f"{at_least} lines in {out}")
-        starts = node.named("child_started", child="dispatch") + node.named(
-            "child_restarted", child="dispatch"
+    node = LiveNode(topo, duration=60)
+    for kills in range(2):
+        starts = node.wait_until(  # a woken dispatcher may write lines before its start is logged
+            lambda: (
+                node.named("child_started", child="dispatch")
+                + node.named("child_restarted", child="dispatch")
+            ),
+            20,
+            "the dispatcher's start",
         )
-        os.kill(starts[-1]["pid"], signal.SIGKILL)
+        written = kill_after_more_lines(out, 50, starts[-1]["pid"], timeout=20)
+        assert written < total, f"the kill came after the last delivery ({written} lines): it proves nothing"
         restarted = kills + 1
         node.wait_until(
             lambda r=restarted: len(node.named("child_restarted", child="dispatch")) >= r, 10, "a restart"
         )
-    node.wait_until(lambda: len(file_indexes(out)) >= 400, 20, "all 400 incidents in the file")
+    node.wait_until(lambda: len(file_indexes(out)) >= total, 60, "all incidents in the file")
     run = node.finish(stop=True)
     assert run.code == 0, run.stderr[-3000:]
     assert len(run.named("child_lost", child="dispatch")) == 2
-    assert file_indexes(out) == list(range(1, 401))  # each exactly once, in order
+    assert file_indexes(out) == list(range(1, total + 1))  # each exactly once, in order
     ids = [json.loads(line)["incident"]["incident_id"] for line in out.read_text().splitlines()]
-    assert ids == [f"inc-{i:04d}" for i in range(1, 401)]
+    assert ids == [f"inc-{i:04d}" for i in range(1, total + 1)]
     assert run.leftover_processes() == []
 
 
