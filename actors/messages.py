@@ -61,6 +61,10 @@ class ChildFailed:
     # the input being processed when it crashed, for poison quarantine: {"kind": "stream", "stream",
     # "first", "last"} (a batch of event-log records) or {"kind": "message", "message_type", "digest"}
     input_ref: dict[str, Any] | None = None
+    # the ask being handled when it crashed: the SUPERVISOR answers it (AskFailed "crashed"), because the
+    # crashed process is SIGKILLed as soon as this report arrives and its own last sends could be lost
+    failed_ask: AskFailed | None = None
+    failed_ask_to: Any = None  # the asker's address (Thespian ActorAddress)
 
 
 @dataclass(frozen=True, slots=True)

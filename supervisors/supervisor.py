@@ -132,6 +132,8 @@ class Supervisor(SupervisedActor):
         elif isinstance(msg, ChildStarted):
             self._run(self.core.child_started(msg.child_id, msg.incarnation, msg.pid, time.time()))
         elif isinstance(msg, ChildFailed):
+            if msg.failed_ask is not None and msg.failed_ask_to is not None:
+                self.send(msg.failed_ask_to, msg.failed_ask)  # the crashed process is about to be killed
             self._run(self.core.child_failed(msg, time.time()))
         elif isinstance(msg, ChildExiting):
             self._run(self.core.child_exiting(msg.child_id, msg.incarnation))

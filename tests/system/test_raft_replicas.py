@@ -120,7 +120,9 @@ def test_three_replicas_survive_leader_sigkill_and_apply_each_incident_once(tmp_
 
 def test_entries_with_bad_signatures_are_rejected_identically_on_every_replica(tmp_path: Path) -> None:
     forger = worker(
-        "forger", actor="tests.fixture_actors.ForgedProposer", args={"target": "gw2", "after": 1.0}
+        "forger",
+        actor="tests.fixture_actors.ForgedProposer",
+        args={"target": "gw2", "after": 3.0},  # after the first election, even under load
     )
     topo = write_topology(tmp_path, cluster_tree(extra=[forger]))
     node = LiveNode(topo)
