@@ -45,7 +45,7 @@ def run(
     reinit: bool,
 ) -> None:
     """Run one node of TOPOLOGY (default: the embedded single-node topology)."""
-    from supervisors.node import NodeAlreadyRunning, run_node
+    from supervisors.node import EXIT_LAUNCHER_FAILED, NodeAlreadyRunning, run_node
 
     try:
         node = load_topology(topology).node(node_name)
@@ -63,6 +63,11 @@ def run(
     except NodeAlreadyRunning as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except Exception:  # a launcher bug: node_stopped already said so with exit_code 4; keep them equal
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(EXIT_LAUNCHER_FAILED)
     sys.exit(code)
 
 

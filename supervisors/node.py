@@ -48,6 +48,7 @@ from supervisors.topology import NodeConfig, TopologyError, load_topology
 EXIT_OK = 0
 EXIT_ESCALATED = 1
 EXIT_START_FAILED = 3
+EXIT_LAUNCHER_FAILED = 4  # a bug in the launcher itself: the traceback follows node_stopped
 SHUTDOWN_GRACE_S = 2.0  # for actor processes to finish exiting after Thespian's shutdown returned
 ROOT_START_MARGIN_S = 5.0  # beyond the root's own start timeout (its children's, summed)
 TOPOLOGY_CHECK_S = 1.0
@@ -99,9 +100,13 @@ class NodeRunner:
         from thespian.actors import ActorSystem
 
         asys = ActorSystem(SYSTEM_BASE, {"Admin Port": port}, logDefs=log_defs)
-        reason, code = "stopped", EXIT_OK
+        # the final line must carry the real outcome: if anything escapes the supervision loop, say so
+        reason, code = "launcher failed before the node stopped", EXIT_LAUNCHER_FAILED
         try:
             reason, code = self._supervise(asys, duration)
+        except BaseException as exc:
+            reason = f"launcher failed: {type(exc).__name__}: {exc}"
+            raise
         finally:
             leftovers = self._shutdown(asys)
             remove_control_files(node.data_dir)  # when the endpoint could not remove them itself
