@@ -30,6 +30,7 @@ from supervisors import certs
 from supervisors.peer import Lane, PeerConfig, PeerNode
 from supervisors.peer.frames import GossipFrame, Heartbeat, RaftFrame, encode_frame
 from supervisors.thespian_env import free_loopback_port
+from tests.harness.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
@@ -352,3 +353,85 @@ def test_bad_peers_are_refused_and_logged_and_good_links_keep_flowing(
             f"{receiver.name} to receive {sender.name}'s frames after the attacks",
         )
     assert peer_up(a, "b") and peer_up(b, "a")
+
+
+# ---- a stalled peer ------------------------------------------------------------------------------------
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_stopped_peer_fills_only_its_own_queue_and_recovers_after_sigcont(
+    certs_dir: Path, tmp_path: Path, procs: list[PeerProc]
+) -> None:
+    nodes = topology(a="gateway", b="gateway", c="gateway")
+    small = {"queue_sizes": {Lane.RAFT: 8, Lane.GOSSIP: 8, Lane.FORWARD: 8, Lane.SNAPSHOT: 4}}
+    procs += [PeerProc(config(certs_dir, n.name, nodes, **small), tmp_path) for n in nodes]
+    a, b, c = procs
+    wait_until(lambda: peer_up(a, "b") and peer_up(a, "c") and peer_up(c, "a"), 20, "a linked to b and c")
+
+    c.signal(signal.SIGSTOP)
+    wait_until(lambda: process_state(c.proc.pid) == "T", 5, "c to be stopped")
+    # Far more than loopback socket buffers hold: a's writer to c blocks in drain, then its queue fills.
+    for _ in range(10):
+        answer = a.send("c", ["raft"], count=40, size=100_000)  # answered at once: send never blocks
+        if answer["dropped"]:
+            break
+    assert answer["dropped"] > 0, answer
+    status = a.status()
+    assert status["status"]["c"]["dropped"]["raft"] > 0, status["status"]["c"]
+    assert status["unreachable"]["c"]["raft"] == status["status"]["c"]["dropped"]["raft"]
+    assert a.events("queue_dropped", peer="c", lane="raft")
+
+    # meanwhile a's frames to b flow as before
+    for _ in range(3):
+        seq = a.send("b", ["raft", "gossip"])["seq"]
+        wait_until(lambda seq=seq: last_payload(b, "a", "raft") == f"a:{seq}", 10, f"b to receive a:{seq}")
+    assert last_payload(b, "a", "gossip") == f"a:{seq}"
+    assert a.status()["status"]["b"]["dropped"] == {}
+    wait_until(lambda: a.events("peer_state", peer="c", state="down"), 10, "a to mark c down")
+    assert process_state(c.proc.pid) == "T"  # c was stopped all along
+
+    c.signal(signal.SIGCONT)
+    wait_until(lambda: peer_up(a, "c"), 20, "c up again after SIGCONT")
+    seq = a.send("c", ["raft"], size=10)["seq"]
+    wait_until(
+        lambda: last_payload(c, "a", "raft") == f"a:{seq}", 20, "c to receive a frame sent after SIGCONT"
+    )
+    wait_until(lambda: peer_up(c, "a") and peer_up(c, "b"), 20, "c to see its peers up again")
+
+
+# ---- partitions through the fault proxy ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("direction", ["to_target", "to_client"])
+def test_blackholing_one_direction_makes_the_peer_suspect_then_down_and_heal_brings_it_up(
+    certs_dir: Path, tmp_path: Path, procs: list[PeerProc], direction: str
+) -> None:
+    # a reaches b only through the proxy; b listens on its real port
+    real_b = free_loopback_port()
+    with FaultProxy(("127.0.0.1", real_b)) as proxy:
+        nodes = (
+            PeerNode("a", "gateway", "127.0.0.1", free_loopback_port()),
+            PeerNode("b", "gateway", "127.0.0.1", proxy.port),
+        )
+        a = PeerProc(config(certs_dir, "a", nodes), tmp_path)
+        procs.append(a)
+        procs.append(PeerProc(config(certs_dir, "b", nodes, listen_port=real_b), tmp_path))
+        b = procs[1]
+        wait_until(lambda: peer_up(a, "b"), 20, "a to see b up through the proxy")
+        assert proxy.connections >= 1 and proxy.forwarded["to_target"] > 0  # traffic really goes through it
+
+        proxy.blackhole(direction)
+        wait_until(lambda: proxy.dropped[direction] > 0, 10, f"the proxy to drop bytes going {direction}")
+        wait_until(lambda: a.events("peer_state", peer="b", state="suspect"), 10, "a to suspect b")
+        wait_until(lambda: a.events("peer_state", peer="b", state="down"), 10, "a to mark b down")
+        link = a.status()["status"]["b"]
+        assert link["state"] == "down" and link["last_error"], link
+        assert peer_up(b, "a")  # the other direction (b dials a directly) never went through the proxy
+
+        proxy.heal()
+        wait_until(lambda: peer_up(a, "b"), 20, "a to see b up again after heal")
+        seq = a.send("b", ["raft"])["seq"]
+        wait_until(lambda: last_payload(b, "a", "raft") == f"a:{seq}", 10, "a frame through the healed proxy")
