@@ -201,7 +201,10 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
         raise CertError(
             f"{key_path}: not an EC private key; make a new CA with `garrison certs init --force`"
         )
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+    cert_key = cert.public_key()  # any key type a certificate can hold; the CA's must be this EC key
+    if not isinstance(cert_key, ec.EllipticCurvePublicKey) or (
+        cert_key.public_numbers() != key.public_key().public_numbers()
+    ):
         raise CertError(f"{cert_path} and {key_path} do not belong together; restore the pair from one init")
     return cert, key
 
