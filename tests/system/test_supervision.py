@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.nodes import run_node, supervisor, worker, write_topology
+from tests.system.nodes import LiveNode, run_node, supervisor, worker, write_topology
 
 pytestmark = pytest.mark.system
 
@@ -153,3 +153,46 @@ def test_crash_in_on_start_is_a_crash(tmp_path: Path) -> None:
     assert run.named("child_restarted", child="starter")
     # the start sequence went on after the crash, in order
     assert run.named("child_started", child="after")
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
+def test_temporary_bystander_is_stopped_and_not_restarted(tmp_path: Path, strategy: str) -> None:
+    # OTP supervisor_SUITE:temporary_bystander: a temporary child terminated because a sibling crashed
+    # under one_for_all / rest_for_one is removed, never restarted; the permanent siblings are restarted
+    children = [
+        worker("a", args={"action": "crash", "after": 1.0, "times": 1}),
+        worker("b", restart="temporary"),
+        worker("c"),
+    ]
+    topo = write_topology(tmp_path, supervisor("root", children, strategy=strategy, intensity=5, period=30))
+    node = LiveNode(topo, duration=60)
+    try:
+        node.wait_for("child_started", child="c", timeout=30)
+        b_pid = node.pid_of("root", "b")
+        assert _alive(b_pid), "the temporary child's process must be running before its sibling crashes"
+        node.wait_for("child_restarted", child="c", timeout=30)
+        crash = node.named("child_crashed", child="a")
+        # the fault really happened: a crashed (its scripted crash) and the restart covered b
+        assert crash and crash[0]["reason"] == "RuntimeError: scripted crash #1", crash
+        assert crash[0]["not_restarted"] == ["b"] and "b" not in crash[0]["affected"], crash[0]
+        assert node.named("child_stopped", child="b"), "b must have been stopped by the restart"
+        node.wait_until(
+            lambda: not _alive(b_pid), timeout=10, what=f"the temporary child's pid {b_pid} to exit"
+        )
+        assert node.pid_of("root", "c") != int(node.named("child_started", child="c")[0]["pid"])
+    finally:
+        run = node.finish(timeout=60, stop=True)
+    assert run.code == 0, run.stderr[-3000:]
+    assert run.named("child_started", child="b") and not run.named("child_restarted", child="b")
+    assert len(run.named("child_stopped", child="b")) == 1  # not stopped again at node stop: it stayed down
+    assert sorted(e["child"] for e in run.named("child_restarted")) == ["a", "c"]
+    assert run.leftover_processes() == []
