@@ -70,10 +70,12 @@ class PeerConfig:
 
     def validate(self) -> PeerConfig:
         names = [n.name for n in self.nodes]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        lowered = [n.lower() for n in names]
+        dupes = sorted({n for n in names if lowered.count(n.lower()) > 1})
         if dupes:
             raise PeerConfigError(
-                f"peer config: nodes {dupes} appear more than once; give each node one entry"
+                f"peer config: nodes {dupes} appear more than once (names compare case-insensitively, "
+                "as certificate names do); give each node one distinct name"
             )
         if self.node not in names:
             raise PeerConfigError(f"peer config: node {self.node!r} is not among the nodes {names}")
