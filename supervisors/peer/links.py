@@ -50,6 +50,9 @@ from supervisors.peer.tls import PeerRefused, client_context, dns_names, identif
 DATA_LANES: Final = tuple(DEFAULT_QUEUE_SIZES)  # the queued lanes, in round-robin order
 ECHO_BUFFER_LIMIT: Final = 64 << 10  # skip echoing heartbeats to a peer that does not read them
 LOG_DROP_EVERY: Final = 1000  # after the first drop of an episode, log every Nth
+# Handshakes in progress at once: an unauthenticated client costs a socket and a TLS state until its
+# handshake times out, so a flood of them is capped instead of exhausting file descriptors.
+MAX_PENDING_HANDSHAKES: Final = 64
 
 OnFrame = Callable[[str, Body], None]
 OnUnreachable = Callable[[str, Lane], None]
@@ -104,7 +107,7 @@ class _Peer:
     seq: int = 0
     out_writer: asyncio.StreamWriter | None = None
     in_writer: asyncio.StreamWriter | None = None
-    reconnects: int = 0
+    connections: int = 0  # successful dials, the first included
     refused: int = 0
     sent: collections.Counter[Lane] = dataclasses.field(default_factory=collections.Counter)
     received: collections.Counter[Lane] = dataclasses.field(default_factory=collections.Counter)
@@ -136,7 +139,12 @@ class PeerLinks:
     """The node's links to its peers. ``await start()`` in the gateway's loop; ``await close()`` at exit.
 
     ``on_frame(peer, body)`` is called in the loop for every accepted frame (heartbeats excepted), with
-    ``peer`` the name authenticated by the peer's certificate; it must not block.
+    ``peer`` the name authenticated by the peer's certificate: authorise on ``peer``, never on a body's own
+    ``sender`` field, which the peer wrote. It must not block. ``on_unreachable(peer, lane)`` is called for
+    every frame dropped because the lane's queue to ``peer`` was full (Raft's ReportUnreachable; for the
+    SNAPSHOT lane, the snapshot failed and Raft should be told so). ``send`` and ``status`` are called from
+    the loop's thread. ``sent`` counts frames written to the socket, not delivered: frames in flight when a
+    connection dies are lost, as Raft allows.
     """
 
     def __init__(
@@ -165,6 +173,7 @@ class PeerLinks:
         self._server_ctx: ssl.SSLContext | None = None
         self._client_ctx: ssl.SSLContext | None = None
         self._closing = False
+        self._handshaking = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -249,7 +258,7 @@ class PeerLinks:
                 "last_error": p.last_error,
                 "connected_out": p.out_writer is not None,
                 "connected_in": p.in_writer is not None,
-                "reconnects": p.reconnects,
+                "connections": p.connections,
                 "refused": p.refused,
                 "queued": {lane.name.lower(): len(p.queues[lane]) for lane in DATA_LANES},
                 "sent": _lanes(p.sent),
@@ -286,13 +295,16 @@ class PeerLinks:
             try:
                 reader, writer = await asyncio.wait_for(self._dial(peer), self._timeout)
             except (OSError, TimeoutError, PeerRefused, ssl.SSLError) as error:
-                peer.last_error = describe(error)
+                reason = describe(error)
+                if reason != peer.last_error:  # once per distinct reason, not once per retry
+                    self._log.warning("peer_dial_failed", peer=peer.name, reason=reason, attempt=attempt + 1)
+                peer.last_error = reason
                 self._set_state(peer, "down")
                 await asyncio.sleep(self._backoff(attempt))
                 attempt += 1
                 continue
             attempt = 0
-            peer.reconnects += 1
+            peer.connections += 1
             reason = await self._run_outbound(peer, reader, writer)
             peer.last_error = reason
             self._set_state(peer, "down")
@@ -320,6 +332,7 @@ class PeerLinks:
         self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> str:
         peer.out_writer = writer
+        peer.ping = None  # a ping left from the last connection would report a stale RTT
         peer.last_echo_ns = time.monotonic_ns()  # the grace period starts at the handshake
         self._log.info("peer_connected", peer=peer.name, direction="out", address=f"{peer.host}:{peer.port}")
         tasks = [
@@ -404,12 +417,19 @@ class PeerLinks:
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def _handle_inbound(self, conn: socket.socket, address: str) -> None:
+        if self._handshaking >= MAX_PENDING_HANDSHAKES:
+            conn.close()
+            self._log.warning("peer_refused", address=address, reason="too many handshakes at once", names=[])
+            return
+        self._handshaking += 1
         try:
             reader, writer = await asyncio.wait_for(self._handshake(conn), self._timeout)
         except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as error:
             conn.close()
             self._log.warning("peer_refused", address=address, reason=describe(error), names=[])
             return
+        finally:
+            self._handshaking -= 1
         names = dns_names(writer.get_extra_info("peercert"))
         try:
             name = identify(names, self._peers, self._me.name)
