@@ -435,3 +435,32 @@ def test_blackholing_one_direction_makes_the_peer_suspect_then_down_and_heal_bri
         wait_until(lambda: peer_up(a, "b"), 20, "a to see b up again after heal")
         seq = a.send("b", ["raft"])["seq"]
         wait_until(lambda: last_payload(b, "a", "raft") == f"a:{seq}", 10, "a frame through the healed proxy")
+
+
+def test_a_delay_through_the_proxy_shows_in_the_measured_rtt_and_the_link_stays_up(
+    certs_dir: Path, tmp_path: Path, procs: list[PeerProc]
+) -> None:
+    real_b = free_loopback_port()
+    with FaultProxy(("127.0.0.1", real_b), seed=1) as proxy:
+        nodes = (
+            PeerNode("a", "gateway", "127.0.0.1", free_loopback_port()),
+            PeerNode("b", "gateway", "127.0.0.1", proxy.port),
+        )
+        procs.append(PeerProc(config(certs_dir, "a", nodes), tmp_path))
+        procs.append(PeerProc(config(certs_dir, "b", nodes, listen_port=real_b), tmp_path))
+        a, b = procs
+        wait_until(lambda: peer_up(a, "b"), 20, "a to see b up through the proxy")
+        proxy.delay(150, jitter_ms=20, direction="to_client")  # the echoes come back late
+        # the RTT a measures includes the injected delay (a lower bound the fault itself sets)
+        link = wait_until(
+            lambda: (lk := a.status()["status"]["b"])["rtt_ms"] >= 130 and lk,
+            10,
+            "a's RTT to b to include the delay",
+        )
+        assert link["state"] == "up", link  # 150 ms late is well within the 1 s down threshold
+        seq = a.send("b", ["forward"])["seq"]
+        wait_until(
+            lambda: last_payload(b, "a", "forward") == f"a:{seq}", 10, "a frame through the slow proxy"
+        )
+        assert proxy.forwarded["to_client"] > 0
+        assert not a.events("peer_state", peer="b", state="down")
