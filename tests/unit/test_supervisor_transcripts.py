@@ -387,3 +387,14 @@ def test_rewrite_round_trips_a_transcript() -> None:
         text = path.read_text()
         transcript = parse(text)
         assert transcript.render([c.expected for c in transcript.cases]) == text, path.name
+
+
+def test_a_changed_golden_is_caught() -> None:
+    # the comparison is not vacuous: a golden that says the temporary bystander is restarted (what
+    # garrison did before it matched OTP) differs from what the core does
+    text = (DIR / "temporary_bystander.txt").read_text()
+    assert "not_restarted=" in text
+    transcript = parse(text.replace(' not_restarted=["child2"]', ""))
+    shell = Shell()
+    outputs = [shell.run(case) for case in transcript.cases]
+    assert any(got != case.expected for case, got in zip(transcript.cases, outputs, strict=True))
