@@ -301,6 +301,9 @@ def test_no_listening_socket_of_a_node_runs_another_users_pickle(tmp_path: Path,
     try:
         session = node.session()
         node.wait_for("child_started", child="b")
+        # the launcher creates the control endpoint after the tree is up; meanwhile its Thespian client
+        # holds a transient listening socket that would be gone by the time it is attacked
+        node.wait_for("control_endpoint_ready")
         actor_pids = {node.pid_of("root", "a"), node.pid_of("root/group", "b")}
         actor_pids.add(int(node.named("node_started")[0]["root_pid"]))
         launcher_cmdline = Path(f"/proc/{node.proc.pid}/cmdline").read_bytes()
