@@ -12,7 +12,7 @@ For a laptop or a test; in production each host runs one node under systemd (``d
   stop, e.g. ``--duration`` or a SIGTERM of its own) is logged ``node_exited`` and left stopped, like
   systemd's ``Restart=on-failure``; ``up`` ends when no node is left;
 - SIGINT/SIGTERM: SIGTERM every node, wait ``stop_timeout``, then SIGKILL what is left (with all its
-  descendants); a second signal skips the wait;
+  descendants); a second signal (a second or more later) skips the wait;
 - each node process asks the kernel for SIGKILL when ``up`` dies (``PR_SET_PDEATHSIG``), and every node
   already does the same for its own actors: SIGKILL of ``up`` takes the whole cluster down, nothing is
   left running that nobody supervises.
@@ -48,6 +48,9 @@ DEFAULT_BACKOFF = Backoff(min_s=0.5, max_s=30.0, jitter=0.2, reset_after_s=30.0)
 DEFAULT_STOP_TIMEOUT = 30.0  # a node stops its tree in reverse order, each child within its shutdown_timeout
 SUPERVISOR = "garrison-up"  # the `supervisor` key of up's events, as a node's supervisors use their id
 _PR_SET_PDEATHSIG = 1
+# A signal this long after the first means "stop now" (a second Ctrl-C). Closer ones are the same request
+# delivered twice: `timeout` or `kill -- -PGID` signal the process and its group in one go.
+_SECOND_SIGNAL_AFTER = 1.0
 
 
 @dataclass
@@ -97,7 +100,8 @@ class Up:
         self.log = log
         self.rng = random.Random()
         self.stopping: str | None = None  # the signal that asked us to stop
-        self.signals_seen = 0
+        self.stop_requested_at = 0.0
+        self.hurry = False  # a second signal: kill now instead of waiting
         self._libc = _libc()  # loaded before any fork: the child only calls into it
         self._me = os.getpid()
 
@@ -200,9 +204,12 @@ class Up:
             os.close(wake_w)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signals_seen += 1
+        now = time.monotonic()
         if self.stopping is None:
             self.stopping = signal.Signals(signum).name
+            self.stop_requested_at = now
+        elif now - self.stop_requested_at >= _SECOND_SIGNAL_AFTER:
+            self.hurry = True
 
     def _stop_all(self, wake_r: int) -> int:
         self._reap()
@@ -218,8 +225,7 @@ class Up:
                 assert node.proc is not None
                 node.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
-        first_signals = self.signals_seen
-        while self._running() and time.monotonic() < deadline and self.signals_seen == first_signals:
+        while self._running() and time.monotonic() < deadline and not self.hurry:
             _wait(wake_r, min(0.5, max(0.0, deadline - time.monotonic())))
             self._reap()
         killed = []
@@ -229,10 +235,9 @@ class Up:
 
             kill_tree(node.proc.pid)  # the node and its actors at once, not one generation at a time
             killed.append(node.name)
-        self._reap()
-        for node in self._running():  # killed but not yet reaped
-            assert node.proc is not None
-            node.proc.wait()
+        while running := self._running():  # killed but not yet reaped
+            assert running[0].proc is not None
+            running[0].proc.wait()
             self._reap()
         self.log.info("up_stopped", killed=killed)
         return 1 if killed else 0

@@ -157,3 +157,24 @@ def test_validate_command_reports_cluster_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(bad)])
     assert result.exit_code == 1
     assert f"{bad}:22: cluster.raft_members[0]: 'edge-1' is an edge node" in result.output
+
+
+def test_shipped_city_topology_is_a_valid_cluster() -> None:
+    city = Path(__file__).resolve().parents[2] / "config" / "city.yaml"
+    result = CliRunner().invoke(main, ["validate", str(city)])
+    assert result.exit_code == 0, result.output
+    topo = load_topology(city)
+    assert topo.cluster is not None
+    roles = {n.name: n.role for n in topo.nodes}
+    assert roles == {
+        "gw-1": "gateway",
+        "gw-2": "gateway",
+        "gw-3": "gateway",
+        "edge-1": "edge",
+        "edge-2": "edge",
+    }
+    assert topo.cluster.raft_members == ("gw-1", "gw-2", "gw-3")
+    assert len({n.data_dir for n in topo.nodes}) == 5
+    for n in topo.nodes:  # edges run no Raft replica; gateways sense nothing
+        ids = {c.id for c in n.tree.children}
+        assert ("incident-log" in ids) == (n.role == "gateway") and ("sensors" in ids) == (n.role == "edge")
