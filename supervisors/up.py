@@ -11,7 +11,7 @@ For a laptop or a test; in production each host runs one node under systemd (``d
   ran ``reset_after`` seconds starts again from the shortest delay. A node that exits 0 (it was asked to
   stop, e.g. ``--duration`` or a SIGTERM of its own) is logged ``node_exited`` and left stopped, like
   systemd's ``Restart=on-failure``; ``up`` ends when no node is left;
-- SIGINT/SIGTERM: SIGTERM every node, wait ``stop_timeout``, then SIGKILL what is left (with all its
+- SIGINT/SIGTERM/SIGHUP: SIGTERM every node, wait ``stop_timeout``, then SIGKILL what is left (with all its
   descendants); a second signal (a second or more later) skips the wait;
 - each node process asks the kernel for SIGKILL when ``up`` dies (``PR_SET_PDEATHSIG``), and every node
   already does the same for its own actors: SIGKILL of ``up`` takes the whole cluster down, nothing is
@@ -116,7 +116,9 @@ class Up:
     def _spawn(self, node: NodeProcess) -> None:
         cmd = [sys.executable, "-m", "supervisors.cli", "run", str(self.topology), "--node", node.name]
         cmd += ["--log-format", self.log_format]
-        node.proc = subprocess.Popen(cmd, process_group=0, preexec_fn=self._die_with_up)
+        node.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, process_group=0, preexec_fn=self._die_with_up
+        )
         node.started_at = time.monotonic()
         node.restart_at = None
 
@@ -183,7 +185,10 @@ class Up:
 
     def run(self) -> int:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP too: a closed terminal reaches only up (the nodes have their own process groups), and
+        # dying of it would end the nodes by PDEATHSIG's SIGKILL instead of a graceful stop
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in stops}
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
         old_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         try:
