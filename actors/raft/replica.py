@@ -43,6 +43,7 @@ from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
 REPROPOSE_TICKS = 20
+IDLE_SOLO_TICK_S = 1.0  # tick of a one-member cluster's leader with nothing pending
 PROBE_SILENT_PEER_TICKS = 100
 # Bounded forwarding: at most one ProposeEntries message of this many entries per tick.
 MAX_PROPOSALS_PER_TICK = 256
@@ -305,7 +306,14 @@ class RaftReplicaActor(SupervisedActor):
         if self.publish:
             self._take_proposals()
         self._drain()
-        self.schedule("tick", self.tick_s)
+        self.schedule("tick", self._next_tick_s())
+
+    def _next_tick_s(self) -> float:
+        """A leader without peers has no heartbeats to send and no election to fear: with nothing pending
+        it ticks once a second (an idle node must sleep); proposals wake it through the doorbell anyway."""
+        if not self.peers and self.core.role == "leader" and not self.pending:
+            return max(self.tick_s, IDLE_SOLO_TICK_S)
+        return self.tick_s
 
     # -- proposals ------------------------------------------------------------------------------------
 
