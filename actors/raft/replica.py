@@ -21,6 +21,7 @@ Replicas of one node find each other through their supervisor (``WhereIs``) and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -272,7 +273,22 @@ class RaftReplicaActor(SupervisedActor):
                 self.log.warning("leadership_transfer_refused", to=msg.to, reason=str(exc))
         elif isinstance(msg, ChangeMembership):
             self.send(sender, self._change_membership(msg))
+        elif isinstance(msg, dict):
+            self._json_op(msg, sender)
         self._drain()
+
+    def _json_op(self, msg: dict[str, Any], sender: ActorAddress) -> None:
+        """What the node's control socket (plain JSON, e.g. the HTTP API) may ask: ``{"op": "raft_status"}``
+        answers the status as a map; ``{"op": "read_index", "ctx": "<unique>"}`` is a LinearizableRead
+        (answered once applied >= the read index; at once with ``applied_index`` -1 when not the leader)."""
+        op, ctx = msg.get("op"), msg.get("ctx")
+        if op == "raft_status":
+            self.send(sender, dataclasses.asdict(self.status()))
+        elif op == "read_index" and isinstance(ctx, str) and 0 < len(ctx) <= 200:
+            self.on_message(LinearizableRead(ctx), sender)
+        else:
+            error = "expected {'op': 'raft_status'} or {'op': 'read_index', 'ctx': <1..200 chars>}"
+            self.send(sender, {"error": f"{error}, got op {op!r}"})
 
     def _change_membership(self, msg: ChangeMembership) -> MembershipResult:
         if not isinstance(msg.replica, str) or not msg.replica or not isinstance(msg.kind, str):
