@@ -242,7 +242,12 @@ class SupervisedActor(Actor):
             log = open_event_log(os.path.join(self.config.data_dir, "eventlog"))
             # fence before the first read: an older instance of this path can no longer write, so what
             # this instance recovers is final (no orphan appends behind its back)
-            self.fence_token = log.acquire_fence(self.path)
+            given = self.config.extra.get("fence_token")
+            if isinstance(given, int):  # taken by the supervisor in its own restart write: no fsync here
+                log.adopt_fence(self.path, given)
+                self.fence_token = given
+            else:
+                self.fence_token = log.acquire_fence(self.path)
             self._event_log = log
         return self._event_log
 

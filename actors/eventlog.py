@@ -155,6 +155,9 @@ class WriteBatch:
         self._values: dict[str, bytes | None] = {}
         self._snapshots: dict[str, bytes] = {}
         self._compactions: dict[str, int] = {}
+        self._fence_bumps: list[str] = []
+        #: after the commit: the new fence token of every owner named with :meth:`bump_fence`
+        self.fences: dict[str, int] = {}
         self.assigned: dict[str, list[int]] = {}
 
     def append(self, stream: str, payload: Any) -> None:
@@ -176,6 +179,12 @@ class WriteBatch:
 
     def delete_value(self, key: str) -> None:
         self._values[key] = None
+
+    def bump_fence(self, owner: str) -> None:
+        """Take a new fence token for ``owner`` in this transaction (read in ``fences`` after the commit):
+        a supervisor does this for the instance it is about to create, in the write it makes anyway (its
+        restart history), so the new instance need not spend an fsync of its own (``adopt_fence``)."""
+        self._fence_bumps.append(owner)
 
     def save_snapshot(self, stream: str, seq: int, state: Any) -> None:
         self._snapshots[stream] = encode_envelope({"seq": seq, "state": state})
@@ -304,20 +313,25 @@ class EventLog:
         """Become the only instance allowed to write for ``owner`` (an actor path): bump its fence token
         durably and check it inside every later commit of this handle. A previous holder's next commit
         raises :class:`FencedOff`, even if it is still running (an orphan, a paused process)."""
-        key = f"{_FENCE_PREFIX}{owner}".encode()
         while True:
             try:
                 with self._env.begin(write=True) as txn:
-                    raw = txn.get(key, db=self._values)
-                    token = (_SEQ.unpack(raw)[0] if raw else 0) + 1
-                    txn.put(key, _SEQ.pack(token), db=self._values)
+                    token = self._bump_fence(txn, owner)
                 break
             except lmdb.MapFullError:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
                 self._env.set_mapsize(0)
-        self._fences[key] = token
+        self._fences[f"{_FENCE_PREFIX}{owner}".encode()] = token
         return token
+
+    def adopt_fence(self, owner: str, token: int) -> None:
+        """Write under a token a supervisor took for this instance (``WriteBatch.bump_fence``): a read, no
+        fsync. Raises :class:`FencedOff` if an even newer instance has taken the path since."""
+        key = f"{_FENCE_PREFIX}{owner}".encode()
+        self._fences[key] = token
+        with self._env.begin() as txn:
+            self._check_fence(txn)
 
     def _check_fence(self, txn: lmdb.Transaction) -> None:
         for key, token in self._fences.items():
@@ -355,7 +369,16 @@ class EventLog:
                 txn.put(stream.encode(), snap, db=self._snapshots)
             for stream, through in batch._compactions.items():
                 self._delete_through(txn, stream, through)
+            fences = {owner: self._bump_fence(txn, owner) for owner in batch._fence_bumps}
+        batch.fences = fences
         return assigned
+
+    def _bump_fence(self, txn: lmdb.Transaction, owner: str) -> int:
+        key = f"{_FENCE_PREFIX}{owner}".encode()
+        raw = txn.get(key, db=self._values)
+        token = (_SEQ.unpack(raw)[0] if raw else 0) + 1
+        txn.put(key, _SEQ.pack(token), db=self._values)
+        return token
 
     def _delete_through(self, txn: lmdb.Transaction, stream: str, through: int) -> None:
         prefix = _stream_prefix(stream)

@@ -113,6 +113,7 @@ class Supervisor(SupervisedActor):
             hold_limit=HOLD_LIMIT,
         )
         self.addresses: dict[str, ActorAddress] = {}  # child id -> address of its current instance
+        self._fence_tokens: dict[str, int] = {}  # child path -> token taken for the instance being created
         self.log = self.log.bind(supervisor=self.my_path)
         self._run(self.core.start(time.time()))
 
@@ -167,8 +168,40 @@ class Supervisor(SupervisedActor):
     # -- actions out ----------------------------------------------------------------------------------
 
     def _run(self, actions: list[Action]) -> None:
-        for action in actions:
-            self._do(action)
+        # A restart is one durable write: the history that must be on disk before the directive runs, and
+        # the fence tokens of the instances it creates (they adopt them instead of writing their own).
+        pending: SaveHistory | None = None
+        for i, action in enumerate(actions):
+            if isinstance(action, SaveHistory):
+                if pending is not None:
+                    self._save(pending, [])
+                pending = action
+            elif isinstance(action, CreateChild) and pending is not None:
+                creates = [a for a in actions[i:] if isinstance(a, CreateChild)]
+                self._fence_tokens = self._save(pending, [self._child_path(a.child) for a in creates])
+                pending = None
+                self._create(action, self._fence_tokens.pop(self._child_path(action.child), None))
+            elif isinstance(action, CreateChild):
+                self._create(action, self._fence_tokens.pop(self._child_path(action.child), None))
+            else:
+                if pending is not None and not isinstance(action, Log):
+                    self._save(pending, [])
+                    pending = None
+                self._do(action)
+        if pending is not None:
+            self._save(pending, [])
+        self._fence_tokens = {}  # a token serves exactly one instance: never one of a later action list
+
+    def _child_path(self, child: str) -> str:
+        return f"{self.my_path}/{child}"
+
+    def _save(self, action: SaveHistory, fence_for: list[str]) -> dict[str, int]:
+        with self.event_log.batch() as batch:
+            batch.put_value(self._history_key, action.history)
+            batch.put_value(self._poison_key, action.poison)
+            for owner in fence_for:
+                batch.bump_fence(owner)
+        return batch.fences
 
     def _do(self, action: Action) -> None:
         if isinstance(action, Log):
@@ -184,9 +217,7 @@ class Supervisor(SupervisedActor):
         elif isinstance(action, Kill):
             self._kill(action)
         elif isinstance(action, SaveHistory):
-            with self.event_log.batch() as batch:
-                batch.put_value(self._history_key, action.history)
-                batch.put_value(self._poison_key, action.poison)
+            self._save(action, [])
         elif isinstance(action, Quarantine):
             self._quarantine(action)
         elif isinstance(action, Deliver):
@@ -204,7 +235,7 @@ class Supervisor(SupervisedActor):
                 self.send(self._supervisor_address, TreeStopped())
             self.send(self.myAddress, ActorExitRequest())
 
-    def _create(self, action: CreateChild) -> None:
+    def _create(self, action: CreateChild, fence_token: int | None = None) -> None:
         spec = action.spec
         actor_class = SUPERVISOR_CLASS if isinstance(spec, SupervisorSpec) else spec.actor
         address = self.createActor(actor_class)
@@ -213,6 +244,8 @@ class Supervisor(SupervisedActor):
         extra: dict[str, Any] = {"spec": spec} if isinstance(spec, SupervisorSpec) else {}
         if action.suspect_input is not None:
             extra["suspect_input"] = dict(action.suspect_input)
+        if fence_token is not None:
+            extra["fence_token"] = fence_token
         self.send(
             address,
             Configure(
