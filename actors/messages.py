@@ -194,3 +194,25 @@ class ControlReady:
 
     socket_path: str
     error: str = ""
+
+
+# -- the peer gateway (a node's links to other nodes; see supervisors/peer/shell.py) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSend:
+    """Raft replica -> the node's peer gateway shell (``root/peer``): deliver ``body`` to the replica on
+    node ``to_node``. ``kind`` is ``raft`` (raft-codec bytes of one Message) or ``propose`` (msgpack list of
+    signed entries a follower forwards to the leader). Loss is allowed: Raft retries."""
+
+    to_node: str
+    body: bytes
+    kind: str = "raft"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerGatewayUp:
+    """Peer gateway shell -> the local Raft replica, at each (re)start: send ``PeerSend`` to this sender
+    (its address changes with every restart of the shell)."""
+
+    pid: int

@@ -1,0 +1,65 @@
+"""The node's HTTP API (``supervisors.peer.api``) served inside the gateway's asyncio loop.
+
+The API's backend is the node backend (``supervisors.peer.node_backend.NodeBackend``: proposals through
+the local ``incidents/proposed`` stream, reads from ``incidents/committed`` and the replica), with the
+gateway's view added to ``status()``: peer links (state, RTT, drops), gossip counts and the edge backlog.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.logs import get_logger
+
+
+class GatewayBackend:
+    """The API backend of a node that runs a peer gateway: the node backend plus the gateway's status."""
+
+    def __init__(self, gateway: Any, inner: Any) -> None:
+        self.gateway = gateway
+        self.inner = inner
+
+    async def propose(self, incident: Any) -> Any:
+        return await self.inner.propose(incident)
+
+    async def read(self, after: int, limit: int, linearizable: bool) -> Any:
+        return await self.inner.read(after, limit, linearizable)
+
+    def ready(self) -> Any:
+        return self.inner.ready()
+
+    def status(self) -> dict[str, Any]:
+        out = dict(self.inner.status())
+        gw = self.gateway.status()
+        out["peers"] = gw["peers"]
+        out["gateway"] = {k: v for k, v in gw.items() if k != "peers"}
+        if "edge" in gw:
+            out["edge_backlog"] = gw["edge"]["backlog"]
+        return out
+
+    def __getattr__(self, name: str) -> Any:  # anything else the API needs comes from the node backend
+        return getattr(self.inner, name)
+
+
+async def start_api(gateway: Any, topology: str | None) -> Any:
+    """Start the API on the node's ``api`` address; returns the aiohttp runner (None: no API here)."""
+    from supervisors.topology import load_topology
+
+    log = get_logger(component="peer_gateway")
+    node = load_topology(topology).node(gateway.node)
+    if node.api is None:
+        return None
+    try:
+        from aiohttp import web
+
+        from supervisors.peer.api import make_app
+        from supervisors.peer.node_backend import NodeBackend
+    except ImportError as exc:
+        log.warning("peer_api_unavailable", reason=f"{type(exc).__name__}: {exc}")
+        return None
+    backend = GatewayBackend(gateway, NodeBackend(str(gateway.data_dir), gateway.node, "root/incident-log"))
+    runner = web.AppRunner(make_app(backend))
+    await runner.setup()
+    await web.TCPSite(runner, node.api.host, node.api.port).start()
+    log.info("peer_api_listening", address=str(node.api))
+    return runner

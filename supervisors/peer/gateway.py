@@ -1,0 +1,512 @@
+"""The node's peer gateway: everything that crosses the node's boundary, in one asyncio process.
+
+    python -m supervisors.peer.gateway --topology FILE --node NAME [--data-dir DIR]
+
+Started by exec from the ``PeerGatewayActor`` shell (never forked by Thespian: an asyncio loop and TLS
+contexts must not cross a fork), and dies with it (PR_SET_PDEATHSIG; end of stdin). It owns the node's
+``PeerLinks`` and bridges three lanes to the node:
+
+- **Raft** (low latency, loss allowed): frames from the shell on stdin (``PipeRaft``) go to the named
+  peer; Raft frames from a peer go to the shell on stdout, which tells the local replica. A Raft frame is
+  accepted only from a Raft member (the links check the sender's role) and only if the raft message's own
+  ``sender`` is the authenticated peer. Messages over ``SNAPSHOT_CHUNK`` bytes (InstallSnapshot) travel as
+  chunks on the snapshot lane and are reassembled before they reach the shell.
+- **Gossip** (durable, low rate): the CRDT replica appends messages for replica ``R`` (= node ``R``) to the
+  local stream ``gossip/R``; for every remote ``R`` the gateway tails that stream (doorbell ``Inbox``), sends
+  each message to node R and compacts what it sent. Inbound gossip whose sender is the authenticated peer
+  and whose recipient is this node is appended to the local ``gossip/<node>`` (which wakes the replica).
+- **Forward** (edge nodes): the edge's gateway tails its own ``incidents/proposed`` and sends each record,
+  signed with the node's Ed25519 key, to a reachable Raft member; the member checks the signature against
+  the keys the topology trusts, appends the incidents durably to its own ``incidents/proposed`` (its
+  replica proposes them) and acks their sequence numbers. The edge advances its durable forward offset
+  only over acked records, so a record is never lost; one re-sent after a lost ack is a duplicate that Raft
+  applies once (``incident_id`` is the key at apply). The backlog (head - offset) is in ``status()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from actors.crdt.codec import CodecError
+from actors.crdt.codec import decode_message as decode_gossip
+from actors.eventlog import EventLog, open_event_log
+from actors.logs import configure_logging, get_logger
+from actors.raft.codec import decode_message as decode_raft
+from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, verify
+from actors.streams import PROPOSED_INCIDENTS
+from actors.wakeups import Inbox, wake_dir
+from supervisors.peer.bridge import PipeError, PipeRaft, PipeReader, PipeUnreachable, encode_pipe
+from supervisors.peer.bridge_cluster import ClusterModeError, ClusterView, load_cluster
+from supervisors.peer.frames import Body, ForwardFrame, GossipFrame, Lane, RaftFrame, SnapshotChunk
+from supervisors.peer.links import PeerLinks
+
+CONSUMER: Final = "peer-gateway"  # the gateway's name as a stream consumer (doorbells, offsets)
+SNAPSHOT_CHUNK: Final = 256 << 10  # raft messages above this go chunked on the snapshot lane
+MAX_REASSEMBLY: Final = 64 << 20
+PIPE_OUT_LIMIT: Final = 16 << 20  # stdout bytes the shell has not read yet; above it Raft frames drop
+GOSSIP_BATCH: Final = 256
+FORWARD_WINDOW: Final = 512  # records in flight to the gateways
+FORWARD_BATCH: Final = 128  # records per forward frame
+FORWARD_RESEND_S: Final = 2.0  # an unacked record is sent again (maybe to another member) after this
+POLL_S: Final = 0.25  # safety net for the tails, and the forwarder's retry clock
+KIND_BYTE: Final = {"raft": b"R", "propose": b"P"}
+KIND_OF: Final = {v[0]: k for k, v in KIND_BYTE.items()}
+
+_encode = msgspec.msgpack.Encoder(order="deterministic").encode
+_decode = msgspec.msgpack.decode
+
+
+class ForwardBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An edge's forwarded proposals: ``records`` is msgpack ``[[seq, incident], ...]``, ``sig`` its
+    Ed25519 signature by the edge's node key."""
+
+    records: bytes
+    sig: bytes
+
+
+class ForwardAck(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    acked: list[int]
+
+
+class _PipeOut:
+    """Non-blocking stdout towards the shell: a bounded buffer flushed when the pipe is writable."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, log: Any) -> None:
+        self.loop, self.fd, self.log = loop, fd, log
+        os.set_blocking(fd, False)
+        self.buf = bytearray()
+        self.dropped = 0
+        self.watching = False
+
+    def write(self, frame: bytes) -> bool:
+        if len(self.buf) + len(frame) > PIPE_OUT_LIMIT:
+            self.dropped += 1  # the shell is not reading: a lost Raft message is retried by Raft
+            return False
+        self.buf += frame
+        self._flush()
+        return True
+
+    def _flush(self) -> None:
+        while self.buf:
+            try:
+                n = os.write(self.fd, self.buf)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                self.buf.clear()
+                raise
+            del self.buf[:n]
+        if self.buf and not self.watching:
+            self.loop.add_writer(self.fd, self._flush)
+            self.watching = True
+        elif not self.buf and self.watching:
+            self.loop.remove_writer(self.fd)
+            self.watching = False
+
+
+class Gateway:
+    """One node's gateway; ``await run()`` until stdin closes or a signal. ``status()`` is plain data."""
+
+    def __init__(self, view: ClusterView, data_dir: Path, use_stdio: bool = True) -> None:
+        assert view.peer_config is not None, "a node without a peer address has no gateway"
+        self.view = view
+        self.node = view.node
+        self.data_dir = data_dir
+        self.use_stdio = use_stdio
+        self.log = get_logger(component="peer_gateway")
+        self.event_log: EventLog = open_event_log(data_dir / "eventlog")
+        self.links = PeerLinks(view.peer_config, self._on_frame, self._on_unreachable)
+        self.members = tuple(m for m in view.raft_members if m != self.node)
+        self.is_member = self.node in view.raft_members
+        self.gossip_to = tuple(p for p in view.gossip_peers if p != self.node)
+        self.trusted = {n: parse_public_key(k) for n, k in view.trusted_keys.items()}
+        self.stop = asyncio.Event()
+        self.reassembly: dict[tuple[str, str], bytearray] = {}
+        self.snapshot_seq = itertools.count(1)
+        self.pipe_out: _PipeOut | None = None
+        self.pipe_in = PipeReader()
+        self.inboxes: list[Inbox] = []
+        self.gossip_offsets: dict[str, int] = {}
+        self.gossip_sent = 0
+        self.gossip_received = 0
+        self.refused = 0
+        self.inbound_gossip: list[bytes] = []
+        # forward lane (edge)
+        self.forward_key = f"{CONSUMER}/forward_offset"
+        self.forward_offset = 0
+        self.forward_read = 0
+        self.inflight: OrderedDict[int, tuple[Any, float]] = OrderedDict()
+        self.forward_ids = itertools.count(1)
+        self.forwarded = 0
+        self.forward_target: str | None = None
+        self.signing_key: Any = None
+        self.forward_received = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await self.links.start()
+        if self.use_stdio:
+            self.pipe_out = _PipeOut(loop, sys.stdout.fileno(), self.log)
+            stdin = sys.stdin.fileno()
+            os.set_blocking(stdin, False)
+            loop.add_reader(stdin, self._read_stdin, stdin)
+        root = wake_dir(self.data_dir)
+        for peer in self.gossip_to:
+            stream = f"gossip/{peer}"
+            inbox = Inbox(root, stream, CONSUMER)
+            self.inboxes.append(inbox)
+            self.gossip_offsets[peer] = int(self.event_log.get_value(f"{CONSUMER}/gossip/{peer}", 0))
+            loop.add_reader(inbox.fd, self._on_gossip_bell, inbox, peer)
+        forwarding = self.view.role == "edge" and bool(self.members)
+        if forwarding:
+            self.signing_key = load_or_create_signing_key(self.data_dir, self.node)
+            self.forward_offset = int(self.event_log.get_value(self.forward_key, 0))
+            self.forward_read = self.forward_offset
+            inbox = Inbox(root, PROPOSED_INCIDENTS, CONSUMER)
+            self.inboxes.append(inbox)
+            loop.add_reader(inbox.fd, self._on_forward_bell, inbox)
+        self.log.info(
+            "peer_gateway_started",
+            pid=os.getpid(),
+            port=self.links.port,
+            role=self.view.role,
+            raft_members=list(self.view.raft_members),
+            gossip_peers=list(self.gossip_to),
+            forwarding=forwarding,
+        )
+        try:
+            while not self.stop.is_set():
+                for peer in self.gossip_to:
+                    self._send_gossip(peer)
+                if forwarding:
+                    self._forward()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), POLL_S)
+        finally:
+            for inbox in self.inboxes:
+                loop.remove_reader(inbox.fd)
+                inbox.close()
+            await self.links.close()
+
+    def _read_stdin(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            return
+        if not data:  # the shell is gone: so is the reason to run
+            self.log.info("peer_gateway_stdin_closed")
+            asyncio.get_running_loop().remove_reader(fd)
+            self.stop.set()
+            return
+        try:
+            messages = self.pipe_in.feed(data)
+        except PipeError as exc:
+            self.log.error("peer_gateway_pipe_broken", reason=str(exc))
+            self.stop.set()
+            return
+        for msg in messages:
+            if isinstance(msg, PipeRaft):
+                self.send_raft(msg.peer, msg.data, msg.kind)
+
+    # ---- raft lane ---------------------------------------------------------------------------------
+
+    def send_raft(self, peer: str, data: bytes, kind: str = "raft") -> None:
+        if peer not in self.members:
+            self.log.warning("raft_send_refused", peer=peer, reason="not a Raft member of the topology")
+            return
+        payload = KIND_BYTE.get(kind, b"R") + data
+        if len(payload) <= SNAPSHOT_CHUNK:
+            self.links.send(peer, RaftFrame(sender=self.node, recipient=peer, payload=payload))
+            return
+        sid = f"{self.node}-{os.getpid()}-{next(self.snapshot_seq)}"
+        for offset in range(0, len(payload), SNAPSHOT_CHUNK):
+            chunk = payload[offset : offset + SNAPSHOT_CHUNK]
+            last = offset + SNAPSHOT_CHUNK >= len(payload)
+            body = SnapshotChunk(
+                sender=self.node, recipient=peer, snapshot_id=sid, offset=offset, data=chunk, last=last
+            )
+            if not self.links.send(peer, body):
+                return  # the rest is useless without this chunk; Raft sends the snapshot again
+
+    def _raft_in(self, peer: str, payload: bytes) -> None:
+        kind = KIND_OF.get(payload[0]) if payload else None
+        data = payload[1:]
+        if kind is None:
+            return self._refuse(peer, "raft", "unknown raft payload kind")
+        if kind == "raft":
+            try:
+                sender = decode_raft(data).sender
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+                return self._refuse(peer, "raft", f"malformed raft message: {exc}")
+            if sender != peer:
+                return self._refuse(peer, "raft", f"raft message claims sender {sender!r}")
+        if self.pipe_out is not None:
+            self.pipe_out.write(encode_pipe(PipeRaft(peer, data, kind)))
+
+    def _snapshot_in(self, peer: str, body: SnapshotChunk) -> None:
+        key = (peer, body.snapshot_id)
+        buf = self.reassembly.get(key)
+        if buf is None:
+            if body.offset != 0:
+                return  # the start was lost: Raft will send the snapshot again
+            # one snapshot per peer at a time: a newer one replaces an unfinished older one
+            for old in [k for k in self.reassembly if k[0] == peer]:
+                del self.reassembly[old]
+            buf = self.reassembly[key] = bytearray()
+        if body.offset != len(buf) or len(buf) + len(body.data) > MAX_REASSEMBLY:
+            del self.reassembly[key]
+            return
+        buf += body.data
+        if body.last:
+            del self.reassembly[key]
+            self._raft_in(peer, bytes(buf))
+
+    def _on_unreachable(self, peer: str, lane: Lane) -> None:
+        if lane in (Lane.RAFT, Lane.SNAPSHOT) and self.pipe_out is not None:
+            self.pipe_out.write(encode_pipe(PipeUnreachable(peer)))
+
+    # ---- inbound dispatch --------------------------------------------------------------------------
+
+    def _on_frame(self, peer: str, body: Body) -> None:
+        if isinstance(body, RaftFrame):
+            if body.recipient != self.node:
+                self._refuse(peer, "raft", f"addressed to {body.recipient!r}")
+            else:
+                self._raft_in(peer, body.payload)
+        elif isinstance(body, SnapshotChunk):
+            if body.recipient == self.node:
+                self._snapshot_in(peer, body)
+        elif isinstance(body, GossipFrame):
+            self._gossip_in(peer, body.payload)
+        elif isinstance(body, ForwardFrame):
+            if body.reply:
+                self._forward_ack(peer, body)
+            else:
+                self._forward_in(peer, body)
+
+    def _refuse(self, peer: str, lane: str, reason: str) -> None:
+        self.refused += 1
+        self.log.warning("frame_refused", peer=peer, lane=lane, reason=reason)
+
+    # ---- gossip lane -------------------------------------------------------------------------------
+
+    def _on_gossip_bell(self, inbox: Inbox, peer: str) -> None:
+        inbox.drain()
+        self._send_gossip(peer)
+
+    def _send_gossip(self, peer: str) -> None:
+        stream = f"gossip/{peer}"
+        offset = self.gossip_offsets[peer]
+        records = self.event_log.read(stream, after=offset, limit=GOSSIP_BATCH)
+        sent = offset
+        for rec in records:
+            if isinstance(rec.payload, bytes) and not self.links.send(
+                peer, GossipFrame(sender=self.node, payload=rec.payload)
+            ):
+                break  # the queue is full: the rest waits for the next round (gossip tolerates delay)
+            sent = rec.seq
+            self.gossip_sent += 1
+        if sent != offset:
+            self.gossip_offsets[peer] = sent
+            with self.event_log.batch() as batch:
+                batch.put_value(f"{CONSUMER}/gossip/{peer}", sent)
+                batch.compact(stream, sent)  # nobody else on this node reads a remote replica's inbox
+
+    def _gossip_in(self, peer: str, payload: bytes) -> None:
+        try:
+            msg = decode_gossip(payload)
+        except (CodecError, msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            return self._refuse(peer, "gossip", f"malformed gossip: {exc}")
+        if msg.sender != peer or msg.recipient != self.node:
+            return self._refuse(peer, "gossip", f"gossip from {msg.sender!r} to {msg.recipient!r}")
+        if not self.inbound_gossip:
+            asyncio.get_running_loop().call_soon(self._flush_gossip)
+        self.inbound_gossip.append(payload)
+
+    def _flush_gossip(self) -> None:
+        batch, self.inbound_gossip = self.inbound_gossip, []
+        if batch:
+            self.event_log.append(f"gossip/{self.node}", batch)  # durable; rings the local replica
+            self.gossip_received += len(batch)
+
+    # ---- forward lane: receiving (Raft members) ----------------------------------------------------
+
+    def _forward_in(self, peer: str, frame: ForwardFrame) -> None:
+        if not self.is_member:
+            return self._refuse(peer, "forward", "this node is not a Raft member")
+        key = self.trusted.get(peer)
+        if key is None:
+            return self._refuse(
+                peer, "forward", "no trusted Ed25519 key for this node (cluster.trusted_keys)"
+            )
+        try:
+            body = msgspec.msgpack.decode(frame.payload, type=ForwardBody)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._refuse(peer, "forward", f"malformed forward: {exc}")
+        if not verify(key, body.sig, body.records):
+            return self._refuse(peer, "forward", "signature does not verify against the trusted key")
+        try:
+            records = msgspec.msgpack.decode(body.records, type=list[tuple[int, Any]])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._refuse(peer, "forward", f"malformed records: {exc}")
+        incidents = [
+            inc for _, inc in records if isinstance(inc, dict) and isinstance(inc.get("incident_id"), str)
+        ]
+        if incidents:
+            self.event_log.append(PROPOSED_INCIDENTS, incidents)  # durable before the ack
+        self.forward_received += len(incidents)
+        ack = ForwardAck(acked=[seq for seq, _ in records])
+        self.links.send(peer, ForwardFrame(request_id=frame.request_id, payload=_encode(ack), reply=True))
+
+    # ---- forward lane: sending (edge) --------------------------------------------------------------
+
+    def _on_forward_bell(self, inbox: Inbox) -> None:
+        inbox.drain()
+        self._forward()
+
+    def _pick_target(self) -> str | None:
+        status = self.links.status()
+        up = [m for m in self.members if status.get(m, {}).get("state") == "up"]
+        if self.forward_target in up:
+            return self.forward_target
+        self.forward_target = up[0] if up else None
+        if self.forward_target is not None:
+            self.log.info("forward_target", target=self.forward_target, backlog=self.backlog())
+        return self.forward_target
+
+    def _forward(self) -> None:
+        room = FORWARD_WINDOW - len(self.inflight)
+        if room > 0:
+            for rec in self.event_log.read(PROPOSED_INCIDENTS, after=self.forward_read, limit=room):
+                self.forward_read = rec.seq
+                if isinstance(rec.payload, dict):
+                    self.inflight[rec.seq] = (rec.payload, 0.0)
+            self._advance()
+        target = self._pick_target()
+        if target is None:
+            return
+        now = time.monotonic()
+        due = [(s, inc) for s, (inc, sent) in self.inflight.items() if now - sent >= FORWARD_RESEND_S]
+        for i in range(0, len(due), FORWARD_BATCH):
+            chunk = due[i : i + FORWARD_BATCH]
+            records = _encode([[s, inc] for s, inc in chunk])
+            body = ForwardBody(records=records, sig=self.signing_key.sign(records))
+            frame = ForwardFrame(request_id=next(self.forward_ids), payload=_encode(body))
+            if not self.links.send(target, frame):
+                return
+            for s, inc in chunk:
+                self.inflight[s] = (inc, now)
+
+    def _forward_ack(self, peer: str, frame: ForwardFrame) -> None:
+        if peer not in self.members:
+            return self._refuse(peer, "forward", "an ack from a node that is not a Raft member")
+        try:
+            ack = msgspec.msgpack.decode(frame.payload, type=ForwardAck)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._refuse(peer, "forward", f"malformed ack: {exc}")
+        for seq in ack.acked:
+            if self.inflight.pop(seq, None) is not None:
+                self.forwarded += 1
+        self._advance()
+
+    def _advance(self) -> None:
+        """The durable offset: everything up to it is stored by a Raft member (or was not an incident)."""
+        done = next(iter(self.inflight)) - 1 if self.inflight else self.forward_read
+        if done > self.forward_offset:
+            self.forward_offset = done
+            self.event_log.put_value(self.forward_key, done)
+
+    def backlog(self) -> int:
+        return max(self.event_log.last_seq(PROPOSED_INCIDENTS) - self.forward_offset, 0)
+
+    # ---- status ------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "node": self.node,
+            "role": self.view.role,
+            "gateway_pid": os.getpid(),
+            "peers": self.links.status(),
+            "gossip": {"sent": self.gossip_sent, "received": self.gossip_received},
+            "refused": self.refused,
+            "pipe_dropped": self.pipe_out.dropped if self.pipe_out is not None else 0,
+        }
+        if self.view.role == "edge":
+            out["edge"] = {
+                "forward_offset": self.forward_offset,
+                "backlog": self.backlog(),
+                "in_flight": len(self.inflight),
+                "forwarded": self.forwarded,
+                "target": self.forward_target,
+            }
+        else:
+            out["forward_received"] = self.forward_received
+        return out
+
+
+async def _start_api(gateway: Gateway, topology: str | None) -> Any:
+    """The node's HTTP API (supervisors/peer/api.py) in this loop, when the node has an ``api`` address."""
+    from supervisors.peer.bridge_api import start_api
+
+    return await start_api(gateway, topology)
+
+
+async def amain(topology: str, node: str, data_dir: str | None) -> int:
+    log = get_logger(component="peer_gateway")
+    try:
+        view = load_cluster(node, topology)
+    except (ClusterModeError, KeyError) as exc:
+        log.error("peer_gateway_failed", reason=str(exc))
+        return 2
+    if view.peer_config is None:
+        log.error("peer_gateway_failed", reason=f"node {node!r} has no peer address (nodes[].peer)")
+        return 2
+    if data_dir is None:
+        from supervisors.topology import load_topology
+
+        data_dir = str(load_topology(topology).node(node).data_dir)
+    gateway = Gateway(view, Path(data_dir))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, gateway.stop.set)
+    runner = None
+    try:
+        runner = await _start_api(gateway, topology)
+    except Exception as exc:  # the API is optional for the links: log it and keep the lanes running
+        log.error("peer_api_failed", reason=f"{type(exc).__name__}: {exc}")
+    try:
+        await gateway.run()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+    log.info("peer_gateway_stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m supervisors.peer.gateway", description=__doc__)
+    parser.add_argument("--topology", required=True)
+    parser.add_argument("--node", required=True)
+    parser.add_argument("--data-dir", default=None, help="the node's data_dir (default: the topology's)")
+    parser.add_argument("--log-format", default="json")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.node)
+    return asyncio.run(amain(args.topology, args.node, args.data_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
