@@ -1,0 +1,468 @@
+"""``NodeBackend``: the HTTP API's backend on a running node, from a separate process, without the gateway.
+
+How it reaches the node, and why this way:
+- **Proposals go through the log, as the inference actor's do.** ``propose`` appends the incident to the
+  node's ``incidents/proposed`` stream in one durable transaction (concurrent requests share one group
+  commit); the publishing Raft replica takes proposals from there (it is woken by the stream's doorbell),
+  signs and proposes them, and re-proposes until applied. Nothing the API accepted can be lost by a crash
+  of this process, the replica or the node: it is on disk before the replica hears of it.
+- **Commit is observed, not polled.** This process subscribes to ``incidents/committed`` with its own
+  doorbell FIFO (``actors.wakeups.Inbox``) watched by the asyncio loop (``loop.add_reader``); each ring
+  reads the stream after what it has seen and resolves the requests waiting for those incident_ids. The
+  committed stream is never compacted, so the map incident_id -> index is rebuilt from it at start.
+- **The replica is asked by path through the node's control socket** (JSON lines, ``supervisors.control``)
+  for its status (``{"op": "raft_status"}``) and for ReadIndex (``{"op": "read_index"}``). A proposal is
+  refused with 503 only when the replica said it knows no leader or could not be asked at all: then the
+  incident was definitely not appended. Once appended, the answer is 201/200 or 504, never 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from actors.eventlog import EventLog, open_event_log
+from actors.logs import get_logger
+from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
+from actors.wakeups import Inbox, wake_dir
+from supervisors.control_paths import connect_path
+from supervisors.peer.api import ProposeOutcome, ReadOutcome
+
+__all__ = ["ControlUnavailable", "NodeBackend"]
+
+STATUS_CACHE_S = 0.5  # a leader seen this recently is trusted for admitting a proposal (see _leader_known)
+ASK_TIMEOUT_S = 3.0
+READ_INDEX_TIMEOUT_S = 5.0
+TAIL_BATCH = 4096
+_CONSUMER = "http-api"
+
+
+class ControlUnavailable(Exception):
+    """The node's control socket did not answer (node not running, restarting, or the actor did not
+    answer in time); the message says which."""
+
+
+class _Control:
+    """One multiplexed connection to the node's control socket (answers matched by request id)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = connect_path(data_dir)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.ids = itertools.count(1)
+        self.pump: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+
+    async def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        await self._connect()
+        assert self.writer is not None
+        rid = next(self.ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = future
+        try:
+            self.writer.write(json.dumps({**request, "id": rid}, allow_nan=False).encode() + b"\n")
+            await self.writer.drain()
+            return await asyncio.wait_for(future, timeout + 2.0)  # the node answers its own timeouts
+        except (OSError, ConnectionError) as exc:
+            self._reset(f"{type(exc).__name__}: {exc}")
+            raise ControlUnavailable(f"control socket {self.path}: {exc}") from None
+        except TimeoutError:
+            raise ControlUnavailable(
+                f"control socket {self.path}: no answer within {timeout + 2.0:g}s"
+            ) from None
+        finally:
+            self.pending.pop(rid, None)
+
+    async def ask(self, path: str, message: Any, timeout: float = ASK_TIMEOUT_S) -> Any:
+        answer = await self.call({"op": "ask", "path": path, "message": message, "timeout": timeout}, timeout)
+        if not answer.get("ok"):
+            raise ControlUnavailable(f"{path}: {answer.get('kind')}: {answer.get('error')}")
+        return answer.get("reply")
+
+    async def _connect(self) -> None:
+        async with self.lock:
+            if self.writer is not None and not self.writer.is_closing():
+                return
+            try:
+                self.reader, self.writer = await asyncio.open_unix_connection(str(self.path), limit=64 << 20)
+            except OSError as exc:
+                raise ControlUnavailable(
+                    f"no node answers on {self.path} ({exc.strerror or exc}): is the node running?"
+                ) from None
+            self.pump = asyncio.create_task(self._pump(self.reader))
+
+    async def _pump(self, reader: asyncio.StreamReader) -> None:
+        why = "connection closed by the node"
+        try:
+            while line := await reader.readline():
+                with contextlib.suppress(ValueError):
+                    answer = json.loads(line)
+                    future = self.pending.get(answer.get("id"))
+                    if future is not None and not future.done():
+                        future.set_result(answer)
+        except (OSError, ValueError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        self._reset(why)
+
+    def _reset(self, why: str) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = self.reader = None
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ControlUnavailable(f"control socket {self.path}: {why}"))
+
+    async def close(self) -> None:
+        self._reset("closed")
+        if self.pump is not None:
+            self.pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.pump
+
+
+class _Waiter:
+    def __init__(self, future: asyncio.Future[int]) -> None:
+        self.future = future
+        self.waiting = 0
+
+
+class NodeBackend:
+    """The :class:`supervisors.peer.api.Backend` of one running node (see the module docstring).
+
+    ``replica_path`` is the publishing Raft replica's tree path (e.g. ``root/incident-log``). Call
+    :meth:`start` inside the loop before serving, :meth:`close` after."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        node: str,
+        replica_path: str,
+        *,
+        commit_timeout_s: float = 10.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.node = node
+        self.replica_path = replica_path
+        self.commit_timeout_s = commit_timeout_s
+        self.log = get_logger(component="http_api")
+        self.control = _Control(self.data_dir)
+        self.event_log: EventLog | None = None
+        self.inbox: Inbox | None = None
+        self.index_of: dict[str, int] = {}  # incident_id -> committed index
+        self.seen = 0  # committed stream read up to here
+        self.waiters: dict[str, _Waiter] = {}
+        self.appends: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self.appender: asyncio.Task[None] | None = None
+        self.raft_cache: tuple[float, dict[str, Any]] | None = None
+        self.raft_inflight: asyncio.Future[dict[str, Any] | None] | None = None
+        self.raft_error = ""
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.event_log = open_event_log(self.data_dir / "eventlog")
+        root = wake_dir(self.data_dir)
+        _remove_stale_inboxes(root)
+        # subscribe BEFORE the first read: a commit between the two rings the inbox, none is missed
+        self.inbox = Inbox(root, COMMITTED_INCIDENTS, f"{_CONSUMER}.{os.getpid()}")
+        asyncio.get_running_loop().add_reader(self.inbox.fd, self._on_ring)
+        self._catch_up()
+        self.log.info(
+            "http_api_backend_started", node=self.node, replica=self.replica_path, committed=self.seen
+        )
+
+    async def close(self) -> None:
+        if self.inbox is not None:
+            asyncio.get_running_loop().remove_reader(self.inbox.fd)
+            self.inbox.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.inbox.path)  # no FIFO left for producers to ring
+            self.inbox = None
+        if self.appender is not None:
+            with contextlib.suppress(Exception):
+                await self.appender
+        await self.control.close()
+
+    # -- the committed stream -----------------------------------------------------------------------
+
+    def _on_ring(self) -> None:
+        assert self.inbox is not None
+        self.inbox.drain()
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        assert self.event_log is not None
+        while True:
+            records = self.event_log.read(COMMITTED_INCIDENTS, after=self.seen, limit=TAIL_BATCH)
+            for rec in records:
+                self.seen = rec.seq
+                payload = rec.payload if isinstance(rec.payload, dict) else {}
+                incident = payload.get("incident")
+                iid = incident.get("incident_id") if isinstance(incident, dict) else None
+                if not isinstance(iid, str):
+                    continue
+                index = int(payload.get("index", rec.seq))
+                self.index_of.setdefault(iid, index)
+                waiter = self.waiters.pop(iid, None)
+                if waiter is not None and not waiter.future.done():
+                    waiter.future.set_result(index)
+            if len(records) < TAIL_BATCH:
+                return
+
+    # -- propose ------------------------------------------------------------------------------------
+
+    async def propose(self, incident: dict[str, Any]) -> ProposeOutcome:
+        iid = incident["incident_id"]
+        self._catch_up()
+        if iid in self.index_of:
+            return ProposeOutcome("duplicate", self.index_of[iid])
+        waiter = self.waiters.get(iid)
+        first = waiter is None
+        if waiter is None:
+            if not await self._leader_known():
+                return ProposeOutcome("unavailable", reason=f"no Raft leader known: {self.raft_error}")
+            if iid in self.index_of:  # committed while we asked (a retry of an earlier attempt)
+                return ProposeOutcome("duplicate", self.index_of[iid])
+            waiter = self.waiters.get(iid)
+            first = waiter is None
+        if waiter is None:
+            waiter = self.waiters[iid] = _Waiter(asyncio.get_running_loop().create_future())
+            try:
+                await self._append(incident)
+            except Exception as exc:  # the transaction did not commit: nothing was appended
+                self.waiters.pop(iid, None)
+                waiter.future.cancel()
+                self.log.error(
+                    "incident_append_failed", incident_id=iid, reason=f"{type(exc).__name__}: {exc}"
+                )
+                return ProposeOutcome("unavailable", reason=f"the node's log refused the append: {exc}")
+        waiter.waiting += 1
+        try:
+            index = await asyncio.wait_for(asyncio.shield(waiter.future), self.commit_timeout_s)
+        except TimeoutError:
+            self._catch_up()
+            if iid in self.index_of:
+                index = self.index_of[iid]
+            else:
+                return ProposeOutcome("timeout", reason=f"not committed within {self.commit_timeout_s:g}s")
+        finally:
+            waiter.waiting -= 1
+            if waiter.waiting == 0 and not waiter.future.done() and self.waiters.get(iid) is waiter:
+                del self.waiters[iid]  # nobody waits any more; a later commit still lands in index_of
+        return ProposeOutcome("committed" if first else "duplicate", index)
+
+    async def _leader_known(self) -> bool:
+        """Whether the replica knows a leader (cached briefly: a stale "yes" can only turn into a 504, which
+        is honest; a 503 is only ever said after the replica itself said "no leader" or did not answer)."""
+        now = time.monotonic()
+        if self.raft_cache is not None and now - self.raft_cache[0] < STATUS_CACHE_S:
+            return self.raft_cache[1].get("leader") is not None
+        status = await self._raft_status()
+        return status is not None and status.get("leader") is not None
+
+    async def _raft_status(self) -> dict[str, Any] | None:
+        """The replica's status map, or None (and ``raft_error`` says why). Concurrent callers share one ask."""
+        if self.raft_inflight is not None:
+            return await asyncio.shield(self.raft_inflight)
+        self.raft_inflight = asyncio.get_running_loop().create_future()
+        result: dict[str, Any] | None = None
+        try:
+            reply = await self.control.ask(self.replica_path, {"op": "raft_status"})
+            if isinstance(reply, dict) and "role" in reply:
+                result = reply
+                self.raft_cache = (time.monotonic(), reply)
+                self.raft_error = (
+                    "" if reply.get("leader") else f"replica {self.replica_path} is {reply['role']}"
+                )
+            else:
+                self.raft_error = f"{self.replica_path} answered {str(reply)[:200]}"
+        except ControlUnavailable as exc:
+            self.raft_error = str(exc)
+        finally:
+            self.raft_inflight.set_result(result)
+            self.raft_inflight = None
+        return result
+
+    async def _append(self, incident: dict[str, Any]) -> None:
+        """Durably append ``incident`` to the proposed stream; concurrent callers share one transaction."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.appends.append((incident, done))
+        if self.appender is None or self.appender.done():
+            self.appender = asyncio.create_task(self._append_loop())
+        await done
+
+    async def _append_loop(self) -> None:
+        assert self.event_log is not None
+        while self.appends:
+            batch, self.appends = self.appends, []
+            try:
+                # an fsync: off the loop, so requests keep arriving (and join the next batch) meanwhile
+                await asyncio.to_thread(self.event_log.append, PROPOSED_INCIDENTS, [i for i, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    # -- read ---------------------------------------------------------------------------------------
+
+    async def read(self, after: int, limit: int, linearizable: bool) -> ReadOutcome:
+        if linearizable:
+            why = await self._read_index()
+            if why:
+                return ReadOutcome("unavailable", reason=why)
+        assert self.event_log is not None
+        commit_index = self.event_log.last_seq(COMMITTED_INCIDENTS)
+        records = self.event_log.read(COMMITTED_INCIDENTS, after=after, limit=limit)
+        incidents = []
+        for rec in records:
+            payload = rec.payload if isinstance(rec.payload, dict) else {}
+            incidents.append(
+                {"index": int(payload.get("index", rec.seq)), "incident": payload.get("incident")}
+            )
+        last = records[-1].seq if records else after
+        more = bool(records) and last < commit_index
+        return ReadOutcome("ok", incidents, commit_index, last if more else None)
+
+    async def _read_index(self) -> str:
+        """ReadIndex through the replica: "" once it applied up to a leadership-confirmed index (so the
+        committed stream holds everything committed before this read began), else why not."""
+        ctx = f"http-api.{os.getpid()}.{uuid.uuid4().hex}"
+        try:
+            reply = await self.control.ask(
+                self.replica_path, {"op": "read_index", "ctx": ctx}, timeout=READ_INDEX_TIMEOUT_S
+            )
+        except ControlUnavailable as exc:
+            return f"ReadIndex not confirmed (no quorum or no leader?): {exc}"
+        if not isinstance(reply, dict) or not isinstance(reply.get("applied_index"), int):
+            return f"ReadIndex: unexpected answer {str(reply)[:200]}"
+        if reply["applied_index"] < 0 or not reply.get("linearizable"):
+            return f"replica {self.replica_path} is not the leader: a linearizable read must go to the leader"
+        return ""
+
+    # -- status -------------------------------------------------------------------------------------
+
+    async def ready(self) -> tuple[bool, str]:
+        raft = await self._raft_status()
+        if raft is None:
+            return False, f"the Raft replica did not answer: {self.raft_error}"
+        if raft.get("leader") is None:
+            return False, f"no Raft leader known (replica is {raft.get('role')})"
+        if raft.get("applied", 0) < raft.get("commit", 0):
+            return False, f"log catching up: applied {raft.get('applied')} < commit {raft.get('commit')}"
+        self._catch_up()
+        return True, "leader known, log caught up"
+
+    async def status(self) -> dict[str, Any]:
+        assert self.event_log is not None
+        raft = await self._raft_status()
+        tree: Any = None
+        tree_error = ""
+        try:
+            answer = await self.control.call({"op": "status"}, ASK_TIMEOUT_S)
+            tree = (answer.get("status") or {}).get("tree")
+        except ControlUnavailable as exc:
+            tree_error = str(exc)
+        log = self.event_log
+        return {
+            "node": self.node,
+            "pid": _launcher_pid(self.data_dir),
+            "api_pid": os.getpid(),
+            "raft": (
+                {k: raft.get(k) for k in ("role", "term", "leader", "commit", "applied")}
+                if raft is not None
+                else None
+            ),
+            "raft_error": self.raft_error or None,
+            "replica": self.replica_path,
+            "peers": {},
+            "tree": tree,
+            "tree_error": tree_error or None,
+            "crdt": _crdt_values(log),
+            "gossip": {
+                s[len("gossip/") :]: log.last_seq(s) for s in log.streams() if s.startswith("gossip/")
+            },
+            "dispatch": _dispatch(log),
+            "edge_backlog": self._backlog(log),
+            "incidents_committed": log.last_seq(COMMITTED_INCIDENTS),
+        }
+
+    def _backlog(self, log: EventLog) -> int:
+        """Proposals the replica has not yet taken and seen applied (its offset is past what is done)."""
+        replica = self.replica_path.rsplit("/", 1)[-1]
+        values = log.values_with_prefix("offset/raft/")
+        done = max(
+            (v for k, v in values.items() if isinstance(v, int) and k.endswith("/" + replica)), default=0
+        )
+        return max(0, log.last_seq(PROPOSED_INCIDENTS) - done)
+
+
+def _launcher_pid(data_dir: Path) -> int | None:
+    """The node launcher's pid (its text in ``node.lock``): killing that process tree stops the node."""
+    try:
+        return int((data_dir / "node.lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _crdt_values(log: EventLog) -> dict[str, dict[str, float]]:
+    from actors.crdt.codec import CodecError, decode
+    from actors.crdt.exposure import Exposure
+    from actors.crdt.replica import MICRO
+
+    out: dict[str, dict[str, float]] = {}
+    for key, saved in log.values_with_prefix("crdt/").items():
+        if isinstance(saved, dict) and isinstance(saved.get("state"), bytes):
+            with contextlib.suppress(CodecError):
+                state = decode(saved["state"], Exposure)
+                out[key[len("crdt/") :]] = {p: v / MICRO for p, v in sorted(state.value().items())}
+    return out
+
+
+def _dispatch(log: EventLog) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for key, value in log.values_with_prefix("offset/dispatch/").items():
+        sink = key[len("offset/dispatch/") :]
+        if isinstance(value, int) and not sink.endswith("/replay"):
+            out.setdefault(sink, {})["offset"] = value
+    for stream in log.streams():
+        if stream.startswith("deadletters/dispatch/"):
+            sink = stream[len("deadletters/dispatch/") :]
+            out.setdefault(sink, {"offset": 0})["dead_letters"] = log.last_seq(stream)
+    return out
+
+
+def _remove_stale_inboxes(root: Path) -> None:
+    """FIFOs of API processes that died without closing (their pid is gone): producers would list them."""
+    from urllib.parse import quote
+
+    directory = root / quote(COMMITTED_INCIDENTS, safe="")
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(directory):
+            if not name.startswith(_CONSUMER + "."):
+                continue
+            pid = name[len(_CONSUMER) + 1 :]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(directory / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
