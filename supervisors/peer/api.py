@@ -321,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--listen", default=None, help="host:port instead of the node's api address")
     parser.add_argument("--log-format", default="json", choices=("json", "console"))
-    parser.add_argument("--commit-timeout", type=float, default=10.0)
+    parser.add_argument("--commit-timeout", type=float, default=10.0, help="s before a POST answers 504")
+    parser.add_argument(
+        "--leader-cache", type=float, default=0.5, help="s a known leader is trusted without asking again"
+    )
     args = parser.parse_args(argv)
     try:
         node = load_topology(args.topology).node(args.node)
@@ -353,7 +356,13 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        backend = NodeBackend(node.data_dir, node.name, replica, commit_timeout_s=args.commit_timeout)
+        backend = NodeBackend(
+            node.data_dir,
+            node.name,
+            replica,
+            commit_timeout_s=args.commit_timeout,
+            leader_cache_s=args.leader_cache,
+        )
         await backend.start()
         await serve(backend, make_app(backend), address.host, address.port, stop)
 

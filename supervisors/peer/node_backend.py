@@ -37,7 +37,7 @@ from supervisors.peer.api import ProposeOutcome, ReadOutcome
 
 __all__ = ["ControlUnavailable", "NodeBackend"]
 
-STATUS_CACHE_S = 0.5  # a leader seen this recently is trusted for admitting a proposal (see _leader_known)
+LEADER_CACHE_S = 0.5  # a leader seen this recently is trusted for admitting a proposal (see _leader_known)
 ASK_TIMEOUT_S = 3.0
 READ_INDEX_TIMEOUT_S = 5.0
 TAIL_BATCH = 4096
@@ -128,6 +128,10 @@ class _Control:
                 await self.pump
 
 
+class _AppendFailed(Exception):
+    """The durable append of a proposal raised: its transaction did not commit."""
+
+
 class _Waiter:
     def __init__(self, future: asyncio.Future[int]) -> None:
         self.future = future
@@ -147,11 +151,13 @@ class NodeBackend:
         replica_path: str,
         *,
         commit_timeout_s: float = 10.0,
+        leader_cache_s: float = LEADER_CACHE_S,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.node = node
         self.replica_path = replica_path
         self.commit_timeout_s = commit_timeout_s
+        self.leader_cache_s = leader_cache_s
         self.log = get_logger(component="http_api")
         self.control = _Control(self.data_dir)
         self.event_log: EventLog | None = None
@@ -233,20 +239,28 @@ class NodeBackend:
                 return ProposeOutcome("duplicate", self.index_of[iid])
             waiter = self.waiters.get(iid)
             first = waiter is None
+        deadline = time.monotonic() + self.commit_timeout_s
         if waiter is None:
             waiter = self.waiters[iid] = _Waiter(asyncio.get_running_loop().create_future())
             try:
-                await self._append(incident)
+                # bounded too: a writer stuck in the log (a paused process holding LMDB's write lock) must
+                # not hold the request; the append may still land later, so that is a 504, not a 503
+                await asyncio.wait_for(asyncio.shield(self._append(incident)), self.commit_timeout_s)
+            except TimeoutError:
+                pass  # unknown: wait out the deadline below like any proposal (then 504)
             except Exception as exc:  # the transaction did not commit: nothing was appended
                 self.waiters.pop(iid, None)
-                waiter.future.cancel()
-                self.log.error(
-                    "incident_append_failed", incident_id=iid, reason=f"{type(exc).__name__}: {exc}"
-                )
-                return ProposeOutcome("unavailable", reason=f"the node's log refused the append: {exc}")
+                reason = f"the node's log refused the append: {type(exc).__name__}: {exc}"
+                waiter.future.set_exception(_AppendFailed(reason))  # joiners get the same answer
+                waiter.future.exception()  # retrieved here: no "never retrieved" warning when nobody joined
+                self.log.error("incident_append_failed", incident_id=iid, reason=reason)
+                return ProposeOutcome("unavailable", reason=reason)
         waiter.waiting += 1
         try:
-            index = await asyncio.wait_for(asyncio.shield(waiter.future), self.commit_timeout_s)
+            remaining = max(0.0, deadline - time.monotonic())
+            index = await asyncio.wait_for(asyncio.shield(waiter.future), remaining)
+        except _AppendFailed as exc:
+            return ProposeOutcome("unavailable", reason=str(exc))
         except TimeoutError:
             self._catch_up()
             if iid in self.index_of:
@@ -263,7 +277,7 @@ class NodeBackend:
         """Whether the replica knows a leader (cached briefly: a stale "yes" can only turn into a 504, which
         is honest; a 503 is only ever said after the replica itself said "no leader" or did not answer)."""
         now = time.monotonic()
-        if self.raft_cache is not None and now - self.raft_cache[0] < STATUS_CACHE_S:
+        if self.raft_cache is not None and now - self.raft_cache[0] < self.leader_cache_s:
             return self.raft_cache[1].get("leader") is not None
         status = await self._raft_status()
         return status is not None and status.get("leader") is not None

@@ -8,6 +8,7 @@ not only against what the API says: a 201 means the incident is in ``incidents/c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -39,8 +40,9 @@ REPLICA = "root/incident-log"
 class Api:
     """The API process, stopped by its PID."""
 
-    def __init__(self, topology: Path, node: str, port: int) -> None:
+    def __init__(self, topology: Path, node: str, port: int, extra: list[str] | None = None) -> None:
         cmd = [sys.executable, "-m", "supervisors.peer.api", "--topology", str(topology), "--node", node]
+        cmd += extra or []
         self.log_path = topology.parent / "api.log"
         self.log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -108,30 +110,46 @@ def incident(iid: str, **over: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("http_api")
+def write_node(tmp: Path, replica_args: dict[str, Any]) -> tuple[Path, int]:
+    """A one-node topology: a Raft replica (and nothing else) and an api address on a free loopback port."""
     port = free_loopback_port()
     tree = supervisor(
         "root",
-        [worker("incident-log", actor="actors.raft.replica.RaftReplicaActor", args={"publish": True})],
+        [worker("incident-log", actor="actors.raft.replica.RaftReplicaActor", args=replica_args)],
         intensity=5,
         period=10,
     )
     topo = tmp / "topology.yaml"
     node_doc = {"name": "api-node", "data_dir": str(tmp / "data"), "api": f"127.0.0.1:{port}", "tree": tree}
     topo.write_text(yaml.safe_dump({"nodes": [node_doc]}))
+    return topo, port
+
+
+@contextlib.contextmanager
+def running(
+    tmp: Path, replica_args: dict[str, Any], api_args: list[str] | None = None, leader: bool = True
+) -> Iterator[Cluster]:
+    topo, port = write_node(tmp, replica_args)
     node = LiveNode(topo)
     api = None
     try:
-        node.wait_for("raft_role", role="leader", timeout=30)
-        api = Api(topo, "api-node", port)
+        if leader:
+            node.wait_for("raft_role", role="leader", timeout=30)
+        else:
+            node.wait_for("raft_replica_started", timeout=30)
+        api = Api(topo, "api-node", port, api_args)
         api.wait_live()
         yield Cluster(node, api, tmp / "data")
     finally:
         if api is not None:
             assert api.stop() == 0
         assert node.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running(tmp_path_factory.mktemp("http_api"), {"publish": True}) as c:  # a one-member Raft log
+        yield c
 
 
 def test_post_commits_then_the_same_id_answers_200_with_the_original_index(cluster: Cluster) -> None:
@@ -306,3 +324,68 @@ def test_a_burst_of_16_concurrent_clients_commits_every_incident_exactly_once(cl
     committed = [r for r in cluster.committed() if r["incident"]["incident_id"].startswith("burst-")]
     assert sorted(r["incident"]["incident_id"] for r in committed) == sorted(ids)  # once each, none lost
     assert {r["incident"]["incident_id"]: r["index"] for r in committed} == index_of
+
+
+def _proposed(data_dir: Path) -> list[str]:
+    log = EventLog(data_dir / "eventlog")
+    try:
+        return [r.payload["incident_id"] for r in log.read(PROPOSED_INCIDENTS)]
+    finally:
+        log.close()
+
+
+def test_without_a_leader_a_post_is_503_with_retry_after_and_definitely_not_appended(tmp_path: Path) -> None:
+    # a replica of a three-member group whose two peers do not exist: it can never be elected
+    args = {"publish": True, "peers": ["incident-log", "ghost-a", "ghost-b"]}
+    with running(tmp_path, args, leader=False) as c:
+        status = c.http.get("/v1/status").json()
+        assert status["raft"]["leader"] is None and status["raft"]["role"] != "leader"  # the fault is real
+        assert not c.node.named("raft_role", role="leader")
+        answer = c.http.post("/v1/incidents", json=incident("no-leader-1"))
+        assert answer.status_code == 503, answer.text
+        assert int(answer.headers["Retry-After"]) >= 1
+        assert answer.json()["appended"] is False
+        assert "no Raft leader" in answer.json()["error"]
+        assert "no-leader-1" not in _proposed(c.data_dir)  # 503 means it was not appended: checked on disk
+        ready = c.http.get("/readyz")
+        assert ready.status_code == 503 and "no Raft leader" in ready.json()["reason"]
+        read = c.http.get("/v1/incidents", params={"consistency": "linearizable"})
+        assert read.status_code == 503  # never a possibly stale answer
+        assert c.http.get("/v1/incidents").status_code == 200  # a local read still answers
+
+
+def test_a_paused_replica_makes_a_post_504_and_the_retry_with_the_same_id_is_safe(tmp_path: Path) -> None:
+    # the leader seen by the first POST is trusted for 60 s, so the second is appended without asking the
+    # (then paused) replica: its outcome is unknown, which is what 504 says
+    api_args = ["--commit-timeout", "2", "--leader-cache", "60"]
+    with running(tmp_path, {"publish": True}, api_args) as c:
+        assert c.http.post("/v1/incidents", json=incident("before-pause")).status_code == 201
+        replica = c.node.pid_of("root", "incident-log")
+        os.kill(replica, signal.SIGSTOP)
+        try:
+            assert _proc_state(replica) == "T"  # really stopped
+            answer = c.http.post("/v1/incidents", json=incident("paused-1"))
+            assert answer.status_code == 504, answer.text
+            assert "retry with the same incident_id" in answer.json()["error"]
+            assert "paused-1" in _proposed(c.data_dir)  # appended durably...
+            assert "paused-1" not in [r["incident"]["incident_id"] for r in c.committed()]  # ...not committed
+        finally:
+            os.kill(replica, signal.SIGCONT)
+        c.node.wait_until(
+            lambda: "paused-1" in [r["incident"]["incident_id"] for r in c.committed()],
+            30,
+            "paused-1 committed",
+        )
+        retry = c.http.post("/v1/incidents", json=incident("paused-1"))
+        assert retry.status_code == 200, retry.text
+        ids = [r["incident"]["incident_id"] for r in c.committed()]
+        assert ids.count("paused-1") == 1
+        assert retry.json()["index"] == next(
+            r["index"] for r in c.committed() if r["incident"]["incident_id"] == "paused-1"
+        )
+        assert _metric(c, "garrison_proposals", outcome="timeout") == 1
+
+
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
