@@ -96,6 +96,8 @@ class NodeRunner:
             signal.signal(sig, self._on_signal)
         link_forked_children()  # every process of the node dies with its parent, the launcher included
         log_defs = prepare_environment(node.data_dir)
+        if self.topology_file is not None:  # cluster-mode actors and the peer gateway read their cluster here
+            os.environ["GARRISON_TOPOLOGY"] = str(self.topology_file.absolute())
         port = free_loopback_port()
         from thespian.actors import ActorSystem
 

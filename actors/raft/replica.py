@@ -32,7 +32,7 @@ from thespian.actors import ActorAddress
 
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
-from actors.messages import Location, WhereIs
+from actors.messages import Location, PeerGatewayUp, PeerSend, WhereIs
 from actors.raft.codec import decode_message, encode_message
 from actors.raft.core import RaftCore
 from actors.raft.durable_storage import DurableRaftStorage
@@ -150,6 +150,11 @@ class RaftReplicaArgs(ActorArgs):
     election_ticks: int = Field(15, ge=2, le=100_000)
     heartbeat_ticks: int = Field(3, ge=1, le=100_000)
     snapshot_every: int = Field(1000, ge=0, le=10_000_000)  # applied entries between snapshots (0 = never)
+    # cluster mode: one replica per node across nodes; replica id = node name, peers = the topology's
+    # raft_members, trusted keys = the cluster's; messages to other nodes go through the peer gateway shell
+    cluster: bool = False
+    gateway: str = Field("root/peer", min_length=1, max_length=500)  # the peer gateway shell's tree path
+    topology: str | None = Field(None, min_length=1, max_length=4096)  # default: $GARRISON_TOPOLOGY
 
     @model_validator(mode="after")
     def _ticks_ordered(self) -> RaftReplicaArgs:
@@ -169,14 +174,30 @@ class RaftReplicaActor(SupervisedActor):
     def on_start(self, args: dict[str, Any]) -> None:
         assert self.config is not None
         a = self.args
+        self.node = self.config.node
         self.replica = a.replica or self.child_id
         self.peers = [p for p in a.peers if p != self.replica]
+        self.remote: set[str] = set()  # peers on other nodes, reached through the peer gateway
+        self.gateway_address: ActorAddress | None = None
+        cluster_keys: dict[str, str] = {}
+        if a.cluster:
+            self.replica, self.peers, cluster_keys = self._cluster_view()
+            self.remote = set(self.peers)
         self.publish = a.publish
         self.tick_s = a.tick_s
         self.snapshot_every = a.snapshot_every
-        self.node = self.config.node
         self.key = load_or_create_signing_key(self.config.data_dir, self.node)
-        declared = a.trusted_keys or {self.node: public_key_b64(self.key)}
+        own = public_key_b64(self.key)
+        # in a cluster every replica must trust the same keys, so the cluster's list wins over our own
+        declared = a.trusted_keys or {self.node: own, **cluster_keys}
+        if declared.get(self.node) != own:
+            self.log.error(
+                "node_key_not_trusted",
+                node=self.node,
+                reason="this node's Ed25519 key is not the one the cluster trusts for it: every entry it "
+                "signs will be rejected; list its public key in cluster.trusted_keys",
+                public_key=own,
+            )
         self.trusted = {node: parse_public_key(b64) for node, b64 in declared.items()}
         self.storage = DurableRaftStorage(self.event_log, self.replica)
         config = RaftConfig(
@@ -220,12 +241,35 @@ class RaftReplicaActor(SupervisedActor):
 
     # -- peers ----------------------------------------------------------------------------------------
 
+    def _cluster_view(self) -> tuple[str, list[str], dict[str, str]]:
+        from supervisors.peer.bridge_cluster import ClusterModeError, load_cluster
+
+        view = load_cluster(self.node, self.args.topology)
+        if self.node not in view.raft_members:
+            raise ClusterModeError(
+                f"node {self.node!r} runs a Raft replica in cluster mode but is not in cluster.raft_members "
+                f"{list(view.raft_members)}: add it there or remove the replica from its tree"
+            )
+        return self.node, [m for m in view.raft_members if m != self.node], dict(view.trusted_keys)
+
+    def _to_gateway(self, to: str, data: bytes, kind: str) -> None:
+        msg = PeerSend(to, data, kind)
+        if self.gateway_address is not None:
+            self.send(self.gateway_address, msg)
+        else:  # until the shell greets us: by name (held by the supervisor while the shell starts)
+            self.tell(self.args.gateway, msg)
+
     def _find_peers(self) -> None:
         for peer in self.peers:
+            if peer in self.remote:
+                continue
             if peer not in self.addresses and self._supervisor_address is not None:
                 self.send(self._supervisor_address, WhereIs(peer))
 
     def _send_raft(self, to: str, data: bytes) -> None:
+        if to in self.remote:
+            self._to_gateway(to, data, "raft")  # the gateway's queues are bounded: no probing needed
+            return
         address = self.addresses.get(to)
         if address is None:
             return  # unknown peer: the message is lost, which Raft tolerates
@@ -242,7 +286,8 @@ class RaftReplicaActor(SupervisedActor):
 
     def on_message(self, msg: object, sender: ActorAddress) -> None:
         if isinstance(msg, RaftEnvelope):
-            self.addresses.setdefault(msg.sender, sender)
+            if msg.sender not in self.remote:  # a remote peer's envelope comes from the gateway shell
+                self.addresses.setdefault(msg.sender, sender)
             self.last_heard[msg.sender] = self.ticks
             self.core.step(decode_message(msg.data))
         elif isinstance(msg, Location):
@@ -251,6 +296,8 @@ class RaftReplicaActor(SupervisedActor):
                 self.send(msg.address, PeerHello(self.replica))
         elif isinstance(msg, PeerHello):
             self.addresses[msg.replica] = sender
+        elif isinstance(msg, PeerGatewayUp):
+            self.gateway_address = sender
         elif isinstance(msg, ProposeEntry):
             self._propose([msg.data])
         elif isinstance(msg, ProposeEntries):
@@ -342,7 +389,9 @@ class RaftReplicaActor(SupervisedActor):
                     self.core.propose(data)
             return
         leader = self.core.leader_id
-        if leader is not None and leader in self.addresses and entries:
+        if leader is not None and leader in self.remote and entries:
+            self._to_gateway(leader, _encode(entries), "propose")
+        elif leader is not None and leader in self.addresses and entries:
             self.send(self.addresses[leader], ProposeEntries(tuple(entries)))
 
     def _take_proposals(self) -> None:

@@ -1,0 +1,290 @@
+"""A real cluster on loopback: separate node processes joined only by their peer gateways (mTLS links).
+
+Each test starts its nodes as `garrison run TOPOLOGY --node NAME` processes and stops them by PID (and the
+node's session). Every fault is first checked to have happened (the process is gone, the link is down)
+before survival is asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from actors.eventlog import EventLog
+from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
+from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
+from supervisors.certs import ensure_cluster_certs
+from supervisors.thespian_env import free_loopback_port, processes_in_session
+from tests.system.nodes import REPO
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
+
+GATEWAYS = ("gw-1", "gw-2", "gw-3")
+
+
+def gateway_tree(name: str, everyone: list[str]) -> dict[str, Any]:
+    return {
+        "id": "root",
+        "strategy": "one_for_one",
+        "intensity": 20,
+        "period": 10,
+        "children": [
+            {
+                "id": "incident-log",
+                "actor": "actors.raft.replica.RaftReplicaActor",
+                "args": {"cluster": True, "publish": True},
+                "backoff": {"min": 0.3, "max": 2},
+            },
+            {
+                "id": "peer",
+                "actor": "supervisors.peer.shell.PeerGatewayActor",
+                "args": {"replica": "root/incident-log"},
+                "backoff": {"min": 0.2, "max": 2},
+            },
+            {
+                "id": "exposure",
+                "actor": "actors.crdt.replica.CrdtReplicaActor",
+                "args": {
+                    "replica": name,
+                    "peers": everyone,
+                    "consume_readings": False,
+                    "gossip_interval": 0.3,
+                },
+            },
+        ],
+    }
+
+
+def edge_tree(name: str, everyone: list[str]) -> dict[str, Any]:
+    return {
+        "id": "root",
+        "strategy": "one_for_one",
+        "intensity": 20,
+        "period": 10,
+        "children": [
+            {
+                "id": "peer",
+                "actor": "supervisors.peer.shell.PeerGatewayActor",
+                "args": {"replica": None},
+                "backoff": {"min": 0.2, "max": 2},
+            },
+            {
+                "id": "exposure",
+                "actor": "actors.crdt.replica.CrdtReplicaActor",
+                "args": {"replica": name, "peers": everyone, "gossip_interval": 0.3},
+            },
+        ],
+    }
+
+
+class Cluster:
+    """A topology of gateways (+ edges) written under ``tmp_path``, with certificates and trusted keys."""
+
+    def __init__(self, tmp_path: Path, gateways: tuple[str, ...] = GATEWAYS, edges: tuple[str, ...] = ()):
+        self.tmp = tmp_path
+        self.names = [*gateways, *edges]
+        self.roles = {**dict.fromkeys(gateways, "gateway"), **dict.fromkeys(edges, "edge")}
+        self.ports = {n: free_loopback_port() for n in self.names}
+        keys = {}
+        for name in self.names:
+            keys[name] = public_key_b64(load_or_create_signing_key(self.data_dir(name), name))
+        ensure_cluster_certs(tmp_path / "certs", self.names)
+        nodes = [
+            {
+                "name": name,
+                "role": self.roles[name],
+                "peer": f"127.0.0.1:{self.ports[name]}",
+                "data_dir": str(self.data_dir(name)),
+                "tree": (gateway_tree if self.roles[name] == "gateway" else edge_tree)(name, self.names),
+            }
+            for name in self.names
+        ]
+        cluster = {
+            "certs_dir": "certs",
+            "raft_members": list(gateways),
+            "trusted_keys": keys,
+            "heartbeat_ms": 100,
+        }
+        self.topology = tmp_path / "cluster.yaml"
+        self.topology.write_text(yaml.safe_dump({"nodes": nodes, "cluster": cluster}))
+        self.nodes: dict[str, ClusterNode] = {}
+
+    def data_dir(self, name: str) -> Path:
+        return self.tmp / "data" / name
+
+    def start(self, name: str) -> ClusterNode:
+        node = ClusterNode(self.topology, name)
+        self.nodes[name] = node
+        return node
+
+    def stop_all(self) -> None:
+        for node in self.nodes.values():
+            node.kill_whole_node()
+
+    def committed(self, name: str) -> list[dict[str, Any]]:
+        """The node's published log: ``incidents/committed`` records (read next to the live node)."""
+        log = EventLog(self.data_dir(name) / "eventlog")
+        try:
+            return [r.payload for r in log.read(COMMITTED_INCIDENTS)]
+        finally:
+            log.close()
+
+    def propose(self, name: str, incidents: list[dict[str, Any]]) -> None:
+        """Durably append incidents to a node's ``incidents/proposed`` (what its inference would do)."""
+        log = EventLog(self.data_dir(name) / "eventlog")
+        try:
+            log.append(PROPOSED_INCIDENTS, incidents)
+        finally:
+            log.close()
+
+    def value(self, name: str, key: str) -> Any:
+        log = EventLog(self.data_dir(name) / "eventlog")
+        try:
+            return log.get_value(key)
+        finally:
+            log.close()
+
+
+class ClusterNode:
+    """One node process (`garrison run TOPOLOGY --node NAME`), its JSON log lines collected."""
+
+    def __init__(self, topology: Path, name: str) -> None:
+        self.name = name
+        cmd = [sys.executable, "-m", "supervisors.cli", "run", str(topology), "--node", name]
+        self.proc = subprocess.Popen(
+            [*cmd, "--log-format", "json", "--duration", "600"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.session_id: int | None = None
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._lock:
+                self.lines.append(line)
+                if line.startswith("{"):
+                    with contextlib.suppress(json.JSONDecodeError):
+                        event = json.loads(line)
+                        self.events.append(event)
+                        if event.get("event") == "node_started":
+                            self.session_id = event.get("session")
+
+    def named(self, event: str, **match: Any) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                e
+                for e in self.events
+                if e.get("event") == event and all(e.get(k) == v for k, v in match.items())
+            ]
+
+    def kill_whole_node(self) -> None:
+        """SIGKILL the launcher and every process of its session (the gateway dies with its shell)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.session_id:
+            for pid in processes_in_session(int(self.session_id)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._reader.join(timeout=5)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, nodes: list[ClusterNode]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.1)
+    tails = "\n".join(f"--- {n.name}\n{''.join(n.lines[-25:])}" for n in nodes)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
+
+
+def incident(iid: str, source: str = "gw-1") -> dict[str, Any]:
+    return {
+        "incident_id": iid,
+        "timestamp": 1_700_000_000.0,
+        "type": "gas_leak",
+        "source_node": source,
+        "confidence": 0.97,
+        "payload": {"pollutant": "co"},
+        "sensor": "S1",
+    }
+
+
+def leaders(cluster: Cluster, names: list[str]) -> dict[str, str | None]:
+    """Each node's last logged view of the leader: {node: leader}."""
+    view = {}
+    for name in names:
+        roles = cluster.nodes[name].named("raft_role")
+        view[name] = roles[-1].get("leader") if roles else None
+    return view
+
+
+def agreed_leader(cluster: Cluster, names: list[str]) -> str | None:
+    view = leaders(cluster, names)
+    first = view[names[0]]
+    return first if first is not None and all(v == first for v in view.values()) else None
+
+
+def incident_ids(records: list[dict[str, Any]]) -> list[str]:
+    return [r["incident"]["incident_id"] for r in records]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    made: list[Cluster] = []
+
+    def make(**kwargs: Any) -> Cluster:
+        c = Cluster(tmp_path, **kwargs)
+        made.append(c)
+        return c
+
+    holder = type("Factory", (), {"make": staticmethod(make)})
+    yield holder  # type: ignore[misc]
+    for c in made:
+        c.stop_all()
+
+
+def test_three_gateways_elect_one_leader_and_replicate_identically(cluster: Any) -> None:
+    c = cluster.make()
+    nodes = [c.start(n) for n in GATEWAYS]
+    leader = wait_until(lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", nodes)
+    # proposals on every node (each node's replica proposes its own incidents/proposed through the leader)
+    for i, name in enumerate(GATEWAYS):
+        c.propose(name, [incident(f"{name}-{k}", name) for k in range(3 * i, 3 * i + 3)])
+    expected = {f"{name}-{k}" for i, name in enumerate(GATEWAYS) for k in range(3 * i, 3 * i + 3)}
+    wait_until(
+        lambda: all(set(incident_ids(c.committed(n))) == expected for n in GATEWAYS),
+        60,
+        "every incident committed on every node",
+        nodes,
+    )
+    logs = {n: [(r["raft_index"], r["incident"]) for r in c.committed(n)] for n in GATEWAYS}
+    assert logs["gw-1"] == logs["gw-2"] == logs["gw-3"], "the committed logs differ between nodes"
+    assert len(logs["gw-1"]) == len(expected), "an incident was committed twice"
+    # the links really carried it: each node's gateway started and its peers are Raft members over mTLS
+    for node in nodes:
+        assert node.named("peer_gateway_started"), f"{node.name}: no peer gateway"
+    assert leader in GATEWAYS
