@@ -288,3 +288,82 @@ def test_three_gateways_elect_one_leader_and_replicate_identically(cluster: Any)
     for node in nodes:
         assert node.named("peer_gateway_started"), f"{node.name}: no peer gateway"
     assert leader in GATEWAYS
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead too
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_leader_node_sigkill_elects_a_new_leader_and_writes_resume(cluster: Any) -> None:
+    c = cluster.make()
+    nodes = {n: c.start(n) for n in GATEWAYS}
+    leader = wait_until(
+        lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", list(nodes.values())
+    )
+    c.propose(leader, [incident("before-kill", leader)])
+    wait_until(
+        lambda: all("before-kill" in incident_ids(c.committed(n)) for n in GATEWAYS),
+        30,
+        "the first incident committed everywhere",
+        list(nodes.values()),
+    )
+    launcher = nodes[leader].proc.pid
+    nodes[leader].kill_whole_node()
+    assert not pid_alive(launcher), "the leader's node is still running"
+    survivors = [n for n in GATEWAYS if n != leader]
+    new = wait_until(
+        lambda: (lead := agreed_leader(c, survivors)) not in (None, leader) and lead,
+        60,
+        "a new leader among the survivors",
+        [nodes[n] for n in survivors],
+    )
+    assert new in survivors
+    c.propose(survivors[0], [incident("after-kill", survivors[0])])
+    wait_until(
+        lambda: all("after-kill" in incident_ids(c.committed(n)) for n in survivors),
+        30,
+        "a write committed after the kill",
+        [nodes[n] for n in survivors],
+    )
+    assert [(r["raft_index"], r["incident"]) for r in c.committed(survivors[0])] == [
+        (r["raft_index"], r["incident"]) for r in c.committed(survivors[1])
+    ]
+
+
+def test_gateway_process_sigkill_is_reported_and_restarted_while_raft_runs_on(cluster: Any) -> None:
+    c = cluster.make()
+    nodes = {n: c.start(n) for n in GATEWAYS}
+    wait_until(lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", list(nodes.values()))
+    victim = nodes["gw-2"]
+    started = wait_until(lambda: victim.named("peer_gateway_started"), 30, "gw-2's gateway", [victim])
+    gateway_pid = int(started[-1]["pid"])
+    replica_starts = len(victim.named("raft_replica_started"))
+    os.kill(gateway_pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(gateway_pid), 10, "the gateway process to die", [victim])
+    failed = wait_until(
+        lambda: victim.named("child_failed", child="peer") or victim.named("child_crashed", child="peer"),
+        30,
+        "the gateway's death reported by its supervisor",
+        [victim],
+    )
+    assert "GatewayExited" in json.dumps(failed[-1]) or "SIGKILL" in json.dumps(failed[-1])
+    restarted = wait_until(
+        lambda: [e for e in victim.named("peer_gateway_started") if int(e["pid"]) != gateway_pid],
+        30,
+        "a new gateway process",
+        [victim],
+    )
+    assert pid_alive(int(restarted[-1]["pid"]))
+    assert len(victim.named("raft_replica_started")) == replica_starts, "the replica was restarted too"
+    c.propose("gw-2", [incident("through-new-gateway", "gw-2")])
+    wait_until(
+        lambda: all("through-new-gateway" in incident_ids(c.committed(n)) for n in GATEWAYS),
+        30,
+        "an incident proposed on gw-2 committed everywhere after the gateway restart",
+        list(nodes.values()),
+    )
