@@ -120,6 +120,7 @@ class Cluster:
         self.topology = tmp_path / "cluster.yaml"
         self.topology.write_text(yaml.safe_dump({"nodes": nodes, "cluster": cluster}))
         self.nodes: dict[str, ClusterNode] = {}
+        self.logs: dict[str, EventLog] = {}
 
     def data_dir(self, name: str) -> Path:
         return self.tmp / "data" / name
@@ -132,29 +133,26 @@ class Cluster:
     def stop_all(self) -> None:
         for node in self.nodes.values():
             node.kill_whole_node()
+        for log in self.logs.values():
+            log.close()
+
+    def log(self, name: str) -> EventLog:
+        """The node's event log, opened once by this test process (LMDB allows one handle per process),
+        read and appended next to the live node."""
+        if name not in self.logs:
+            self.logs[name] = EventLog(self.data_dir(name) / "eventlog")
+        return self.logs[name]
 
     def committed(self, name: str) -> list[dict[str, Any]]:
-        """The node's published log: ``incidents/committed`` records (read next to the live node)."""
-        log = EventLog(self.data_dir(name) / "eventlog")
-        try:
-            return [r.payload for r in log.read(COMMITTED_INCIDENTS)]
-        finally:
-            log.close()
+        """The node's published log: ``incidents/committed`` records."""
+        return [r.payload for r in self.log(name).read(COMMITTED_INCIDENTS)]
 
     def propose(self, name: str, incidents: list[dict[str, Any]]) -> None:
         """Durably append incidents to a node's ``incidents/proposed`` (what its inference would do)."""
-        log = EventLog(self.data_dir(name) / "eventlog")
-        try:
-            log.append(PROPOSED_INCIDENTS, incidents)
-        finally:
-            log.close()
+        self.log(name).append(PROPOSED_INCIDENTS, incidents)
 
     def value(self, name: str, key: str) -> Any:
-        log = EventLog(self.data_dir(name) / "eventlog")
-        try:
-            return log.get_value(key)
-        finally:
-            log.close()
+        return self.log(name).get_value(key)
 
 
 class ClusterNode:
@@ -290,13 +288,17 @@ def test_three_gateways_elect_one_leader_and_replicate_identically(cluster: Any)
     assert leader in GATEWAYS
 
 
-def pid_alive(pid: int) -> bool:
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of ``pid`` (R, S, T for stopped, Z for zombie); None when gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead too
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    return process_state(pid) not in (None, "Z")  # a zombie is dead too
 
 
 def test_leader_node_sigkill_elects_a_new_leader_and_writes_resume(cluster: Any) -> None:
@@ -367,3 +369,93 @@ def test_gateway_process_sigkill_is_reported_and_restarted_while_raft_runs_on(cl
         "an incident proposed on gw-2 committed everywhere after the gateway restart",
         list(nodes.values()),
     )
+
+
+FORWARD_OFFSET = "peer-gateway/forward_offset"
+
+
+def port_refuses(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_edge_cut_off_keeps_a_durable_backlog_and_delivers_it_exactly_once(cluster: Any) -> None:
+    c = cluster.make(edges=("edge-1",))
+    edge = c.start("edge-1")
+    wait_until(lambda: edge.named("peer_gateway_started"), 30, "the edge's gateway", [edge])
+    offline = [incident(f"offline-{k}", "edge-1") for k in range(5)]
+    c.propose("edge-1", offline)
+    time.sleep(1.5)  # several forward rounds with nobody to forward to
+    # the cut really happened: no gateway listens, and the edge advanced nothing
+    assert all(port_refuses(c.ports[g]) for g in GATEWAYS), "a gateway port answers"
+    assert not edge.named("forward_target"), "the edge found a gateway to forward to"
+    assert int(c.value("edge-1", FORWARD_OFFSET) or 0) == 0, "the backlog was advanced with no gateway up"
+    gateways = [c.start(g) for g in GATEWAYS]
+    everyone = [edge, *gateways]
+    wait_until(lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", everyone)
+    online = [incident(f"online-{k}", "edge-1") for k in range(5)]
+    c.propose("edge-1", online)
+    expected = [i["incident_id"] for i in offline + online]
+    wait_until(
+        lambda: all(set(incident_ids(c.committed(g))) == set(expected) for g in GATEWAYS),
+        60,
+        "the edge's backlog and new detections committed on every gateway",
+        everyone,
+    )
+    wait_until(
+        lambda: int(c.value("edge-1", FORWARD_OFFSET) or 0) == 10, 30, "the edge's offset acked", [edge]
+    )
+    for g in GATEWAYS:
+        ids = incident_ids(c.committed(g))
+        assert sorted(ids) == sorted(expected), f"{g}: lost or duplicated edge incidents: {ids}"
+    assert edge.named("forward_target"), "the edge never logged whom it forwarded to"
+
+
+def exposure_of(c: Cluster, name: str) -> dict[str, int]:
+    from actors.crdt.codec import decode
+    from actors.crdt.exposure import Exposure
+
+    saved = c.value(name, f"crdt/{name}") or {}
+    return decode(saved["state"], Exposure).value() if "state" in saved else {}
+
+
+def reading(k: int, value: float) -> dict[str, Any]:
+    return {"sensor": "S1", "pollutant": "co", "ts": 1_700_000_000.0 + k, "value": value, "unit": "ppm"}
+
+
+def test_exposure_counters_converge_on_every_node_after_a_partition_heals(cluster: Any) -> None:
+    c = cluster.make(gateways=("gw-1", "gw-2"), edges=("edge-1",))
+    nodes = {n: c.start(n) for n in c.names}
+    everyone = list(nodes.values())
+    edge = nodes["edge-1"]
+    started = wait_until(lambda: edge.named("peer_gateway_started"), 30, "the edge's gateway", [edge])
+    log = c.log("edge-1")
+    log.append("readings", [reading(k, 1.0) for k in range(10)])
+    first = wait_until(
+        lambda: (v := exposure_of(c, "edge-1")) and all(exposure_of(c, n) == v for n in c.names) and v,
+        60,
+        "the first readings counted on every node",
+        everyone,
+    )
+    gateway_pid = int(started[-1]["pid"])
+    os.kill(gateway_pid, signal.SIGSTOP)  # the edge is cut off from every node: its links stall
+    try:
+        wait_until(lambda: process_state(gateway_pid) == "T", 10, "the edge's gateway stopped", [edge])
+        log.append("readings", [reading(k, 2.0) for k in range(10, 20)])
+        wait_until(lambda: exposure_of(c, "edge-1") != first, 30, "the edge counting while cut off", [edge])
+        time.sleep(1.5)  # several gossip rounds: nothing can reach the gateways
+        assert exposure_of(c, "gw-1") == first and exposure_of(c, "gw-2") == first, "gossip crossed the cut"
+    finally:
+        os.kill(gateway_pid, signal.SIGCONT)
+    final = exposure_of(c, "edge-1")
+    assert final["co"] > first["co"]
+    wait_until(
+        lambda: all(exposure_of(c, n) == exposure_of(c, "edge-1") for n in c.names),
+        60,
+        "every node converged to the same exposure after the heal",
+        everyone,
+    )
+    assert exposure_of(c, "gw-1") == final == exposure_of(c, "gw-2")
