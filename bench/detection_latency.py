@@ -59,7 +59,7 @@ def topology(data_dir: Path, sink: Path, seed: int, speedup: float, max_steps: i
                     "children": [
                         {
                             "id": "sensors",
-                            "actor": "actors.sensor.SimulatedSensorActor",
+                            "actor": "actors.pipeline.sensor.SimulatedSensorActor",
                             "args": {"seed": seed, "speedup": speedup, "max_steps": max_steps},
                         },
                         {
@@ -68,7 +68,7 @@ def topology(data_dir: Path, sink: Path, seed: int, speedup: float, max_steps: i
                             "intensity": 5,
                             "period": 30,
                             "children": [
-                                {"id": "inference", "actor": "actors.inference.InferenceActor"},
+                                {"id": "inference", "actor": "actors.pipeline.inference.InferenceActor"},
                                 {
                                     "id": "incident-log",
                                     "actor": "actors.raft.replica.RaftReplicaActor",

@@ -179,14 +179,14 @@ def topology(data_dir: Path, port: int) -> dict[str, Any]:
         "children": [
             {
                 "id": "bridge",
-                "actor": "actors.mqtt_bridge.MqttBridgeActor",
+                "actor": "actors.pipeline.mqtt_bridge.MqttBridgeActor",
                 "args": {"host": "127.0.0.1", "port": port, "client_id": "bench-edge-bridge"},
             },
             {
                 "id": "pipeline",
                 "strategy": "rest_for_one",
                 "children": [
-                    {"id": "inference", "actor": "actors.inference.InferenceActor"},
+                    {"id": "inference", "actor": "actors.pipeline.inference.InferenceActor"},
                     {
                         "id": "incident-log",
                         "actor": "actors.raft.replica.RaftReplicaActor",

@@ -42,7 +42,7 @@ import numpy as np
 from thespian.actors import ActorSystem
 
 from actors.eventlog import open_event_log
-from actors.sensor import reading_record
+from actors.pipeline.sensor import reading_record
 from actors.streams import PROPOSED_INCIDENTS, READINGS
 from bench.raft_commit import durable_commit_probe, kill_session_leftovers, start_tree
 from bench.restart_latency import BenchError, Mailbox, stderr_to
@@ -110,7 +110,7 @@ def run_actor(
         children=(
             WorkerSpec(
                 id="inference",
-                actor="actors.inference.InferenceActor",
+                actor="actors.pipeline.inference.InferenceActor",
                 args={
                     "batch_limit": batch_limit,
                     "poll_interval": ACTOR_POLL_S,

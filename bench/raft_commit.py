@@ -88,7 +88,7 @@ PYSYNCOBJ_CONFIGS = {"pysyncobj_default": {}, "pysyncobj_no_batch": {"appendEntr
 
 
 def incident(incident_id: str, seq: int) -> dict[str, Any]:
-    """An incident record shaped like ``actors.inference.InferenceActor._incident`` makes them."""
+    """An incident record shaped like ``actors.pipeline.inference.InferenceActor._incident`` makes them."""
     return {
         "incident_id": incident_id,
         "timestamp": 1_700_000_000.0 + seq,

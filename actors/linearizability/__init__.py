@@ -15,9 +15,9 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from actors.linearizability_history import HistoryFormatError, parse_operations, read_events
-from actors.linearizability_models import MODELS, Model, Operation, Outcome
-from actors.linearizability_search import (
+from actors.linearizability.history import HistoryFormatError, parse_operations, read_events
+from actors.linearizability.models import MODELS, Model, Operation, Outcome
+from actors.linearizability.search import (
     Witness,
     is_linearizable,
     minimise,

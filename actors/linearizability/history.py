@@ -11,7 +11,7 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from actors.linearizability_models import (
+from actors.linearizability.models import (
     ALL_FUNCTIONS,
     Model,
     Operation,

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from actors.linearizability_models import Model, Operation
+from actors.linearizability.models import Model, Operation
 
 _UNLIMITED = 1 << 62
 # Shrinking a witness re-runs the search many times, and sub-histories can cost far more than

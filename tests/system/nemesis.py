@@ -35,7 +35,7 @@ import yaml
 
 from actors.base import SupervisedActor
 from actors.eventlog import EventLog
-from actors.mqtt_bridge import DEAD_LETTERS as MQTT_DEAD_LETTERS
+from actors.pipeline.mqtt_bridge import DEAD_LETTERS as MQTT_DEAD_LETTERS
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS, READINGS
 from supervisors.process_tree import descendants
 from supervisors.supervisor import POISON_STREAM
@@ -110,7 +110,7 @@ class Layout:
 def _log_children(layout: Layout) -> list[dict[str, Any]]:
     inference = {
         "id": "inference",
-        "actor": "actors.inference.InferenceActor",
+        "actor": "actors.pipeline.inference.InferenceActor",
         "args": {"threshold": 0.85},
         "backoff": {"min": 0.2, "max": 2},
     }
@@ -156,7 +156,7 @@ def soak_tree(
     children: list[dict[str, Any]] = [
         {
             "id": "sensors",
-            "actor": "actors.sensor.SimulatedSensorActor",
+            "actor": "actors.pipeline.sensor.SimulatedSensorActor",
             "args": {"seed": 7, "speedup": speedup, "max_steps": steps},
         },
         *_log_children(layout),
@@ -185,7 +185,7 @@ def soak_tree(
         children.append(
             {
                 "id": "bridge",
-                "actor": "actors.mqtt_bridge.MqttBridgeActor",
+                "actor": "actors.pipeline.mqtt_bridge.MqttBridgeActor",
                 "args": {"host": "127.0.0.1", "port": mqtt_port, "topic": "chaos/+/raw", "qos": 1},
                 "backoff": {"min": 0.2, "max": 2},
             }

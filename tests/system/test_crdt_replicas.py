@@ -63,7 +63,7 @@ def test_replicas_converge_to_the_exact_sum_through_a_sigkill(tmp_path: Path) ->
         [
             worker(
                 "sensors",
-                actor="actors.sensor.SimulatedSensorActor",
+                actor="actors.pipeline.sensor.SimulatedSensorActor",
                 args={"seed": 7, "speedup": 300, "max_steps": STEPS},
             ),
             supervisor("exposure", replicas, intensity=10),

@@ -26,11 +26,11 @@ def test_corrupt_model_degrades_to_heuristic_and_recovers_when_a_good_one_appear
         [
             worker(
                 "sensors",
-                actor="actors.sensor.SimulatedSensorActor",
+                actor="actors.pipeline.sensor.SimulatedSensorActor",
                 args={"seed": 7, "speedup": 900, "max_steps": STEPS},
             ),
-            worker("inference", actor="actors.inference.InferenceActor", args={"model": str(model)}),
-            worker("incident-log", actor="actors.incident_log.IncidentLogActor"),
+            worker("inference", actor="actors.pipeline.inference.InferenceActor", args={"model": str(model)}),
+            worker("incident-log", actor="actors.pipeline.incident_log.IncidentLogActor"),
         ],
     )
     node = LiveNode(write_topology(tmp_path, tree))

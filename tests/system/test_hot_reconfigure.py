@@ -19,12 +19,18 @@ def test_changed_args_restart_only_that_worker_and_it_resumes_its_offset(tmp_pat
         [
             worker(
                 "sensors",
-                actor="actors.sensor.SimulatedSensorActor",
+                actor="actors.pipeline.sensor.SimulatedSensorActor",
                 args={"seed": 7, "speedup": 300, "max_steps": STEPS},
             ),
             supervisor(
                 "pipeline",
-                [worker("inference", actor="actors.inference.InferenceActor", args={"threshold": 0.85})],
+                [
+                    worker(
+                        "inference",
+                        actor="actors.pipeline.inference.InferenceActor",
+                        args={"threshold": 0.85},
+                    )
+                ],
             ),
         ],
     )

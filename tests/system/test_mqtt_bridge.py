@@ -13,11 +13,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from actors.eventlog import open_event_log
-from actors.mqtt_bridge import DEAD_LETTERS, MalformedReading, parse_reading
+from actors.pipeline.mqtt_bridge import DEAD_LETTERS, MalformedReading, parse_reading
 from actors.streams import READINGS
 from tests.system.nodes import LiveNode, supervisor, worker, write_topology
 
-BRIDGE = "actors.mqtt_bridge.MqttBridgeActor"
+BRIDGE = "actors.pipeline.mqtt_bridge.MqttBridgeActor"
 
 
 def reading(i: int, sensor: str = "s1") -> bytes:

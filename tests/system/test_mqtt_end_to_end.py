@@ -24,10 +24,10 @@ def test_published_leak_readings_become_one_incident_in_the_file_sink(tmp_path: 
         [
             worker(
                 "bridge",
-                actor="actors.mqtt_bridge.MqttBridgeActor",
+                actor="actors.pipeline.mqtt_bridge.MqttBridgeActor",
                 args={"host": "127.0.0.1", "port": broker},
             ),
-            worker("inference", actor="actors.inference.InferenceActor"),
+            worker("inference", actor="actors.pipeline.inference.InferenceActor"),
             worker("incident-log", actor="actors.raft.replica.RaftReplicaActor", args={"publish": True}),
             worker(
                 "dispatch",

@@ -153,7 +153,7 @@ def test_bridge_connects_with_its_node_cert_and_clients_without_one_are_refused(
         "reconnect_max": 2,
         "tls": tls_broker.tls_args("edge-1"),
     }
-    bridge = worker("bridge", "actors.mqtt_bridge.MqttBridgeActor", args=args)
+    bridge = worker("bridge", "actors.pipeline.mqtt_bridge.MqttBridgeActor", args=args)
     node = LiveNode(write_topology(tmp_path, supervisor("root", [bridge], intensity=5)), duration=60)
     try:
         node.wait_until(lambda: node.named("mqtt_subscribed"), 30, "the bridge's subscription over TLS")

@@ -119,7 +119,9 @@ def test_message_sent_during_backoff_reaches_the_fresh_instance(
     live.wait_for("held_messages_delivered", child="c", count=1)
 
 
-def test_unknown_path_and_full_hold_are_dead_lettered(node: tuple[LiveNode, Path], client: NodeClient) -> None:
+def test_unknown_path_and_full_hold_are_dead_lettered(
+    node: tuple[LiveNode, Path], client: NodeClient
+) -> None:
     live, data_dir = node
     with pytest.raises(NoSuchActor, match="no child 'nope'"):
         client.ask("root/sub/nope", "hello?", timeout=10)
@@ -138,7 +140,9 @@ def test_unknown_path_and_full_hold_are_dead_lettered(node: tuple[LiveNode, Path
         client.tell("root/sub/d", i)
     overflow = live.wait_for("message_dead_lettered", target="root/sub/d", kind="hold_full", count=3)
     assert {e["message_type"] for e in overflow} == {"int"}
-    live.wait_for("child_restarted", child="d", count=restarts + 1, timeout=30)  # an ask now would overflow too
+    live.wait_for(
+        "child_restarted", child="d", count=restarts + 1, timeout=30
+    )  # an ask now would overflow too
     assert client.ask("root/sub/d", {"op": "received"}, timeout=20) == list(range(HOLD_LIMIT))
 
     letters = [r.payload for r in open_event_log(data_dir / "eventlog").iter("deadletters/routing")]

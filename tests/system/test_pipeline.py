@@ -30,14 +30,14 @@ def pipeline_tree(speedup: float = 1800) -> dict[str, Any]:
         [
             worker(
                 "sensors",
-                actor="actors.sensor.SimulatedSensorActor",
+                actor="actors.pipeline.sensor.SimulatedSensorActor",
                 args={"seed": 7, "speedup": speedup, "max_steps": STEPS},
             ),
             supervisor(
                 "pipeline",
                 [
-                    worker("inference", actor="actors.inference.InferenceActor"),
-                    worker("incident-log", actor="actors.incident_log.IncidentLogActor"),
+                    worker("inference", actor="actors.pipeline.inference.InferenceActor"),
+                    worker("incident-log", actor="actors.pipeline.incident_log.IncidentLogActor"),
                 ],
                 strategy="rest_for_one",
                 intensity=20,

@@ -37,10 +37,10 @@ def cluster_tree(extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         [
             worker(
                 "sensors",
-                actor="actors.sensor.SimulatedSensorActor",
+                actor="actors.pipeline.sensor.SimulatedSensorActor",
                 args={"seed": 7, "speedup": 600, "max_steps": STEPS},
             ),
-            worker("inference", actor="actors.inference.InferenceActor"),
+            worker("inference", actor="actors.pipeline.inference.InferenceActor"),
             supervisor("raft", replicas + (extra or []), intensity=20, period=10),
         ],
         intensity=20,

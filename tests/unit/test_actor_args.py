@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # actor -> defaults it must keep (what its on_start read with args.get before the schema)
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "actors.sensor.SimulatedSensorActor": {
+    "actors.pipeline.sensor.SimulatedSensorActor": {
         "sensors": None,
         "seed": 7,
         "scenario": "default",
@@ -30,16 +30,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tick": 0.1,
         "max_steps": 10**9,
     },
-    "actors.inference.InferenceActor": {
+    "actors.pipeline.inference.InferenceActor": {
         "model": None,
         "threshold": 0.85,
         "poll_interval": 0.05,
         "batch_limit": 4096,
     },
-    "actors.incident_log.IncidentLogActor": {"poll_interval": 0.05},
+    "actors.pipeline.incident_log.IncidentLogActor": {"poll_interval": 0.05},
     "actors.examples.Heartbeat": {"interval": 5.0},
     "actors.examples.Counter": {},
-    "actors.mqtt_bridge.MqttBridgeActor": {
+    "actors.pipeline.mqtt_bridge.MqttBridgeActor": {
         "host": "127.0.0.1",
         "port": 1883,
         "topic": "sensor/+/raw",
@@ -83,19 +83,23 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 # actor -> (args with a typo, the key it means), (a wrong type: key, value), (out of range: key, value)
 CASES: dict[str, tuple[tuple[str, str], tuple[str, str], tuple[str, str]] | tuple[str, str]] = {
-    "actors.sensor.SimulatedSensorActor": (("spedup", "speedup"), ("speedup", '"fast"'), ("tick", "0")),
-    "actors.inference.InferenceActor": (
+    "actors.pipeline.sensor.SimulatedSensorActor": (
+        ("spedup", "speedup"),
+        ("speedup", '"fast"'),
+        ("tick", "0"),
+    ),
+    "actors.pipeline.inference.InferenceActor": (
         ("treshold", "threshold"),
         ("batch_limit", '"all"'),
         ("threshold", "1.5"),
     ),
-    "actors.incident_log.IncidentLogActor": (
+    "actors.pipeline.incident_log.IncidentLogActor": (
         ("poll_intervl", "poll_interval"),
         ("poll_interval", "[1]"),
         ("poll_interval", "-1"),
     ),
     "actors.examples.Heartbeat": (("intervall", "interval"), ("interval", "{a: 1}"), ("interval", "0")),
-    "actors.mqtt_bridge.MqttBridgeActor": (("prot", "port"), ("port", '"1883"'), ("port", "70000")),
+    "actors.pipeline.mqtt_bridge.MqttBridgeActor": (("prot", "port"), ("port", '"1883"'), ("port", "70000")),
     "actors.raft.replica.RaftReplicaActor": (
         ("pubish", "publish"),
         ("peers", "gw1"),
@@ -223,7 +227,7 @@ def test_cross_field_rules_are_load_errors() -> None:
     raft = _schema("actors.raft.replica.RaftReplicaActor")
     _, problems = check_args(raft, {"election_ticks": 3, "heartbeat_ticks": 3})
     assert problems == [((), "heartbeat_ticks (3) must be below election_ticks (3)")]
-    sensor = _schema("actors.sensor.SimulatedSensorActor")
+    sensor = _schema("actors.pipeline.sensor.SimulatedSensorActor")
     _, problems = check_args(sensor, {"sensors": ["S1", "S9"]})
     assert len(problems) == 1 and "['S9'] are not in the default scenario" in problems[0][1]
 
@@ -239,11 +243,11 @@ def test_validate_exits_1_and_lists_every_problem_from_the_command_line(tmp_path
         "      id: root\n"
         "      children:\n"
         "        - id: inference\n"
-        "          actor: actors.inference.InferenceActor\n"
+        "          actor: actors.pipeline.inference.InferenceActor\n"
         "          args:\n"
         "            treshold: 0.9\n"
         "        - id: bridge\n"
-        "          actor: actors.mqtt_bridge.MqttBridgeActor\n"
+        "          actor: actors.pipeline.mqtt_bridge.MqttBridgeActor\n"
         "          args: {port: 0}\n"
     )
     proc = subprocess.run(

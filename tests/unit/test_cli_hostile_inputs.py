@@ -26,9 +26,9 @@ from actors.linearizability import (
     SearchBudgetExceeded,
     check_history,
 )
-from actors.linearizability_history import MAX_LINE_BYTES, parse_operations
-from actors.linearizability_models import MODELS
-from actors.linearizability_search import search
+from actors.linearizability.history import MAX_LINE_BYTES, parse_operations
+from actors.linearizability.models import MODELS
+from actors.linearizability.search import search
 from supervisors.cli import check_history_cmd
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,8 +25,8 @@ from actors.linearizability import (
     load_history,
     run_check_history,
 )
-from actors.linearizability_history import parse_operations
-from actors.linearizability_models import MODELS, Operation
+from actors.linearizability.history import parse_operations
+from actors.linearizability.models import MODELS, Operation
 
 
 def invoke(process: Any, f: str, value: Any = None, **extra: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.mqtt_bridge import MAX_PAYLOAD, MalformedReading, parse_reading
+from actors.pipeline.mqtt_bridge import MAX_PAYLOAD, MalformedReading, parse_reading
 
 VALID = {"sensor": "s1", "pollutant": "NO2", "value": 1.5, "unit": "ppb", "timestamp": 1_700_000_000}
 _storable = msgspec.msgpack.Encoder()  # what the event log must be able to store for an accepted reading

@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from actors.mqtt_bridge import parse_reading
+from actors.pipeline.mqtt_bridge import parse_reading
 from supervisors.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[2]

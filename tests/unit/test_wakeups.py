@@ -41,7 +41,9 @@ def test_rings_coalesce_and_a_full_pipe_drops_without_blocking(tmp_path: Path) -
     assert not readable(inbox.fd)
 
 
-def test_a_consumer_that_is_away_does_not_break_the_producer_and_is_rung_again_when_back(tmp_path: Path) -> None:
+def test_a_consumer_that_is_away_does_not_break_the_producer_and_is_rung_again_when_back(
+    tmp_path: Path,
+) -> None:
     root = wake_dir(tmp_path)
     log = EventLog(tmp_path / "eventlog")
     first = Inbox(root, "readings", "root/inference")

@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from actors.sensor import reading_record
+from actors.pipeline.sensor import reading_record
 from models import features
 from models.detector import DEFAULT_MODEL_PATH, HeuristicDetector, load_detector
 from models.episodes import EpisodeConfig, EpisodeEnded, EpisodeStarted, EpisodeTracker
