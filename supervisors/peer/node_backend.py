@@ -350,20 +350,52 @@ class NodeBackend:
         return ReadOutcome("ok", incidents, commit_index, last if more else None)
 
     async def _read_index(self) -> str:
-        """ReadIndex through the replica: "" once it applied up to a leadership-confirmed index (so the
-        committed stream holds everything committed before this read began), else why not."""
+        """ReadIndex: "" once the publishing replica applied up to a leadership-confirmed index (so the
+        committed stream holds everything committed before this read began), else why not.
+
+        The publishing replica serves it itself when it leads. When a sibling replica of this node leads
+        (several replicas in one node, e.g. config/raft-3.yaml), the leader confirms the read index and this
+        waits until the publisher applied up to it. A leader on another node is the gateway's business."""
+        first = await self._ask_read_index(self.replica_path)
+        if isinstance(first, str):
+            return first
+        if first >= 0:
+            return ""  # the publisher led, and answered once it had applied up to the read index
+        raft = await self._raft_status()
+        leader = raft.get("leader") if raft else None
+        if not leader or leader == (raft or {}).get("replica"):
+            return f"no leader to confirm a linearizable read ({self.raft_error or 'election under way'})"
+        parent = self.replica_path.rpartition("/")[0]
+        read_index = await self._ask_read_index(f"{parent}/{leader}" if parent else leader)
+        if isinstance(read_index, str):
+            return read_index
+        if read_index < 0:
+            return f"{leader} is no longer the leader: retry"
+        deadline = time.monotonic() + READ_INDEX_TIMEOUT_S
+        pause = 0.005
+        while True:  # bounded: the publisher applies what the leader committed within a heartbeat or two
+            raft = await self._raft_status()
+            if raft is not None and int(raft.get("applied", -1)) >= read_index:
+                return ""
+            if time.monotonic() >= deadline:
+                return f"{self.replica_path} did not apply up to the read index {read_index} in time"
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    async def _ask_read_index(self, path: str) -> int | str:
+        """The read index ``path`` confirmed as leader (-1: it is not the leader), or why it could not."""
         ctx = f"http-api.{os.getpid()}.{uuid.uuid4().hex}"
         try:
             reply = await self.control.ask(
-                self.replica_path, {"op": "read_index", "ctx": ctx}, timeout=READ_INDEX_TIMEOUT_S
+                path, {"op": "read_index", "ctx": ctx}, timeout=READ_INDEX_TIMEOUT_S
             )
         except ControlUnavailable as exc:
             return f"ReadIndex not confirmed (no quorum or no leader?): {exc}"
         if not isinstance(reply, dict) or not isinstance(reply.get("applied_index"), int):
-            return f"ReadIndex: unexpected answer {str(reply)[:200]}"
+            return f"ReadIndex: unexpected answer from {path}: {str(reply)[:200]}"
         if reply["applied_index"] < 0 or not reply.get("linearizable"):
-            return f"replica {self.replica_path} is not the leader: a linearizable read must go to the leader"
-        return ""
+            return -1
+        return int(reply["applied_index"])
 
     # -- status -------------------------------------------------------------------------------------
 

@@ -110,15 +110,13 @@ def incident(iid: str, **over: Any) -> dict[str, Any]:
     }
 
 
-def write_node(tmp: Path, replica_args: dict[str, Any]) -> tuple[Path, int]:
+def write_node(
+    tmp: Path, replica_args: dict[str, Any], extra_children: list[dict[str, Any]] | None = None
+) -> tuple[Path, int]:
     """A one-node topology: a Raft replica (and nothing else) and an api address on a free loopback port."""
     port = free_loopback_port()
-    tree = supervisor(
-        "root",
-        [worker("incident-log", actor="actors.raft.replica.RaftReplicaActor", args=replica_args)],
-        intensity=5,
-        period=10,
-    )
+    replica = worker("incident-log", actor="actors.raft.replica.RaftReplicaActor", args=replica_args)
+    tree = supervisor("root", [replica, *(extra_children or [])], intensity=20, period=10)
     topo = tmp / "topology.yaml"
     node_doc = {"name": "api-node", "data_dir": str(tmp / "data"), "api": f"127.0.0.1:{port}", "tree": tree}
     topo.write_text(yaml.safe_dump({"nodes": [node_doc]}))
@@ -127,9 +125,13 @@ def write_node(tmp: Path, replica_args: dict[str, Any]) -> tuple[Path, int]:
 
 @contextlib.contextmanager
 def running(
-    tmp: Path, replica_args: dict[str, Any], api_args: list[str] | None = None, leader: bool = True
+    tmp: Path,
+    replica_args: dict[str, Any],
+    api_args: list[str] | None = None,
+    leader: bool = True,
+    extra_children: list[dict[str, Any]] | None = None,
 ) -> Iterator[Cluster]:
-    topo, port = write_node(tmp, replica_args)
+    topo, port = write_node(tmp, replica_args, extra_children)
     node = LiveNode(topo)
     api = None
     try:
@@ -389,3 +391,34 @@ def test_a_paused_replica_makes_a_post_504_and_the_retry_with_the_same_id_is_saf
 def _proc_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_linearizable_read_when_a_sibling_replica_leads_and_the_publisher_follows(tmp_path: Path) -> None:
+    # three replicas in one node (as config/raft-3.yaml); incident-log publishes. Kill it while it leads
+    # until a sibling leads: then the publisher is a follower and ReadIndex must go through the leader.
+    peers = ["incident-log", "gw2", "gw3"]
+    siblings = [
+        worker(r, actor="actors.raft.replica.RaftReplicaActor", args={"peers": peers, "publish": False})
+        for r in ("gw2", "gw3")
+    ]
+    with running(tmp_path, {"peers": peers, "publish": True}, leader=True, extra_children=siblings) as c:
+        leader = None
+        for _ in range(6):
+            leader = c.node.wait_until(
+                lambda: c.http.get("/v1/status").json()["raft"]["leader"], 30, "a leader"
+            )
+            if leader != "incident-log":
+                break
+            os.kill(c.node.pid_of("root", "incident-log"), signal.SIGKILL)
+            c.node.wait_for("child_restarted", supervisor="root", child="incident-log", timeout=30)
+            time.sleep(1.0)  # let the election after the kill settle before looking again
+        raft = c.http.get("/v1/status").json()["raft"]
+        assert raft["leader"] in ("gw2", "gw3") and raft["role"] == "follower", raft  # the fault is real
+        answer = c.http.post("/v1/incidents", json=incident("via-follower-1"))
+        assert answer.status_code == 201, answer.text
+        page = c.http.get(
+            "/v1/incidents", params={"after": answer.json()["index"] - 1, "consistency": "linearizable"}
+        )
+        assert page.status_code == 200, page.text
+        assert page.json()["incidents"][0]["incident"]["incident_id"] == "via-follower-1"
+        assert c.http.get("/v1/status").json()["raft"]["role"] == "follower"  # still served by a follower
