@@ -9,6 +9,13 @@ delivery (webhook/MQTT receivers dedupe on the incident id) and the file sink sk
 A lane commits its offset before it moves from one input stream to the other, so the lines a crash can
 leave uncommitted always come from one stream, which is what the file sink's recovery relies on.
 
+Cluster mode (``cluster: true``, on each gateway of a cluster): every gateway publishes the same
+``incidents/committed`` (same records, same sequence numbers), but only the dispatcher next to the Raft
+leader delivers; the others hold. The leader records its progress in the replicated log: it proposes a
+``dispatch_mark`` entry ("delivered through N", the lowest offset of its lanes) and every replica applies it
+into ``raft/<node>/dispatched``. A dispatcher that becomes the leader's starts after that mark, so a sink
+sees again at most what the old leader delivered after its last mark (always with its idempotency key).
+
 A failed attempt is retried after an exponential, jittered delay (a timer; other lanes go on); the sink's
 circuit breaker stops attempts while the endpoint looks dead. After ``max_attempts`` failures (or at once
 for a failure retrying cannot fix) the item becomes a dead letter in ``deadletters/dispatch/<sink>`` in
@@ -30,9 +37,12 @@ from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.dispatch.policy import CircuitBreaker, RetryPolicy, Transition
 from actors.dispatch.sinks import Delivery, DeliveryFailed, Sink, build_sink
-from actors.streams import COMMITTED_INCIDENTS, dead_letter_stream, offset_key
+from actors.raft.replica import DISPATCH_MARK
+from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS, dead_letter_stream, offset_key
 
 __all__ = ["DispatcherActor", "replay_stream", "sink_component"]
+
+LEADER_CHECK_S = 0.25  # cluster mode: how often the dispatcher looks at its replica's role
 
 
 def sink_component(sink: str) -> str:
@@ -155,6 +165,8 @@ class DispatcherArgs(ActorArgs):
     breaker: BreakerArgs = BreakerArgs()
     batch: int = Field(100, ge=1, le=4000)  # items per lane per poll (below the file sink's TAIL_LINES)
     seed: int | None = None  # of the retry jitter; None: fresh entropy
+    cluster: bool = False  # deliver only while this node's Raft replica leads; replicate the progress
+    mark_interval: float = Field(0.5, gt=0, le=3600)  # s between progress marks proposed by the leader
 
     @model_validator(mode="after")
     def _distinct_names(self) -> DispatcherArgs:
@@ -208,6 +220,13 @@ class DispatcherActor(SupervisedActor):
             sinks={n: lane.sink.kind for n, lane in self.lanes.items()},
             offsets={n: lane.inputs[0].offset for n, lane in self.lanes.items()},
         )
+        self.cluster = a.cluster
+        self.leading = not a.cluster
+        self.raft_prefix = f"raft/{self.config.node}/"  # the cluster-mode replica's id is the node name
+        self.mark_proposed = 0
+        self.mark_at = 0.0
+        if self.cluster:
+            self.schedule("leader_check", LEADER_CHECK_S)
         self.subscribe(COMMITTED_INCIDENTS, *(replay_stream(name) for name in self.lanes))
 
     def _input(self, stream: str, key: str, is_replay: bool) -> _Input:
@@ -216,8 +235,54 @@ class DispatcherActor(SupervisedActor):
     # -- timers -------------------------------------------------------------------------------------
 
     def on_appended(self, stream: str) -> None:
+        if self.cluster and not self._check_leading():
+            return
         for lane in self.lanes.values():
             self._pump_some(lane)
+        if self.cluster:
+            self._propose_mark()
+
+    # -- cluster mode: only the leader's dispatcher delivers ---------------------------------------
+
+    def _check_leading(self) -> bool:
+        role = self.event_log.get_value(self.raft_prefix + "role") or {}
+        leading = role.get("role") == "leader"
+        if leading and not self.leading:
+            mark = int(self.event_log.get_value(self.raft_prefix + "dispatched", 0))
+            for lane in self.lanes.values():
+                source = lane.inputs[0]  # incidents/committed (replays are this node's own business)
+                source.buffered.clear()
+                if mark > source.offset:
+                    self._commit(source, mark)
+                source.read_through = source.offset
+            self.mark_proposed = mark
+            self.log.info("dispatch_leading", term=role.get("term"), resume_after=mark)
+        elif not leading and self.leading:
+            for lane in self.lanes.values():
+                lane.inputs[0].buffered.clear()
+                lane.inputs[0].read_through = lane.inputs[0].offset
+            self.log.info("dispatch_holding", leader=role.get("leader"), term=role.get("term"))
+        self.leading = leading
+        return leading
+
+    def _propose_mark(self) -> None:
+        through = min(lane.inputs[0].offset for lane in self.lanes.values())
+        now = time.monotonic()
+        if through <= self.mark_proposed or now - self.mark_at < self.args.mark_interval:
+            return
+        assert self.config is not None
+        node = self.config.node
+        mark = {
+            "incident_id": f"dispatched-{node}-{through}",
+            "timestamp": time.time(),
+            "type": DISPATCH_MARK,
+            "source_node": node,
+            "sensor": "-",
+            "confidence": 1.0,
+            "payload": {"through": through},
+        }
+        self.event_log.append(PROPOSED_INCIDENTS, [mark])  # the replica signs and proposes it
+        self.mark_proposed, self.mark_at = through, now
 
     def _pump_some(self, lane: _Lane) -> None:
         """Deliver one batch per input; when that made progress, come back for more after Thespian's
@@ -230,10 +295,16 @@ class DispatcherActor(SupervisedActor):
             self.wake_again()
 
     def on_timer(self, name: str) -> None:
+        if name == "leader_check":
+            self.on_appended(COMMITTED_INCIDENTS)
+            self.schedule("leader_check", LEADER_CHECK_S)
+            return
         if name.startswith("retry/"):
             lane = self.lanes.get(name.removeprefix("retry/"))
             if lane is not None:
                 lane.waiting = False
+                if self.cluster and not self.leading:
+                    return  # no longer the leader's: the new leader's dispatcher retries it
                 self._pump_some(lane)
 
     def on_stop(self) -> None:

@@ -49,6 +49,9 @@ PROBE_SILENT_PEER_TICKS = 100
 # Bounded forwarding: at most one ProposeEntries message of this many entries per tick.
 MAX_PROPOSALS_PER_TICK = 256
 _decode = msgspec.msgpack.decode
+# An entry of this type records "the leader's dispatcher delivered incidents/committed through
+# payload.through" (see actors/dispatch/actor.py): applied into a value, never published as an incident.
+DISPATCH_MARK = "dispatch_mark"
 __all__ = ["RaftReplicaActor", "open_entry", "signed_entry"]  # the entry format lives in entries.py
 
 
@@ -220,6 +223,7 @@ class RaftReplicaActor(SupervisedActor):
         self.pending: dict[str, tuple[bytes, int, int]] = {}  # incident_id -> (entry, seq, tick sent)
         self.ticks = 0
         self.applied_count = int(self.event_log.get_value(self.prefix + "applied_count", 0))
+        self.dispatched = int(self.event_log.get_value(self.prefix + "dispatched", 0))
         self.published = self.event_log.last_seq(COMMITTED_INCIDENTS)
         self.last_role: tuple[str, int, str | None] | None = None
         self._find_peers()
@@ -446,6 +450,10 @@ class RaftReplicaActor(SupervisedActor):
         role = (self.core.role, self.core.term, self.core.leader_id)
         if role != self.last_role:
             self.last_role = role
+            # read by the node's dispatcher: only the leader's delivers (actors/dispatch, cluster mode)
+            self.event_log.put_value(
+                self.prefix + "role", {"role": role[0], "term": role[1], "leader": role[2]}
+            )
             self.log.info("raft_role", replica=self.replica, role=role[0], term=role[1], leader=role[2])
 
     def _apply(self, rd: Ready) -> None:
@@ -463,6 +471,12 @@ class RaftReplicaActor(SupervisedActor):
                 seen.add(iid)
                 batch.put_value(self.prefix + "applied/" + iid, raft_index)
                 batch.put_value(f"{self.prefix}incident/{raft_index:020d}", incident)
+                if incident.get("type") == DISPATCH_MARK:  # the leader's dispatch progress, not an incident
+                    through = incident["payload"].get("through")
+                    if type(through) is int and through > self.dispatched:
+                        self.dispatched = through
+                        batch.put_value(self.prefix + "dispatched", through)
+                    return
                 newly.append((raft_index, incident))
                 if self.publish:
                     record = {

@@ -63,6 +63,11 @@ def gateway_tree(name: str, everyone: list[str]) -> dict[str, Any]:
                     "gossip_interval": 0.3,
                 },
             },
+            {
+                "id": "dispatch",
+                "actor": "actors.dispatch.actor.DispatcherActor",
+                "args": {"cluster": True, "sinks": [{"kind": "file", "path": "incidents.jsonl"}]},
+            },
         ],
     }
 
@@ -459,3 +464,54 @@ def test_exposure_counters_converge_on_every_node_after_a_partition_heals(cluste
         everyone,
     )
     assert exposure_of(c, "gw-1") == final == exposure_of(c, "gw-2")
+
+
+def dispatched(c: Cluster, name: str) -> list[str]:
+    """Incident ids in the node's file sink, in delivery order."""
+    path = c.data_dir(name) / "incidents.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["incident"]["incident_id"] for line in path.read_text().splitlines() if line]
+
+
+def test_committed_incidents_are_dispatched_once_cluster_wide_and_a_new_leader_resumes(cluster: Any) -> None:
+    c = cluster.make()
+    nodes = {n: c.start(n) for n in GATEWAYS}
+    leader = wait_until(
+        lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", list(nodes.values())
+    )
+    first = [incident(f"first-{k}", leader) for k in range(6)]
+    c.propose(leader, first)
+    wait_until(
+        lambda: sorted(dispatched(c, leader)) == sorted(i["incident_id"] for i in first),
+        60,
+        "the leader's dispatcher delivering the first batch",
+        list(nodes.values()),
+    )
+    # its progress is in the replicated log: every replica applied the mark
+    wait_until(
+        lambda: all(int(c.value(n, f"raft/{n}/dispatched") or 0) >= len(first) for n in GATEWAYS),
+        30,
+        "the dispatch mark applied on every replica",
+        list(nodes.values()),
+    )
+    followers = [n for n in GATEWAYS if n != leader]
+    assert all(dispatched(c, n) == [] for n in followers), "a follower's dispatcher delivered"
+    nodes[leader].kill_whole_node()
+    assert not pid_alive(nodes[leader].proc.pid)
+    new = wait_until(
+        lambda: (lead := agreed_leader(c, followers)) not in (None, leader) and lead,
+        60,
+        "a new leader among the survivors",
+        [nodes[n] for n in followers],
+    )
+    second = [incident(f"second-{k}", new) for k in range(4)]
+    c.propose(new, second)
+    wait_until(
+        lambda: sorted(dispatched(c, new)) == sorted(i["incident_id"] for i in second),
+        60,
+        "the new leader's dispatcher delivering what came after the mark",
+        [nodes[n] for n in followers],
+    )
+    everywhere = [iid for n in GATEWAYS for iid in dispatched(c, n)]
+    assert sorted(everywhere) == sorted(i["incident_id"] for i in first + second), "not once cluster-wide"
