@@ -63,7 +63,7 @@ from models.episodes import EpisodeConfig
 from models.pipeline import DetectionPipeline
 from models.simulator import SimulatedSensor, default_scenario
 from supervisors.process_tree import descendants
-from supervisors.thespian_env import free_loopback_port
+from tests.harness.mosquitto import MosquittoMissing, running_mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST_STEP = 60  # history enough for full windows before the leak (detections at steps ~131-161)
@@ -86,35 +86,11 @@ class BenchError(Exception):
 @contextlib.contextmanager
 def mosquitto(run_dir: Path) -> Iterator[tuple[int, int]]:
     """A mosquitto on 127.0.0.1 with Nagle off; yields (port, pid); stopped by its PID."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.access(binary, os.X_OK):
-        raise BenchError("mosquitto is not installed (not on PATH nor /usr/sbin); apt-get install mosquitto")
-    port = free_loopback_port()
-    conf = run_dir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
-    )
-    with open(run_dir / "mosquitto.log", "wb") as log:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError as exc:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log_text = (run_dir / "mosquitto.log").read_text()
-                    raise BenchError(f"mosquitto did not start: {log_text}") from exc
-                time.sleep(0.05)
-        yield port, proc.pid
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        with running_mosquitto(run_dir) as broker:
+            yield broker.port, broker.pid
+    except (MosquittoMissing, RuntimeError) as exc:
+        raise BenchError(str(exc)) from exc
 
 
 def _nodelay(client: Any, userdata: Any, sock: Any) -> None:

@@ -17,6 +17,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisors.process_tree import pid_alive
+
 __all__ = [
     "CONTROL_SOCKET",
     "NodeEntry",
@@ -111,19 +113,9 @@ def live_nodes() -> list[NodeEntry]:
             entry = NodeEntry(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             continue
-        if _alive(entry.pid) and os.path.exists(entry.socket):
+        if pid_alive(entry.pid) and os.path.exists(entry.socket):
             found.append(entry)
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_control_files(data_dir: str | Path) -> None:

@@ -34,7 +34,7 @@ from actors.messages import (
 )
 from supervisors.control_paths import remove_control_files
 from supervisors.identity import Identity, NodeStateMismatch, check_identity, secure_data_dir
-from supervisors.process_tree import holders_of, link_forked_children
+from supervisors.process_tree import holders_of, link_forked_children, pid_alive
 from supervisors.spec import ChildSpec, SupervisorSpec, WorkerSpec
 from supervisors.supervisor import SUPERVISOR_CLASS, child_start_timeout
 from supervisors.thespian_env import (
@@ -193,7 +193,7 @@ class NodeRunner:
             start_limit = child_start_timeout(node.tree) + ROOT_START_MARGIN_S
             if not self.root.started and time.monotonic() - began > start_limit:
                 return f"root supervisor did not start within {start_limit}s", EXIT_START_FAILED
-            if self.root.pid is not None and not _alive(self.root.pid):
+            if self.root.pid is not None and not pid_alive(self.root.pid):
                 return "root supervisor process lost", EXIT_ESCALATED
             if self.stop_requested or (deadline is not None and time.monotonic() >= deadline):
                 why = self.stop_requested or "duration elapsed"
@@ -263,7 +263,7 @@ class NodeRunner:
         asys.tell(root, StopChild("node stopping"))
         limit = time.monotonic() + self.node.tree.effective_shutdown_timeout() + 5.0
         while not self.root.tree_stopped and self.root.escalation is None and time.monotonic() < limit:
-            if self.root.pid is not None and not _alive(self.root.pid):
+            if self.root.pid is not None and not pid_alive(self.root.pid):
                 break
             self._handle(asys.listen(0.1))
 
@@ -315,16 +315,6 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     return lock
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_node(

@@ -35,6 +35,7 @@ __all__ = [
     "describe_exit",
     "kill_tree",
     "link_forked_children",
+    "pid_alive",
     "record_child_exits",
     "restore_fatal_signals",
     "signal_name",
@@ -202,6 +203,17 @@ def kill_tree(pid: int) -> list[int]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(victim, signal.SIGKILL)
     return victims
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one we may not signal still exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def holders_of(path: str) -> list[int]:

@@ -20,9 +20,7 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -39,7 +37,8 @@ from actors.pipeline.mqtt_bridge import DEAD_LETTERS as MQTT_DEAD_LETTERS
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS, READINGS
 from supervisors.process_tree import descendants
 from supervisors.supervisor import POISON_STREAM
-from supervisors.thespian_env import free_loopback_port, processes_in_session
+from supervisors.thespian_env import processes_in_session
+from tests.harness.mosquitto import MosquittoMissing, mosquitto_binary, running_mosquitto
 from tests.system.nodes import LiveNode
 
 SOAK_INPUT = "chaos/input"
@@ -331,36 +330,13 @@ def tree_pids(node: LiveNode) -> dict[tuple[str, str], int]:
 @contextlib.contextmanager
 def mosquitto(workdir: Path) -> Iterator[int | None]:
     """A real broker on 127.0.0.1 (stopped by pid), or None when mosquitto is not installed."""
-    binary = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
-    )
-    if binary is None:
+    try:
+        mosquitto_binary()
+    except MosquittoMissing:
         yield None
         return
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_loopback_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    with open(workdir / "mosquitto.log", "w") as out:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError("mosquitto did not start") from None
-                    time.sleep(0.05)
-            yield port
-        finally:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with running_mosquitto(workdir, nodelay=False) as broker:
+        yield broker.port
 
 
 class _Missed(Exception):

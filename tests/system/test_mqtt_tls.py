@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +21,7 @@ from actors.dispatch.sinks import Delivery, DeliveryFailed, build_sink
 from actors.eventlog import open_event_log
 from actors.streams import READINGS
 from supervisors.certs import NodeFiles, init_ca, issue_node_cert
-from supervisors.thespian_env import free_loopback_port
+from tests.harness.mosquitto import running_mosquitto
 from tests.system.conftest import _mosquitto_binary
 from tests.system.nodes import LiveNode, supervisor, worker, write_topology
 
@@ -48,42 +44,19 @@ class TlsBroker:
 
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
-    binary = _mosquitto_binary()
+    _mosquitto_binary()
     certs = tmp_path / "certs"
     init_ca(certs)
     for name in ("broker", "edge-1", "publisher", "dispatcher"):
         issue_node_cert(certs, name)
-    port = free_loopback_port()
-    conf = tmp_path / "mosquitto-tls.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\n"
+    listener = (
         f"cafile {certs / 'ca.pem'}\ncertfile {certs / 'broker.pem'}\nkeyfile {certs / 'broker.key'}\n"
         "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n"
         # run as ourselves: as root mosquitto would switch to its own user, who cannot read the 0700 certs dir
-        f"user {getpass.getuser()}\npersistence false\nset_tcp_nodelay true\n"
+        f"user {getpass.getuser()}"
     )
-    log_path = tmp_path / "mosquitto.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    try:
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"mosquitto (TLS) did not start: {log_path.read_text()}") from None
-                time.sleep(0.05)
-        yield TlsBroker(port, certs, log_path)
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with running_mosquitto(tmp_path / "broker", listener) as broker:
+        yield TlsBroker(broker.port, certs, broker.log_path)
 
 
 def try_connect(broker: TlsBroker, client_id: str, tls: dict[str, Any]) -> dict[str, Any]:
