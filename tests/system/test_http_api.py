@@ -365,7 +365,7 @@ def test_a_paused_replica_makes_a_post_504_and_the_retry_with_the_same_id_is_saf
         replica = c.node.pid_of("root", "incident-log")
         os.kill(replica, signal.SIGSTOP)
         try:
-            assert _proc_state(replica) == "T"  # really stopped
+            c.node.wait_until(lambda: _proc_state(replica) == "T", 10, "the replica stopped")  # really paused
             answer = c.http.post("/v1/incidents", json=incident("paused-1"))
             assert answer.status_code == 504, answer.text
             assert "retry with the same incident_id" in answer.json()["error"]
