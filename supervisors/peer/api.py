@@ -143,7 +143,9 @@ class ReadOutcome:
 
 
 class Backend(Protocol):
-    """What the API needs from its host. ``status`` and ``ready`` may be plain or ``async`` methods."""
+    """What the API needs from its host. ``status`` and ``ready`` may be plain or ``async`` methods; a
+    backend may also have ``refresh()`` (plain or async), called before ``status()`` for each status or
+    metrics request (NodeBackend asks the node there, so that its ``status()`` stays a plain call)."""
 
     async def propose(self, incident: dict[str, Any]) -> ProposeOutcome: ...
 
@@ -237,8 +239,15 @@ def make_app(backend: Backend, metrics: ApiMetrics | None = None) -> web.Applica
             },
         )
 
+    async def current_status() -> dict[str, Any]:
+        refresh = getattr(backend, "refresh", None)  # optional: ask the node before a plain status()
+        if refresh is not None:
+            await _value(refresh())
+        status: dict[str, Any] = await _value(backend.status())
+        return status
+
     async def get_status(request: web.Request) -> web.Response:
-        return _answer(200, await _value(backend.status()))
+        return _answer(200, await current_status())
 
     async def livez(request: web.Request) -> web.Response:
         return _answer(200, {"live": True})
@@ -248,8 +257,7 @@ def make_app(backend: Backend, metrics: ApiMetrics | None = None) -> web.Applica
         return _answer(200 if ready else 503, {"ready": ready, "reason": reason})
 
     async def get_metrics(request: web.Request) -> web.Response:
-        status = await _value(backend.status())
-        body, content_type = metrics.render(status)
+        body, content_type = metrics.render(await current_status())
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     app.router.add_post("/v1/incidents", post_incident)

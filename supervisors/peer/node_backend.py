@@ -170,20 +170,30 @@ class NodeBackend:
         self.raft_cache: tuple[float, dict[str, Any]] | None = None
         self.raft_inflight: asyncio.Future[dict[str, Any] | None] | None = None
         self.raft_error = ""
+        self.tree: Any = None
+        self.tree_error = "not asked yet"
 
     # -- life cycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.event_log = open_event_log(self.data_dir / "eventlog")
+        """Open the log and subscribe (optional: every entry point does it on first use)."""
+        self._ensure_started()
+
+    def _ensure_started(self) -> EventLog:
+        if self.event_log is not None:
+            return self.event_log
+        log = open_event_log(self.data_dir / "eventlog")
         root = wake_dir(self.data_dir)
         _remove_stale_inboxes(root)
         # subscribe BEFORE the first read: a commit between the two rings the inbox, none is missed
         self.inbox = Inbox(root, COMMITTED_INCIDENTS, f"{_CONSUMER}.{os.getpid()}")
         asyncio.get_running_loop().add_reader(self.inbox.fd, self._on_ring)
+        self.event_log = log
         self._catch_up()
         self.log.info(
             "http_api_backend_started", node=self.node, replica=self.replica_path, committed=self.seen
         )
+        return log
 
     async def close(self) -> None:
         if self.inbox is not None:
@@ -226,6 +236,7 @@ class NodeBackend:
     # -- propose ------------------------------------------------------------------------------------
 
     async def propose(self, incident: dict[str, Any]) -> ProposeOutcome:
+        self._ensure_started()
         iid = incident["incident_id"]
         self._catch_up()
         if iid in self.index_of:
@@ -297,8 +308,10 @@ class NodeBackend:
                     "" if reply.get("leader") else f"replica {self.replica_path} is {reply['role']}"
                 )
             else:
+                self.raft_cache = None
                 self.raft_error = f"{self.replica_path} answered {str(reply)[:200]}"
         except ControlUnavailable as exc:
+            self.raft_cache = None  # what status() shows: not a leader remembered from before
             self.raft_error = str(exc)
         finally:
             self.raft_inflight.set_result(result)
@@ -336,9 +349,9 @@ class NodeBackend:
             why = await self._read_index()
             if why:
                 return ReadOutcome("unavailable", reason=why)
-        assert self.event_log is not None
-        commit_index = self.event_log.last_seq(COMMITTED_INCIDENTS)
-        records = self.event_log.read(COMMITTED_INCIDENTS, after=after, limit=limit)
+        log = self._ensure_started()
+        commit_index = log.last_seq(COMMITTED_INCIDENTS)
+        records = log.read(COMMITTED_INCIDENTS, after=after, limit=limit)
         incidents = []
         for rec in records:
             payload = rec.payload if isinstance(rec.payload, dict) else {}
@@ -400,6 +413,7 @@ class NodeBackend:
     # -- status -------------------------------------------------------------------------------------
 
     async def ready(self) -> tuple[bool, str]:
+        self._ensure_started()
         raft = await self._raft_status()
         if raft is None:
             return False, f"the Raft replica did not answer: {self.raft_error}"
@@ -410,17 +424,22 @@ class NodeBackend:
         self._catch_up()
         return True, "leader known, log caught up"
 
-    async def status(self) -> dict[str, Any]:
-        assert self.event_log is not None
-        raft = await self._raft_status()
-        tree: Any = None
-        tree_error = ""
+    async def refresh(self) -> None:
+        """Ask the node for what :meth:`status` shows of it (the replica's status, the supervision tree);
+        the API calls this before ``status()``, which stays a plain call for hosts that wrap it."""
+        self._ensure_started()
+        await self._raft_status()
         try:
             answer = await self.control.call({"op": "status"}, ASK_TIMEOUT_S)
-            tree = (answer.get("status") or {}).get("tree")
+            self.tree, self.tree_error = (answer.get("status") or {}).get("tree"), ""
         except ControlUnavailable as exc:
-            tree_error = str(exc)
-        log = self.event_log
+            self.tree, self.tree_error = None, str(exc)
+
+    def status(self) -> dict[str, Any]:
+        """The node as last refreshed (see :meth:`refresh`) plus what its event log holds now."""
+        log = self._ensure_started()
+        raft = self.raft_cache[1] if self.raft_cache is not None else None
+        tree, tree_error = self.tree, self.tree_error
         return {
             "node": self.node,
             "pid": _launcher_pid(self.data_dir),
