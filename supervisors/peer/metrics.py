@@ -37,6 +37,8 @@ FAMILIES = (
     "garrison_reads",
     "garrison_peer_up",
     "garrison_peer_rtt_seconds",
+    "garrison_peer_frames",
+    "garrison_gossip_rounds",
     "garrison_gossip_messages",
     "garrison_inference_latency_seconds",
     "garrison_dispatch_delivered",
@@ -65,6 +67,7 @@ class NodeCollector(Collector):
             committed.add_metric([], s["incidents_committed"])
         yield committed
         yield from _peer_families(s.get("peers") or {})
+        yield from _gossip_families(s.get("gateway") or {})
         gossip = CounterMetricFamily(
             "garrison_gossip_messages",
             "Gossip messages delivered to each local CRDT replica",
@@ -162,10 +165,39 @@ def _peer_families(peers: dict[str, Any]) -> Iterator[Metric]:
     for peer, row in sorted(peers.items()):
         for state in PEER_STATES:
             up.add_metric([peer, state], 1 if row.get("state") == state else 0)
-        if isinstance(row.get("rtt_s"), int | float):
+        if isinstance(row.get("rtt_ms"), int | float):  # the peer links' unit
+            rtt.add_metric([peer], row["rtt_ms"] / 1000)
+        elif isinstance(row.get("rtt_s"), int | float):
             rtt.add_metric([peer], row["rtt_s"])
     yield up
     yield rtt
+    frames = CounterMetricFamily(
+        "garrison_peer_frames",
+        "Frames over each peer link by lane and direction",
+        labels=["peer", "lane", "direction"],
+    )
+    for peer, row in sorted(peers.items()):
+        for direction in ("sent", "received"):
+            counts = row.get(direction)
+            if isinstance(counts, dict):
+                for lane, count in sorted(counts.items()):
+                    if isinstance(count, int):
+                        frames.add_metric([peer, str(lane), direction], count)
+    yield frames
+
+
+def _gossip_families(gateway: dict[str, Any]) -> Iterator[Metric]:
+    frames = CounterMetricFamily(
+        "garrison_gossip_rounds",
+        "Gossip deltas the peer gateway sent to / received from other nodes",
+        labels=["direction"],
+    )
+    gossip = gateway.get("gossip")
+    if isinstance(gossip, dict):
+        for direction in ("sent", "received"):
+            if isinstance(gossip.get(direction), int):
+                frames.add_metric([direction], gossip[direction])
+    yield frames
 
 
 class ApiMetrics:
