@@ -41,6 +41,7 @@ FAMILIES = (
     "garrison_gossip_rounds",
     "garrison_gossip_messages",
     "garrison_inference_latency_seconds",
+    "garrison_ingest_to_commit_seconds",
     "garrison_dispatch_delivered",
     "garrison_dispatch_dead_letters",
     "garrison_edge_backlog",
@@ -84,6 +85,14 @@ class NodeCollector(Collector):
         for quantile, seconds in sorted((s.get("inference_latency_s") or {}).items()):
             latency.add_metric([str(quantile)], seconds)
         yield latency
+        path = GaugeMetricFamily(
+            "garrison_ingest_to_commit_seconds",
+            "Reading ingested -> its incident seen committed (inference + Raft), recent incidents, by quantile",
+            labels=["quantile"],
+        )
+        for quantile, seconds in sorted((s.get("ingest_to_commit_s") or {}).items()):
+            path.add_metric([str(quantile)], seconds)
+        yield path
         delivered = CounterMetricFamily(
             "garrison_dispatch_delivered",
             "Committed incidents each sink has passed (delivered or dead-lettered): its offset",

@@ -19,6 +19,7 @@ How it reaches the node, and why this way:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -171,6 +172,8 @@ class NodeBackend:
         self.raft_inflight: asyncio.Future[dict[str, Any] | None] | None = None
         self.raft_error = ""
         self.tree: Any = None
+        self.caught_up_once = False
+        self.ingest_to_commit: collections.deque[float] = collections.deque(maxlen=1024)
         self.tree_error = "not asked yet"
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -215,18 +218,25 @@ class NodeBackend:
         self._catch_up()
 
     def _catch_up(self) -> None:
-        assert self.event_log is not None
+        assert self.event_log is not None  # _ensure_started() sets it before the first call
+        # seen as it is committed (not the history read at start): the reading's ingest -> now is the
+        # detection path's latency through inference and the Raft log, as far as this process can see it
+        live, now = self.caught_up_once, time.time()
+        self.caught_up_once = True
         while True:
             records = self.event_log.read(COMMITTED_INCIDENTS, after=self.seen, limit=TAIL_BATCH)
             for rec in records:
                 self.seen = rec.seq
                 payload = rec.payload if isinstance(rec.payload, dict) else {}
                 incident = payload.get("incident")
-                iid = incident.get("incident_id") if isinstance(incident, dict) else None
-                if not isinstance(iid, str):
+                if not isinstance(incident, dict) or not isinstance(incident.get("incident_id"), str):
                     continue
+                iid = incident["incident_id"]
                 index = int(payload.get("index", rec.seq))
                 self.index_of.setdefault(iid, index)
+                ingested = (incident.get("payload") or {}).get("ingested_at")
+                if live and isinstance(ingested, int | float) and not isinstance(ingested, bool):
+                    self.ingest_to_commit.append(max(0.0, now - float(ingested)))
                 waiter = self.waiters.pop(iid, None)
                 if waiter is not None and not waiter.future.done():
                     waiter.future.set_result(index)
@@ -461,6 +471,7 @@ class NodeBackend:
             "dispatch": _dispatch(log),
             "edge_backlog": self._backlog(log),
             "incidents_committed": log.last_seq(COMMITTED_INCIDENTS),
+            "ingest_to_commit_s": _quantiles(self.ingest_to_commit),
         }
 
     def _backlog(self, log: EventLog) -> int:
@@ -471,6 +482,13 @@ class NodeBackend:
             (v for k, v in values.items() if isinstance(v, int) and k.endswith("/" + replica)), default=0
         )
         return max(0, log.last_seq(PROPOSED_INCIDENTS) - done)
+
+
+def _quantiles(values: collections.deque[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {str(q): round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 6) for q in (0.5, 0.9, 0.99)}
 
 
 def _launcher_pid(data_dir: Path) -> int | None:

@@ -287,7 +287,9 @@ def _metric(cluster: Cluster, family: str, **labels: str) -> float:
 
 
 def test_metrics_parse_and_hold_the_named_families(cluster: Cluster) -> None:
-    assert cluster.http.post("/v1/incidents", json=incident("metrics-1")).status_code == 201
+    # an incident whose reading was ingested just now (as the MQTT bridge stamps it): ingest -> committed
+    ingested = incident("metrics-1", payload={"ingested_at": time.time()})
+    assert cluster.http.post("/v1/incidents", json=ingested).status_code == 201
     families = _scrape(cluster)
     assert set(FAMILIES) <= set(families), set(FAMILIES) - set(families)
     samples = {
@@ -299,6 +301,7 @@ def test_metrics_parse_and_hold_the_named_families(cluster: Cluster) -> None:
     assert samples[("garrison_incidents_committed", ())] == len(cluster.committed())
     assert samples[("garrison_restarts_total", (("child", "root/incident-log"), ("reason", "none")))] == 0
     assert samples[("garrison_edge_backlog", ())] == 0
+    assert 0 <= samples[("garrison_ingest_to_commit_seconds", (("quantile", "0.5"),))] < 60
 
 
 def test_a_burst_of_16_concurrent_clients_commits_every_incident_exactly_once(cluster: Cluster) -> None:
