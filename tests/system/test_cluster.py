@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 GATEWAYS = ("gw-1", "gw-2", "gw-3")
 
 
-def gateway_tree(name: str, everyone: list[str]) -> dict[str, Any]:
+def gateway_tree(name: str, everyone: list[str], snapshot_every: int = 1000) -> dict[str, Any]:
     return {
         "id": "root",
         "strategy": "one_for_one",
@@ -44,7 +44,7 @@ def gateway_tree(name: str, everyone: list[str]) -> dict[str, Any]:
             {
                 "id": "incident-log",
                 "actor": "actors.raft.replica.RaftReplicaActor",
-                "args": {"cluster": True, "publish": True},
+                "args": {"cluster": True, "publish": True, "snapshot_every": snapshot_every},
                 "backoff": {"min": 0.3, "max": 2},
             },
             {
@@ -97,7 +97,13 @@ def edge_tree(name: str, everyone: list[str]) -> dict[str, Any]:
 class Cluster:
     """A topology of gateways (+ edges) written under ``tmp_path``, with certificates and trusted keys."""
 
-    def __init__(self, tmp_path: Path, gateways: tuple[str, ...] = GATEWAYS, edges: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        tmp_path: Path,
+        gateways: tuple[str, ...] = GATEWAYS,
+        edges: tuple[str, ...] = (),
+        snapshot_every: int = 1000,
+    ) -> None:
         self.tmp = tmp_path
         self.names = [*gateways, *edges]
         self.roles = {**dict.fromkeys(gateways, "gateway"), **dict.fromkeys(edges, "edge")}
@@ -112,7 +118,11 @@ class Cluster:
                 "role": self.roles[name],
                 "peer": f"127.0.0.1:{self.ports[name]}",
                 "data_dir": str(self.data_dir(name)),
-                "tree": (gateway_tree if self.roles[name] == "gateway" else edge_tree)(name, self.names),
+                "tree": (
+                    gateway_tree(name, self.names, snapshot_every)
+                    if self.roles[name] == "gateway"
+                    else edge_tree(name, self.names)
+                ),
             }
             for name in self.names
         ]
@@ -515,3 +525,45 @@ def test_committed_incidents_are_dispatched_once_cluster_wide_and_a_new_leader_r
     )
     everywhere = [iid for n in GATEWAYS for iid in dispatched(c, n)]
     assert sorted(everywhere) == sorted(i["incident_id"] for i in first + second), "not once cluster-wide"
+
+
+def test_a_node_down_past_the_log_retention_catches_up_by_a_chunked_snapshot(cluster: Any) -> None:
+    c = cluster.make(snapshot_every=4)
+    nodes = {n: c.start(n) for n in GATEWAYS}
+    wait_until(lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", list(nodes.values()))
+    nodes["gw-3"].kill_whole_node()
+    assert not pid_alive(nodes["gw-3"].proc.pid)
+    # big incidents: the snapshot (every applied incident) is well over one 256 KiB raft frame, so it
+    # crosses on the snapshot lane in chunks
+    big = [{**incident(f"big-{k}", "gw-1"), "payload": {"blob": f"{k}" * 40_000}} for k in range(12)]
+    c.propose("gw-1", big)
+    expected = [i["incident_id"] for i in big]
+    wait_until(
+        lambda: all(sorted(incident_ids(c.committed(n))) == sorted(expected) for n in ("gw-1", "gw-2")),
+        60,
+        "the big incidents committed on the majority",
+        [nodes["gw-1"], nodes["gw-2"]],
+    )
+    # the entries the down node lacks are compacted away on both: only a snapshot can bring it back
+    entries = c.log("gw-3").values_with_prefix("raft/gw-3/e/")
+    needed = max((int(k.rsplit("/", 1)[1]) for k in entries), default=0) + 1
+    wait_until(
+        lambda: all(
+            c.value(n, f"raft/{n}/snap") is not None and c.value(n, f"raft/{n}/e/{needed:020d}") is None
+            for n in ("gw-1", "gw-2")
+        ),
+        30,
+        f"entry {needed} compacted into a snapshot on the majority",
+        [nodes["gw-1"], nodes["gw-2"]],
+    )
+    c.logs.pop("gw-3").close()  # gw-3's launcher takes its data dir's lock; our reader handle stays fine
+    back = c.start("gw-3")
+    wait_until(lambda: back.named("raft_snapshot_installed"), 60, "gw-3 installing a snapshot", [back])
+    wait_until(
+        lambda: sorted(incident_ids(c.committed("gw-3"))) == sorted(expected),
+        60,
+        "gw-3 caught up",
+        [back],
+    )
+    logs = {n: [(r["raft_index"], r["incident"]) for r in c.committed(n)] for n in GATEWAYS}
+    assert logs["gw-1"] == logs["gw-2"] and sorted(map(str, logs["gw-3"])) == sorted(map(str, logs["gw-1"]))
