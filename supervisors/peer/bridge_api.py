@@ -7,6 +7,7 @@ gateway's view added to ``status()``: peer links (state, RTT, drops), gossip cou
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from actors.logs import get_logger
@@ -25,11 +26,11 @@ class GatewayBackend:
     async def read(self, after: int, limit: int, linearizable: bool) -> Any:
         return await self.inner.read(after, limit, linearizable)
 
-    def ready(self) -> Any:
-        return self.inner.ready()
+    async def ready(self) -> Any:
+        return await _value(self.inner.ready())
 
-    def status(self) -> dict[str, Any]:
-        out = dict(self.inner.status())
+    async def status(self) -> dict[str, Any]:
+        out = dict(await _value(self.inner.status()))
         gw = self.gateway.status()
         out["peers"] = gw["peers"]
         out["gateway"] = {k: v for k, v in gw.items() if k != "peers"}
@@ -41,8 +42,25 @@ class GatewayBackend:
         return getattr(self.inner, name)
 
 
-async def start_api(gateway: Any, topology: str | None) -> Any:
-    """Start the API on the node's ``api`` address; returns the aiohttp runner (None: no API here)."""
+async def _value(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
+class ApiRunner:
+    """What ``start_api`` started: ``await cleanup()`` stops the server and closes the backend."""
+
+    def __init__(self, runner: Any, backend: Any) -> None:
+        self.runner, self.backend = runner, backend
+
+    async def cleanup(self) -> None:
+        await self.runner.cleanup()
+        close = getattr(self.backend.inner, "close", None)
+        if close is not None:
+            await _value(close())
+
+
+async def start_api(gateway: Any, topology: str | None) -> ApiRunner | None:
+    """Start the API on the node's ``api`` address (None: the node has none, or the API is not there)."""
     from supervisors.topology import load_topology
 
     log = get_logger(component="peer_gateway")
@@ -52,14 +70,18 @@ async def start_api(gateway: Any, topology: str | None) -> Any:
     try:
         from aiohttp import web
 
-        from supervisors.peer.api import make_app
+        from supervisors.peer.api import _replica_path, make_app
         from supervisors.peer.node_backend import NodeBackend
     except ImportError as exc:
         log.warning("peer_api_unavailable", reason=f"{type(exc).__name__}: {exc}")
         return None
-    backend = GatewayBackend(gateway, NodeBackend(str(gateway.data_dir), gateway.node, "root/incident-log"))
-    runner = web.AppRunner(make_app(backend))
+    # an edge node has no replica: its proposals are forwarded from incidents/proposed by the gateway
+    replica = _replica_path(node.tree) or "root/incident-log"
+    inner = NodeBackend(gateway.data_dir, gateway.node, replica)
+    await inner.start()
+    backend = GatewayBackend(gateway, inner)
+    runner = web.AppRunner(make_app(backend), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, node.api.host, node.api.port).start()
+    await web.TCPSite(runner, node.api.host, node.api.port, reuse_address=True).start()
     log.info("peer_api_listening", address=str(node.api))
-    return runner
+    return ApiRunner(runner, backend)

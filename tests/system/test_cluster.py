@@ -108,6 +108,7 @@ class Cluster:
         self.names = [*gateways, *edges]
         self.roles = {**dict.fromkeys(gateways, "gateway"), **dict.fromkeys(edges, "edge")}
         self.ports = {n: free_loopback_port() for n in self.names}
+        self.api_ports = {n: free_loopback_port() for n in self.names}
         keys = {}
         for name in self.names:
             keys[name] = public_key_b64(load_or_create_signing_key(self.data_dir(name), name))
@@ -117,6 +118,7 @@ class Cluster:
                 "name": name,
                 "role": self.roles[name],
                 "peer": f"127.0.0.1:{self.ports[name]}",
+                "api": f"127.0.0.1:{self.api_ports[name]}",
                 "data_dir": str(self.data_dir(name)),
                 "tree": (
                     gateway_tree(name, self.names, snapshot_every)
@@ -168,6 +170,16 @@ class Cluster:
 
     def value(self, name: str, key: str) -> Any:
         return self.log(name).get_value(key)
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        """The node's ``GET /v1/status`` (served by its peer gateway), None while it does not answer."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.api_ports[name]}/v1/status", timeout=2) as r:
+                return dict(json.loads(r.read()))
+        except OSError:
+            return None
 
 
 class ClusterNode:
@@ -408,6 +420,9 @@ def test_edge_cut_off_keeps_a_durable_backlog_and_delivers_it_exactly_once(clust
     assert all(port_refuses(c.ports[g]) for g in GATEWAYS), "a gateway port answers"
     assert not edge.named("forward_target"), "the edge found a gateway to forward to"
     assert int(c.value("edge-1", FORWARD_OFFSET) or 0) == 0, "the backlog was advanced with no gateway up"
+    status = wait_until(lambda: c.status("edge-1"), 30, "the edge's status API", [edge])
+    assert status["edge_backlog"] == 5, status
+    assert all(p["state"] != "up" for p in status["peers"].values()), status["peers"]
     gateways = [c.start(g) for g in GATEWAYS]
     everyone = [edge, *gateways]
     wait_until(lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", everyone)
