@@ -198,7 +198,11 @@ def make_app(backend: Backend, metrics: ApiMetrics | None = None) -> web.Applica
             metrics.proposal("invalid", time.monotonic() - started)
             log.info("incident_refused", reason=str(exc)[:300])
             return _answer(400, {"error": str(exc)})
-        outcome = await backend.propose(incident)
+        try:
+            outcome = await backend.propose(incident)
+        except Exception as exc:  # a backend fault: whether it was appended is unknown, so never a 503
+            log.error("incident_propose_failed", incident_id=incident["incident_id"], reason=f"{exc!r}"[:500])
+            outcome = ProposeOutcome("timeout", reason=f"the node failed handling it ({type(exc).__name__})")
         metrics.proposal(outcome.status, time.monotonic() - started)
         iid = incident["incident_id"]
         if outcome.status == "committed":

@@ -215,7 +215,12 @@ class NodeBackend:
     def _on_ring(self) -> None:
         assert self.inbox is not None
         self.inbox.drain()
-        self._catch_up()
+        try:
+            self._catch_up()
+        except Exception as exc:  # an unreadable record: say so; POSTs then answer 504, never a wrong 201
+            self.log.error(
+                "http_api_tail_failed", after=self.seen, reason=f"{type(exc).__name__}: {exc}"[:500]
+            )
 
     def _catch_up(self) -> None:
         assert self.event_log is not None  # _ensure_started() sets it before the first call
