@@ -284,6 +284,16 @@ def run_up(topology: str, *, log_format: str, stop_timeout: float = DEFAULT_STOP
             return 2
         if created:
             log.info("certs_created", certs_dir=str(topo.cluster.certs_dir), files=[str(p) for p in created])
+        from supervisors.peer.bridge_cluster import ensure_local_node_keys
+
+        # every replica must start trusting every node's signing key (entries are checked at apply)
+        try:
+            keys = ensure_local_node_keys(topo)
+        except (OSError, ValueError) as exc:
+            click.echo(f"error: node signing keys: {exc}", err=True)
+            return 2
+        if keys:
+            log.info("node_keys_published", files=[str(p) for p in keys])
     up = Up(
         Path(os.path.abspath(topology)),
         [n.name for n in topo.nodes],

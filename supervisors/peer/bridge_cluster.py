@@ -14,7 +14,7 @@ import binascii
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from supervisors.peer.config import DEFAULT_QUEUE_SIZES, PeerConfig, PeerNode
 from supervisors.peer.frames import Lane
@@ -102,3 +102,27 @@ def load_cluster(node: str, topology: str | None = None) -> ClusterView:
             },
         ).validate()
     return ClusterView(node, me.role, cluster.raft_members, cluster.gossip_peers, trusted, peer_config)
+
+
+def ensure_local_node_keys(topology: Any) -> list[Path]:
+    """For a cluster run on one machine (``garrison up``): make sure every node has its Ed25519 key in
+    its data_dir and its public key in ``<certs_dir>/ed25519/<node>.pub``, BEFORE any node starts, so that
+    every replica starts trusting the same keys. Returns the files written. (Across hosts, list the keys
+    in ``cluster.trusted_keys`` instead: each host has only its own data_dir.)"""
+    from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
+
+    cluster = topology.cluster
+    if cluster is None:
+        return []
+    directory = keys_dir(cluster.certs_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for node in topology.nodes:
+        pub = public_key_b64(load_or_create_signing_key(node.data_dir, node.name))
+        path = directory / f"{node.name}.pub"
+        if not path.exists() or path.read_text().strip() != pub:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(pub + "\n")
+            os.replace(tmp, path)
+            written.append(path)
+    return written
