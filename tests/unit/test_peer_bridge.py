@@ -1,0 +1,197 @@
+"""The peer gateway's lanes without sockets: a ``Gateway`` over a real event log (LMDB in tmp) whose links
+are a recorder. What a peer may do is decided on its authenticated name, never on what its frame claims:
+raft messages claiming another sender, gossip claiming another sender or recipient, forwarded proposals
+from an untrusted node or with a bad signature are refused and logged, and harm nothing. The edge's
+forward offset moves only over acked records. The pipe between shell and gateway decodes strictly."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from actors.crdt.codec import encode
+from actors.crdt.gossip import AckMessage
+from actors.raft.codec import encode_message
+from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
+from actors.raft.types import Message
+from actors.streams import PROPOSED_INCIDENTS
+from supervisors.peer.bridge import MAX_PIPE_FRAME, PipeError, PipeRaft, PipeReader, encode_pipe
+from supervisors.peer.bridge_cluster import ClusterView
+from supervisors.peer.config import PeerConfig, PeerNode
+from supervisors.peer.frames import Body, ForwardFrame, GossipFrame, RaftFrame, SnapshotChunk
+from supervisors.peer.gateway import SNAPSHOT_CHUNK, ForwardBody, Gateway
+
+NODES = (
+    PeerNode("gw-1", "gateway", "127.0.0.1", 7001),
+    PeerNode("gw-2", "gateway", "127.0.0.1", 7002),
+    PeerNode("edge-1", "edge", "127.0.0.1", 7003),
+)
+ROLES = {n.name: n.role for n in NODES}
+
+
+class FakeLinks:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Body]] = []
+        self.states: dict[str, str] = {}
+        self.full = False
+
+    def send(self, peer: str, body: Body) -> bool:
+        if self.full:
+            return False
+        self.sent.append((peer, body))
+        return True
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {n.name: {"state": self.states.get(n.name, "down")} for n in NODES}
+
+
+class PipeRecorder:
+    def __init__(self) -> None:
+        self.reader = PipeReader()
+        self.messages: list[Any] = []
+        self.dropped = 0
+
+    def write(self, frame: bytes) -> bool:
+        self.messages += self.reader.feed(frame)
+        return True
+
+
+def make(tmp_path: Path, node: str, trusted: dict[str, str] | None = None) -> tuple[Gateway, FakeLinks]:
+    config = PeerConfig(
+        node=node, nodes=NODES, ca=tmp_path / "ca.pem", cert=tmp_path / "c", key=tmp_path / "k"
+    )
+    view = ClusterView(node, ROLES[node], ("gw-1", "gw-2"), tuple(ROLES), trusted or {}, config)
+    gateway = Gateway(view, tmp_path / node, use_stdio=False)
+    links = FakeLinks()
+    gateway.links = links  # type: ignore[assignment]
+    gateway.pipe_out = PipeRecorder()  # type: ignore[assignment]
+    return gateway, links
+
+
+def raft_bytes(sender: str, to: str) -> bytes:
+    return encode_message(Message(type="heartbeat", sender=sender, to=to, term=3))
+
+
+def incident(iid: str) -> dict[str, Any]:
+    return {"incident_id": iid, "timestamp": 1.0, "type": "t", "source_node": "edge-1", "sensor": "S1"}
+
+
+def test_raft_frames_pass_only_when_the_message_sender_is_the_authenticated_peer(tmp_path: Path) -> None:
+    gw, _ = make(tmp_path, "gw-1")
+    pipe: PipeRecorder = gw.pipe_out  # type: ignore[assignment]
+    gw._on_frame(
+        "gw-2", RaftFrame(sender="gw-2", recipient="gw-1", payload=b"R" + raft_bytes("gw-2", "gw-1"))
+    )
+    assert [(m.peer, m.kind) for m in pipe.messages] == [("gw-2", "raft")]
+    # gw-2 forging a message from gw-3, a frame for another node, an unknown kind, garbage: refused
+    gw._on_frame(
+        "gw-2", RaftFrame(sender="gw-2", recipient="gw-1", payload=b"R" + raft_bytes("gw-3", "gw-1"))
+    )
+    gw._on_frame(
+        "gw-2", RaftFrame(sender="gw-2", recipient="gw-9", payload=b"R" + raft_bytes("gw-2", "gw-9"))
+    )
+    gw._on_frame("gw-2", RaftFrame(sender="gw-2", recipient="gw-1", payload=b"X123"))
+    gw._on_frame("gw-2", RaftFrame(sender="gw-2", recipient="gw-1", payload=b"R\xc1garbage"))
+    assert len(pipe.messages) == 1 and gw.refused == 4
+
+
+def test_a_large_raft_message_crosses_in_snapshot_chunks_and_is_reassembled(tmp_path: Path) -> None:
+    sender, sent = make(tmp_path, "gw-2")
+    receiver, _ = make(tmp_path, "gw-1")
+    big = encode_message(
+        Message(type="append", sender="gw-2", to="gw-1", term=2, context=b"x" * (3 * SNAPSHOT_CHUNK))
+    )
+    sender.send_raft("gw-1", big)
+    chunks = [body for _, body in sent.sent]
+    assert len(chunks) == 4 and all(isinstance(c, SnapshotChunk) for c in chunks)
+    for body in chunks:
+        receiver._on_frame("gw-2", body)
+    pipe: PipeRecorder = receiver.pipe_out  # type: ignore[assignment]
+    assert [m.data for m in pipe.messages] == [big]
+    # a chunk stream that starts in the middle (its start was dropped) is discarded, never half-delivered
+    for body in chunks[1:]:
+        receiver._on_frame("gw-2", body)
+    assert len(pipe.messages) == 1
+
+
+def test_gossip_is_appended_only_from_its_sender_to_this_node(tmp_path: Path) -> None:
+    gw, _ = make(tmp_path, "gw-1")
+
+    async def deliver() -> None:
+        good = encode(
+            AckMessage(
+                sender="edge-1", sender_incarnation=1, recipient="gw-1", recipient_incarnation=1, seq=2
+            )
+        )
+        spoofed = encode(
+            AckMessage(sender="gw-2", sender_incarnation=1, recipient="gw-1", recipient_incarnation=1, seq=2)
+        )
+        misrouted = encode(
+            AckMessage(
+                sender="edge-1", sender_incarnation=1, recipient="gw-2", recipient_incarnation=1, seq=2
+            )
+        )
+        for payload in (good, spoofed, misrouted, b"\x00garbage"):
+            gw._on_frame("edge-1", GossipFrame(sender="edge-1", payload=payload))
+        await asyncio.sleep(0)  # the batched durable append
+
+    asyncio.run(deliver())
+    assert len(gw.event_log.read("gossip/gw-1")) == 1
+    assert gw.refused == 3
+
+
+def forward_frame(key: Any, records: list[list[Any]], request_id: int = 1) -> ForwardFrame:
+    raw = msgspec.msgpack.encode(records)
+    return ForwardFrame(
+        request_id=request_id, payload=msgspec.msgpack.encode(ForwardBody(raw, key.sign(raw)))
+    )
+
+
+def test_forwarded_proposals_need_a_trusted_key_and_a_valid_signature(tmp_path: Path) -> None:
+    edge_key = load_or_create_signing_key(tmp_path / "edge-keys", "edge-1")
+    gw, links = make(tmp_path, "gw-1", trusted={"edge-1": public_key_b64(edge_key)})
+    other_key = load_or_create_signing_key(tmp_path / "other-keys", "mallory")
+    gw._on_frame("edge-1", forward_frame(other_key, [[1, incident("a")]]))  # signed by someone else
+    gw._on_frame("gw-2", forward_frame(edge_key, [[1, incident("b")]]))  # no trusted key for gw-2
+    assert gw.event_log.read(PROPOSED_INCIDENTS) == [] and links.sent == [] and gw.refused == 2
+    gw._on_frame("edge-1", forward_frame(edge_key, [[1, incident("c")], [2, incident("d")]], request_id=7))
+    assert [r.payload["incident_id"] for r in gw.event_log.read(PROPOSED_INCIDENTS)] == ["c", "d"]
+    ((peer, ack),) = links.sent
+    assert peer == "edge-1" and isinstance(ack, ForwardFrame) and ack.reply and ack.request_id == 7
+    assert msgspec.msgpack.decode(ack.payload)["acked"] == [1, 2]
+
+
+def test_an_edge_forwards_to_an_up_member_and_advances_only_over_acks(tmp_path: Path) -> None:
+    edge_key = load_or_create_signing_key(tmp_path / "edge-1", "edge-1")
+    edge, edge_links = make(tmp_path, "edge-1")
+    edge.signing_key = edge_key
+    member, member_links = make(tmp_path, "gw-2", trusted={"edge-1": public_key_b64(edge_key)})
+    edge.event_log.append(PROPOSED_INCIDENTS, [incident(f"i{k}") for k in range(5)])
+    edge._forward()  # no member is up: everything waits, durably
+    assert edge_links.sent == [] and edge.backlog() == 5 and edge.forward_offset == 0
+    edge_links.states["gw-2"] = "up"
+    edge._forward()
+    ((target, frame),) = edge_links.sent
+    assert target == "gw-2"
+    member._on_frame("edge-1", frame)  # the member stores them and acks
+    assert len(member.event_log.read(PROPOSED_INCIDENTS)) == 5
+    ((_, ack),) = member_links.sent
+    assert edge.forward_offset == 0, "advanced before the ack"
+    edge._on_frame("gw-2", ack)
+    assert edge.forward_offset == 5 and edge.backlog() == 0
+    assert int(edge.event_log.get_value("peer-gateway/forward_offset")) == 5  # durable
+
+
+def test_the_pipe_decodes_frames_across_reads_and_refuses_garbage() -> None:
+    frames = encode_pipe(PipeRaft("gw-2", b"abc")) + encode_pipe(PipeRaft("gw-3", b"", kind="propose"))
+    reader = PipeReader()
+    got = [m for i in range(len(frames)) for m in reader.feed(frames[i : i + 1])]
+    assert got == [PipeRaft("gw-2", b"abc"), PipeRaft("gw-3", b"", kind="propose")]
+    with pytest.raises(PipeError, match="over the"):
+        PipeReader().feed((MAX_PIPE_FRAME + 1).to_bytes(4, "big"))
+    with pytest.raises(PipeError, match="does not decode"):
+        PipeReader().feed(b"\x00\x00\x00\x03abc")
