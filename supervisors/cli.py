@@ -152,12 +152,14 @@ def _register_subcommands() -> None:
     from supervisors.certs import register as register_certs
     from supervisors.control_cli import register as register_control
     from supervisors.deadletters import register
+    from supervisors.raft_cli import register as register_raft
     from supervisors.up import register as register_up
 
     register(main)
     register_control(main)  # ask, tell, status
     register_certs(main)  # certs init, certs issue
     register_up(main)  # up: every node of a topology as local processes
+    register_raft(main)  # raft status, transfer-leader, add-member, remove-member
 
 
 _register_subcommands()

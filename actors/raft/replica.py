@@ -53,6 +53,11 @@ _decode = msgspec.msgpack.decode
 # payload.through" (see actors/dispatch/actor.py): applied into a value, never published as an incident.
 DISPATCH_MARK = "dispatch_mark"
 __all__ = ["RaftReplicaActor", "open_entry", "signed_entry"]  # the entry format lives in entries.py
+_KINDS = ("add_learner", "promote", "remove")  # ConfChange kinds the control socket may ask for
+
+
+def _name_ok(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,12 +339,64 @@ class RaftReplicaActor(SupervisedActor):
         (answered once applied >= the read index; at once with ``applied_index`` -1 when not the leader)."""
         op, ctx = msg.get("op"), msg.get("ctx")
         if op == "raft_status":
-            self.send(sender, dataclasses.asdict(self.status()))
+            self.send(sender, self._status_map())
         elif op == "read_index" and isinstance(ctx, str) and 0 < len(ctx) <= 200:
             self.on_message(LinearizableRead(ctx), sender)
+        elif op == "transfer_leader" and _name_ok(msg.get("to")):
+            self.send(sender, self._transfer_leader(msg["to"]))
+        elif op == "change_membership" and msg.get("kind") in _KINDS and _name_ok(msg.get("replica")):
+            self.send(sender, self._membership_op(msg["kind"], msg["replica"]))
         else:
-            error = "expected {'op': 'raft_status'} or {'op': 'read_index', 'ctx': <1..200 chars>}"
+            error = (
+                "expected {'op': 'raft_status'}, {'op': 'read_index', 'ctx': <1..200 chars>}, "
+                "{'op': 'transfer_leader', 'to': <replica>} or {'op': 'change_membership', "
+                f"'kind': one of {list(_KINDS)}, 'replica': <replica>}}"
+            )
             self.send(sender, {"error": f"{error}, got op {op!r}"})
+
+    def _status_map(self) -> dict[str, Any]:
+        """The JSON status: ``RaftStatus`` plus the membership (the CLI shows who votes and who learns)."""
+        core = self.core
+        return {
+            **dataclasses.asdict(self.status()),
+            "voters": list(core.voters),
+            "learners": list(core.learners),
+            "lead_transferee": core.lead_transferee,
+        }
+
+    def _transfer_leader(self, to: str) -> dict[str, Any]:
+        """JSON ``transfer_leader``: start handing leadership to ``to`` (answered at once; the caller
+        watches ``raft_status`` for the new leader: the core abandons the attempt after an election
+        timeout)."""
+        try:
+            self.core.transfer_leadership(to)
+        except RaftError as exc:  # not the leader, not a voter: the answer says what to do
+            self.log.warning("leadership_transfer_refused", to=to, reason=str(exc))
+            return {"ok": False, "reason": f"{type(exc).__name__}: {exc}", **self._status_map()}
+        self.log.info("leadership_transfer_started", replica=self.replica, to=to, term=self.core.term)
+        return {"ok": True, "reason": "transferring", **self._status_map()}
+
+    def _membership_op(self, kind: str, replica: str) -> dict[str, Any]:
+        """JSON ``change_membership``: one step (add_learner, promote, remove), proposed on the leader."""
+        if self.args.cluster and kind != "remove" and replica not in {self.replica, *self.remote}:
+            # the peer gateways only carry Raft traffic between the topology's raft_members
+            return {
+                "ok": False,
+                "reason": f"{replica!r} is not in cluster.raft_members of the topology: add it there "
+                "(and restart the gateways) before adding it to the Raft configuration",
+                **self._status_map(),
+            }
+        result = self._change_membership(ChangeMembership(kind, replica))
+        log = self.log.info if result.ok else self.log.warning
+        log(
+            "membership_change",
+            replica=self.replica,
+            kind=kind,
+            member=replica,
+            ok=result.ok,
+            reason=result.reason,
+        )
+        return {"ok": result.ok, "reason": result.reason, **self._status_map()}
 
     def _change_membership(self, msg: ChangeMembership) -> MembershipResult:
         if not isinstance(msg.replica, str) or not msg.replica or not isinstance(msg.kind, str):
