@@ -328,7 +328,8 @@ class Cluster:
             return 0, None
 
     def post(self, name: str, path: str, body: dict[str, Any], timeout: float) -> tuple[int, dict[str, Any]]:
-        """(status, JSON body) of a POST; raises OSError/TimeoutError when the node does not answer."""
+        """(status, JSON body) of a POST; raises ConnectionRefusedError when nothing listens (the request
+        reached no node) and another OSError (a timeout, a reset) when the outcome is unknown."""
         req = urllib.request.Request(
             self.url(name, path),
             data=json.dumps(body).encode(),
@@ -343,6 +344,10 @@ class Cluster:
                 return e.code, json.loads(e.read())
             except ValueError:
                 return e.code, {}
+        except urllib.error.URLError as e:  # urllib wraps the socket error: unwrap a refused connect
+            if isinstance(e.reason, ConnectionRefusedError):
+                raise e.reason from None
+            raise
 
     def status(self, name: str) -> dict[str, Any] | None:
         code, body = self.get(name, "/v1/status")
