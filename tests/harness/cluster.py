@@ -44,7 +44,9 @@ class ClusterError(AssertionError):
     """The cluster did not reach a state a test waits for; the message carries the nodes' log tails."""
 
 
-def gateway_tree(name: str, everyone: list[str], snapshot_every: int) -> dict[str, Any]:
+def gateway_tree(
+    name: str, everyone: list[str], snapshot_every: int, consume_readings: bool = False
+) -> dict[str, Any]:
     """config/city.yaml's gateway: Raft replica (cluster mode, publishing), peer gateway, CRDT, dispatch."""
     return {
         "id": "root",
@@ -70,7 +72,7 @@ def gateway_tree(name: str, everyone: list[str], snapshot_every: int) -> dict[st
                 "args": {
                     "replica": name,
                     "peers": everyone,
-                    "consume_readings": False,
+                    "consume_readings": consume_readings,
                     "gossip_interval": 0.3,
                 },
             },
@@ -176,10 +178,12 @@ class Cluster:
         snapshot_every: int = 1000,
         heartbeat_ms: int = 100,
         seed: int = 0,
+        consume_readings: bool = False,
     ) -> None:
         self.workdir = workdir
         self.names = list(gateways)
         self.snapshot_every = snapshot_every
+        self.consume_readings = consume_readings  # each gateway's CRDT counts its node's `readings`
         self.ports = {n: free_loopback_port() for n in self.names}  # the real peer ports
         self.api_ports = {n: free_loopback_port() for n in self.names}
         self.proxies: dict[tuple[str, str], FaultProxy] = {}
@@ -215,7 +219,7 @@ class Cluster:
                 "peer": f"127.0.0.1:{peer_port(n)}",
                 "api": f"127.0.0.1:{self.api_ports[n]}",
                 "data_dir": str(self.data_dir(n)),
-                "tree": gateway_tree(n, self.names, self.snapshot_every),
+                "tree": gateway_tree(n, self.names, self.snapshot_every, self.consume_readings),
             }
             for n in self.names
         ]
