@@ -141,10 +141,8 @@ class BenchNode:
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()  # whatever is left
 
 
