@@ -250,12 +250,13 @@ def test_bad_peers_are_refused_and_logged_while_the_cluster_keeps_committing(
         assert closed_by_peer(s), "a garbage frame did not close the connection"
     garbage = c.wait(lambda: refused_since(c, target, frames_seen, "frame_refused"), 10, "garbage refused")
     assert garbage[0]["peer"] == member and garbage[0]["action"] == "closed", garbage
+    assert "malformed RAFT body" in garbage[0]["reason"], garbage
     frames_seen = len(node.events("frame_refused"))
     with tls_dial(port, files) as s:
         s.sendall(struct.pack(">IB", (1 << 31), Lane.SNAPSHOT))  # 2 GiB announced: never buffered
         assert closed_by_peer(s), "an oversized frame did not close the connection"
     big = c.wait(lambda: refused_since(c, target, frames_seen, "frame_refused"), 10, "oversized refused")
-    assert big[0]["action"] == "closed", big
+    assert big[0]["action"] == "closed" and "exceeds max_frame" in big[0]["reason"], big
 
     # the cluster is unaffected: it commits through every node and the logs stay identical
     for name in c.names:
