@@ -34,6 +34,7 @@ import signal
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -142,6 +143,7 @@ class Gateway:
         self.gossip_sent = 0
         self.gossip_received = 0
         self.refused = 0
+        self.raft_dropped = 0  # raft messages for a peer whose link was down
         self.inbound_gossip: list[bytes] = []
         # forward lane (edge)
         self.forward_key = f"{CONSUMER}/forward_offset"
@@ -156,7 +158,9 @@ class Gateway:
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Serve until stopped; ``then`` runs once the lanes are up (the HTTP API starts after them, so
+        a slow API start never delays Raft)."""
         loop = asyncio.get_running_loop()
         await self.links.start()
         if self.use_stdio:
@@ -188,6 +192,8 @@ class Gateway:
             gossip_peers=list(self.gossip_to),
             forwarding=forwarding,
         )
+        if then is not None:
+            await then()
         try:
             while not self.stop.is_set():
                 for peer in self.gossip_to:
@@ -227,6 +233,11 @@ class Gateway:
     def send_raft(self, peer: str, data: bytes, kind: str = "raft") -> None:
         if peer not in self.members:
             self.log.warning("raft_send_refused", peer=peer, reason="not a Raft member of the topology")
+            return
+        if self.links.state(peer) == "down":
+            # etcd's rule: nothing is queued for a peer that is not connected. Raft retries with fresh
+            # messages (or a snapshot) once it is back, instead of the peer replaying a stale backlog.
+            self.raft_dropped += 1
             return
         payload = KIND_BYTE.get(kind, b"R") + data
         if len(payload) <= SNAPSHOT_CHUNK:
@@ -444,6 +455,7 @@ class Gateway:
             "gossip": {"sent": self.gossip_sent, "received": self.gossip_received},
             "refused": self.refused,
             "pipe_dropped": self.pipe_out.dropped if self.pipe_out is not None else 0,
+            "raft_dropped_peer_down": self.raft_dropped,
         }
         if self.view.role == "edge":
             out["edge"] = {
@@ -484,12 +496,16 @@ async def amain(topology: str, node: str, data_dir: str | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gateway.stop.set)
     runner = None
+
+    async def start_api() -> None:
+        nonlocal runner
+        try:
+            runner = await _start_api(gateway, topology)
+        except Exception as exc:  # the lanes do not need the API: log it and keep them running
+            log.error("peer_api_failed", reason=f"{type(exc).__name__}: {exc}")
+
     try:
-        runner = await _start_api(gateway, topology)
-    except Exception as exc:  # the API is optional for the links: log it and keep the lanes running
-        log.error("peer_api_failed", reason=f"{type(exc).__name__}: {exc}")
-    try:
-        await gateway.run()
+        await gateway.run(then=start_api)
     finally:
         if runner is not None:
             await runner.cleanup()

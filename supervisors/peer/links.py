@@ -244,6 +244,13 @@ class PeerLinks:
         link.wake.set()
         return True
 
+    def state(self, peer: str) -> str:
+        """The link's state to ``peer``: ``up``, ``suspect`` or ``down`` (cheap: for every send)."""
+        link = self._peers.get(peer)
+        if link is None:
+            raise UnknownPeer(peer, tuple(self._peers))
+        return link.state
+
     # ---- status ------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, dict[str, Any]]:

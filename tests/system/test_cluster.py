@@ -546,8 +546,13 @@ def test_a_node_down_past_the_log_retention_catches_up_by_a_chunked_snapshot(clu
     c = cluster.make(snapshot_every=4)
     nodes = {n: c.start(n) for n in GATEWAYS}
     wait_until(lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", list(nodes.values()))
+    session = nodes["gw-3"].session_id
     nodes["gw-3"].kill_whole_node()
-    assert not pid_alive(nodes["gw-3"].proc.pid)
+    assert session and not pid_alive(nodes["gw-3"].proc.pid)
+    wait_until(lambda: not processes_in_session(int(session)), 10, "every gw-3 process gone", [nodes["gw-3"]])
+    # what gw-3 holds now; the entries after it are what it will need
+    entries = c.log("gw-3").values_with_prefix("raft/gw-3/e/")
+    needed = max((int(k.rsplit("/", 1)[1]) for k in entries), default=0) + 1
     # big incidents: the snapshot (every applied incident) is well over one 256 KiB raft frame, so it
     # crosses on the snapshot lane in chunks
     big = [{**incident(f"big-{k}", "gw-1"), "payload": {"blob": f"{k}" * 40_000}} for k in range(12)]
@@ -560,8 +565,6 @@ def test_a_node_down_past_the_log_retention_catches_up_by_a_chunked_snapshot(clu
         [nodes["gw-1"], nodes["gw-2"]],
     )
     # the entries the down node lacks are compacted away on both: only a snapshot can bring it back
-    entries = c.log("gw-3").values_with_prefix("raft/gw-3/e/")
-    needed = max((int(k.rsplit("/", 1)[1]) for k in entries), default=0) + 1
     wait_until(
         lambda: all(
             c.value(n, f"raft/{n}/snap") is not None and c.value(n, f"raft/{n}/e/{needed:020d}") is None

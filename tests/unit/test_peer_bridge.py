@@ -45,6 +45,9 @@ class FakeLinks:
         self.sent.append((peer, body))
         return True
 
+    def state(self, peer: str) -> str:
+        return self.states.get(peer, "down")
+
     def status(self) -> dict[str, dict[str, Any]]:
         return {n.name: {"state": self.states.get(n.name, "down")} for n in NODES}
 
@@ -101,6 +104,9 @@ def test_raft_frames_pass_only_when_the_message_sender_is_the_authenticated_peer
 
 def test_a_large_raft_message_crosses_in_snapshot_chunks_and_is_reassembled(tmp_path: Path) -> None:
     sender, sent = make(tmp_path, "gw-2")
+    sender.send_raft("gw-1", raft_bytes("gw-2", "gw-1"))
+    assert sent.sent == [], "queued for a peer whose link is down"
+    sent.states["gw-1"] = "up"
     receiver, _ = make(tmp_path, "gw-1")
     big = encode_message(
         Message(type="append", sender="gw-2", to="gw-1", term=2, context=b"x" * (3 * SNAPSHOT_CHUNK))
