@@ -61,6 +61,7 @@ GOSSIP_BATCH: Final = 256
 FORWARD_WINDOW: Final = 512  # records in flight to the gateways
 FORWARD_BATCH: Final = 128  # records per forward frame
 FORWARD_RESEND_S: Final = 2.0  # an unacked record is sent again (maybe to another member) after this
+BACKLOG_LOG_S: Final = 10.0
 POLL_S: Final = 0.25  # safety net for the tails, and the forwarder's retry clock
 KIND_BYTE: Final = {"raft": b"R", "propose": b"P"}
 KIND_OF: Final = {v[0]: k for k, v in KIND_BYTE.items()}
@@ -155,6 +156,7 @@ class Gateway:
         self.forward_target: str | None = None
         self.signing_key: Any = None
         self.forward_received = 0
+        self.backlog_logged_at = 0.0
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -200,6 +202,7 @@ class Gateway:
                     self._send_gossip(peer)
                 if forwarding:
                     self._forward()
+                    self._report_backlog()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), POLL_S)
         finally:
@@ -440,6 +443,20 @@ class Gateway:
         if done > self.forward_offset:
             self.forward_offset = done
             self.event_log.put_value(self.forward_key, done)
+
+    def _report_backlog(self) -> None:
+        """On-call: an edge whose detections wait (no gateway reachable, or acks lagging) says so every
+        BACKLOG_LOG_S while it lasts, and once when it is cleared."""
+        backlog = self.backlog()
+        now = time.monotonic()
+        if backlog and now - self.backlog_logged_at >= BACKLOG_LOG_S:
+            self.backlog_logged_at = now
+            self.log.warning(
+                "edge_backlog", backlog=backlog, target=self.forward_target, in_flight=len(self.inflight)
+            )
+        elif not backlog and self.backlog_logged_at:
+            self.backlog_logged_at = 0.0
+            self.log.info("edge_backlog_cleared", forwarded=self.forwarded)
 
     def backlog(self) -> int:
         return max(self.event_log.last_seq(PROPOSED_INCIDENTS) - self.forward_offset, 0)

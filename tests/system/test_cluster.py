@@ -420,6 +420,7 @@ def test_edge_cut_off_keeps_a_durable_backlog_and_delivers_it_exactly_once(clust
     assert all(port_refuses(c.ports[g]) for g in GATEWAYS), "a gateway port answers"
     assert not edge.named("forward_target"), "the edge found a gateway to forward to"
     assert int(c.value("edge-1", FORWARD_OFFSET) or 0) == 0, "the backlog was advanced with no gateway up"
+    assert edge.named("edge_backlog", backlog=5), "the waiting backlog was not reported"
     status = wait_until(lambda: c.status("edge-1"), 30, "the edge's status API", [edge])
     assert status["edge_backlog"] == 5, status
     assert all(p["state"] != "up" for p in status["peers"].values()), status["peers"]
