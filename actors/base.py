@@ -292,10 +292,12 @@ class SupervisedActor(Actor):
         suspect = self._suspect
         if suspect is not None and suspect.get("stream") == first.stream and first.seq > suspect["last"]:
             self._suspect = None  # past the suspected range without a crash: back to normal batches
-        kept = [r for r in records if f"{r.stream}@{r.seq}" not in self._quarantined]
-        for record in records:
-            if f"{record.stream}@{record.seq}" in self._quarantined:
-                self.log.warning("poison_skipped", stream=record.stream, seq=record.seq)
+        kept = records
+        if self._quarantined:  # the common case has nothing quarantined: no key per record
+            kept = [r for r in records if f"{r.stream}@{r.seq}" not in self._quarantined]
+            for record in records:
+                if f"{record.stream}@{record.seq}" in self._quarantined:
+                    self.log.warning("poison_skipped", stream=record.stream, seq=record.seq)
         self._current_input = {"kind": "stream", "stream": first.stream, "first": first.seq, "last": last.seq}
         return kept
 
