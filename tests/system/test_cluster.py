@@ -586,3 +586,105 @@ def test_a_node_down_past_the_log_retention_catches_up_by_a_chunked_snapshot(clu
     )
     logs = {n: [(r["raft_index"], r["incident"]) for r in c.committed(n)] for n in GATEWAYS}
     assert logs["gw-1"] == logs["gw-2"] and sorted(map(str, logs["gw-3"])) == sorted(map(str, logs["gw-1"]))
+
+
+def shipped_city(tmp_path: Path) -> Path:
+    """config/city.yaml as shipped, with only its addresses (free loopback ports) and directories (under
+    ``tmp_path``) changed, so that the test runs next to anything else on the machine."""
+    city = yaml.safe_load((REPO / "config" / "city.yaml").read_text())
+    for node in city["nodes"]:
+        node["peer"] = f"127.0.0.1:{free_loopback_port()}"
+        node["api"] = f"127.0.0.1:{free_loopback_port()}"
+        node["data_dir"] = str(tmp_path / "data" / node["name"])
+    city["cluster"]["certs_dir"] = "certs"  # relative to the copy: created by `garrison up`
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(city))
+    return path
+
+
+def test_the_shipped_city_runs_as_one_cluster_under_garrison_up(tmp_path: Path) -> None:
+    from supervisors.process_tree import descendants
+
+    topology = shipped_city(tmp_path)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "supervisors.cli", "up", str(topology), "--log-format", "json"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    events: list[dict[str, Any]] = []
+
+    def read() -> None:
+        assert up.stderr is not None
+        for line in up.stderr:
+            with contextlib.suppress(json.JSONDecodeError):
+                events.append(json.loads(line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    logs: dict[str, EventLog] = {}
+
+    def log(name: str) -> EventLog:
+        if name not in logs:
+            logs[name] = EventLog(tmp_path / "data" / name / "eventlog")
+        return logs[name]
+
+    def named(event: str, **match: Any) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in list(events)
+            if e.get("event") == event and all(e.get(k) == v for k, v in match.items())
+        ]
+
+    def wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if result := condition():
+                return result
+            time.sleep(0.2)
+        tail = [e for e in events if e.get("level") in ("warning", "error")][-15:]
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; warnings: {tail}")
+
+    gateways = ("gw-1", "gw-2", "gw-3")
+    try:
+        wait(lambda: len(named("peer_gateway_started")) >= 5, 90, "five peer gateways")
+        assert named("node_keys_published"), "garrison up did not publish the nodes' keys"
+        leader = wait(
+            lambda: (
+                (ls := {n: [e for e in named("raft_role", node=n)] for n in gateways})
+                and all(ls.values())
+                and len({ls[n][-1].get("leader") for n in gateways}) == 1
+                and ls["gw-1"][-1].get("leader")
+            ),
+            90,
+            "one agreed leader",
+        )
+        # a detection on an edge node (what its inference appends), forwarded, committed, dispatched once
+        log("edge-2").append(PROPOSED_INCIDENTS, [incident("city-edge-2", "edge-2")])
+        wait(
+            lambda: all(
+                "city-edge-2" in incident_ids([r.payload for r in log(g).read(COMMITTED_INCIDENTS)])
+                for g in gateways
+            ),
+            90,
+            "the edge's detection committed on every gateway",
+        )
+        wait(lambda: named("incident_dispatched", incident_id="city-edge-2"), 30, "the detection dispatched")
+        time.sleep(1.0)  # room for a wrong second delivery to show
+        delivered = named("incident_dispatched", incident_id="city-edge-2")
+        assert [e["node"] for e in delivered] == [leader], delivered
+    finally:
+        for handle in logs.values():
+            handle.close()
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            for pid in [up.pid, *descendants(up.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            up.wait()
+        reader.join(timeout=5)
+    assert named("up_stopped"), "garrison up did not stop cleanly"
