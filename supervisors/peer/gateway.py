@@ -62,6 +62,8 @@ FORWARD_WINDOW: Final = 512  # records in flight to the gateways
 FORWARD_BATCH: Final = 128  # records per forward frame
 FORWARD_RESEND_S: Final = 2.0  # an unacked record is sent again (maybe to another member) after this
 BACKLOG_LOG_S: Final = 10.0
+LISTEN_RETRY_MIN_S: Final = 0.5
+LISTEN_RETRY_MAX_S: Final = 10.0
 POLL_S: Final = 0.25  # safety net for the tails, and the forwarder's retry clock
 KIND_BYTE: Final = {"raft": b"R", "propose": b"P"}
 KIND_OF: Final = {v[0]: k for k, v in KIND_BYTE.items()}
@@ -164,7 +166,7 @@ class Gateway:
         """Serve until stopped; ``then`` runs once the lanes are up (the HTTP API starts after them, so
         a slow API start never delays Raft)."""
         loop = asyncio.get_running_loop()
-        await self.links.start()
+        await self._listen()
         if self.use_stdio:
             self.pipe_out = _PipeOut(loop, sys.stdout.fileno(), self.log)
             stdin = sys.stdin.fileno()
@@ -210,6 +212,20 @@ class Gateway:
                 loop.remove_reader(inbox.fd)
                 inbox.close()
             await self.links.close()
+
+    async def _listen(self) -> None:
+        """Start the links, waiting (with backoff) while the peer port is taken: a port held by an old
+        gateway that is still dying, or by something else, is logged, never a crash loop that would use up
+        the node's restart intensity (the node's Raft replica and pipeline do not need the links)."""
+        delay = LISTEN_RETRY_MIN_S
+        while True:
+            try:
+                await self.links.start()
+                return
+            except OSError as exc:  # (certificate files unreadable too: ssl errors are OSErrors)
+                self.log.error("peer_listen_failed", reason=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LISTEN_RETRY_MAX_S)
 
     def _read_stdin(self, fd: int) -> None:
         try:

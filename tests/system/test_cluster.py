@@ -688,3 +688,31 @@ def test_the_shipped_city_runs_as_one_cluster_under_garrison_up(tmp_path: Path) 
             up.wait()
         reader.join(timeout=5)
     assert named("up_stopped"), "garrison up did not stop cleanly"
+
+
+def test_a_taken_peer_port_is_logged_and_waited_for_without_a_crash_loop(cluster: Any) -> None:
+    import socket
+
+    c = cluster.make()
+    squatter = socket.create_server(("127.0.0.1", c.ports["gw-3"]))  # not TLS, never accepts
+    try:
+        nodes = {n: c.start(n) for n in GATEWAYS}
+        gw3 = nodes["gw-3"]
+        failed = wait_until(
+            lambda: gw3.named("peer_listen_failed"), 60, "gw-3's gateway finding its port taken", [gw3]
+        )
+        assert "Address already in use" in failed[0]["reason"]
+        wait_until(
+            lambda: agreed_leader(c, ["gw-1", "gw-2"]), 60, "a leader of the two others", list(nodes.values())
+        )
+        assert not gw3.named("child_crashed", child="peer"), "the gateway crash-looped instead of waiting"
+        assert gw3.named("raft_replica_started"), "gw-3's replica is not running"
+    finally:
+        squatter.close()
+    c.propose("gw-1", [incident("after-the-port-freed", "gw-1")])
+    wait_until(
+        lambda: "after-the-port-freed" in incident_ids(c.committed("gw-3")),
+        60,
+        "gw-3 joining once its port is free",
+        list(nodes.values()),
+    )
