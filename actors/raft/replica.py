@@ -295,8 +295,10 @@ class RaftReplicaActor(SupervisedActor):
 
     def on_message(self, msg: object, sender: ActorAddress) -> None:
         if isinstance(msg, RaftEnvelope):
-            if msg.sender not in self.remote:  # a remote peer's envelope comes from the gateway shell
+            if msg.sender not in self.remote:
                 self.addresses.setdefault(msg.sender, sender)
+            elif sender is not None:  # relayed by the gateway shell: its current address (after restarts)
+                self.gateway_address = sender
             self.last_heard[msg.sender] = self.ticks
             self.core.step(decode_message(msg.data))
         elif isinstance(msg, Location):
