@@ -716,3 +716,25 @@ def test_a_taken_peer_port_is_logged_and_waited_for_without_a_crash_loop(cluster
         "gw-3 joining once its port is free",
         list(nodes.values()),
     )
+
+
+def test_a_sigkilled_replica_is_restarted_and_rejoins_through_the_gateway(cluster: Any) -> None:
+    c = cluster.make()
+    nodes = {n: c.start(n) for n in GATEWAYS}
+    wait_until(lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", list(nodes.values()))
+    victim = nodes["gw-1"]
+    started = victim.named("child_started", child="incident-log")
+    pid = int(started[-1]["pid"])
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), 10, "the replica process to die", [victim])
+    wait_until(
+        lambda: victim.named("child_restarted", child="incident-log"), 30, "the replica restarted", [victim]
+    )
+    c.propose("gw-1", [incident("after-replica-kill", "gw-1")])  # proposed by the restarted replica
+    wait_until(
+        lambda: all("after-replica-kill" in incident_ids(c.committed(n)) for n in GATEWAYS),
+        60,
+        "a proposal of the restarted replica committed everywhere",
+        list(nodes.values()),
+    )
+    assert len(victim.named("peer_gateway_started")) == 1, "the gateway was restarted with the replica"
