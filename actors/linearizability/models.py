@@ -89,6 +89,9 @@ class Model:
     footprint: Callable[[Iterable[Operation]], Footprint]
     # Operations that observed a value no other operation in the collection wrote.
     unexplained: Callable[[Collection[Operation]], set[Operation]]
+    # The state only grows (an append-only log): every ok read not yet linearized will see an extension
+    # of the current state, so the search may prune a state that is not a prefix of all of them.
+    reads_extend_state: bool = False
 
 
 def _register_step(state: Hashable, op: Operation) -> tuple[bool, Hashable]:
@@ -300,6 +303,7 @@ MODELS: dict[str, Model] = {
             step=_log_step,
             footprint=_LogFootprint,
             unexplained=_log_unexplained,
+            reads_extend_state=True,
         ),
     )
 }

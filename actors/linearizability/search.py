@@ -59,6 +59,12 @@ def search(operations: Sequence[Operation], model: Model, budget: int | None = N
     twin_before = _previous_twin_bits(unknown, unknown_bit)
     nxt, prv, times = _linked_entries(known)
     step = model.step
+    # Append-only models: (bit, result) of every ok read, for the prefix pruning below.
+    reads = (
+        [(1 << k, op.result) for k, op in enumerate(known) if op.f == "read"]
+        if model.reads_extend_state
+        else []
+    )
     state: Hashable = model.initial
     linearized = 0  # bitset: known operation k is bit k, unknown j is bit len(known) + j
     seen: set[tuple[int, Hashable]] = set()
@@ -92,6 +98,8 @@ def search(operations: Sequence[Operation], model: Model, budget: int | None = N
                 node, next_unknown = nxt[node], 0
             continue
         legal, new_state = step(state, op)
+        if legal and reads and op.f != "read":
+            legal = _reads_can_follow(new_state, linearized | bit, reads)
         configuration = (linearized | bit, new_state)
         if legal and configuration not in seen:
             seen.add(configuration)
@@ -103,6 +111,21 @@ def search(operations: Sequence[Operation], model: Model, budget: int | None = N
         elif j < 0:
             node = nxt[node]
     return SearchOutcome(True, steps)
+
+
+def _reads_can_follow(state: Hashable, linearized: int, reads: Sequence[tuple[int, Hashable]]) -> bool:
+    """Whether every ok read not yet linearized can still be: in an append-only log it will see an
+    extension of ``state``. Without this a log search tries every order of the appends between two reads
+    and only finds out at the next read (exponential in the appends between reads). Only the last entry
+    is checked: the earlier ones were checked when they were appended, against a superset of these reads.
+    Sound: a pruned state has no linearization, since each of those reads must still come after it."""
+    entries = state  # a tuple: the log so far
+    position = len(entries) - 1  # type: ignore[arg-type]
+    last = entries[position]  # type: ignore[index]
+    for bit, result in reads:
+        if not linearized & bit and (len(result) <= position or result[position] != last):  # type: ignore[arg-type, index]
+            return False
+    return True
 
 
 def _previous_twin_bits(unknown: Sequence[Operation], bits: Sequence[int]) -> list[int]:
