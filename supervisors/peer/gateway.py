@@ -138,6 +138,9 @@ class Gateway:
         self.trusted = {n: parse_public_key(k) for n, k in view.trusted_keys.items()}
         self.stop = asyncio.Event()
         self.reassembly: dict[tuple[str, str], bytearray] = {}
+        # payload bytes per raft frame / snapshot chunk / forward batch: well inside max_frame, which must
+        # also hold the frame's own fields (names, ids, a signature)
+        self.chunk_bytes = max(min(SNAPSHOT_CHUNK, view.peer_config.max_frame // 2), 256)
         self.snapshot_seq = itertools.count(1)
         self.pipe_out: _PipeOut | None = None
         self.pipe_in = PipeReader()
@@ -259,18 +262,28 @@ class Gateway:
             self.raft_dropped += 1
             return
         payload = KIND_BYTE.get(kind, b"R") + data
-        if len(payload) <= SNAPSHOT_CHUNK:
-            self.links.send(peer, RaftFrame(sender=self.node, recipient=peer, payload=payload))
+        size = self.chunk_bytes
+        if len(payload) <= size:
+            self._send(peer, RaftFrame(sender=self.node, recipient=peer, payload=payload))
             return
         sid = f"{self.node}-{os.getpid()}-{next(self.snapshot_seq)}"
-        for offset in range(0, len(payload), SNAPSHOT_CHUNK):
-            chunk = payload[offset : offset + SNAPSHOT_CHUNK]
-            last = offset + SNAPSHOT_CHUNK >= len(payload)
+        for offset in range(0, len(payload), size):
+            chunk = payload[offset : offset + size]
+            last = offset + size >= len(payload)
             body = SnapshotChunk(
                 sender=self.node, recipient=peer, snapshot_id=sid, offset=offset, data=chunk, last=last
             )
-            if not self.links.send(peer, body):
+            if not self._send(peer, body):
                 return  # the rest is useless without this chunk; Raft sends the snapshot again
+
+    def _send(self, peer: str, body: Body) -> bool:
+        """``links.send`` that never raises into the loop: a frame over ``max_frame`` (a bug or a huge
+        record) is logged and dropped like a full queue, so one bad message cannot crash-loop the gateway."""
+        try:
+            return self.links.send(peer, body)
+        except ValueError as exc:
+            self.log.error("frame_not_sent", peer=peer, reason=str(exc))
+            return False
 
     def _raft_in(self, peer: str, payload: bytes) -> None:
         kind = KIND_OF.get(payload[0]) if payload else None
@@ -344,7 +357,7 @@ class Gateway:
         records = self.event_log.read(stream, after=offset, limit=GOSSIP_BATCH)
         sent = offset
         for rec in records:
-            if isinstance(rec.payload, bytes) and not self.links.send(
+            if isinstance(rec.payload, bytes) and not self._send(
                 peer, GossipFrame(sender=self.node, payload=rec.payload)
             ):
                 break  # the queue is full: the rest waits for the next round (gossip tolerates delay)
@@ -400,7 +413,7 @@ class Gateway:
             self.event_log.append(PROPOSED_INCIDENTS, incidents)  # durable before the ack
         self.forward_received += len(incidents)
         ack = ForwardAck(acked=[seq for seq, _ in records])
-        self.links.send(peer, ForwardFrame(request_id=frame.request_id, payload=_encode(ack), reply=True))
+        self._send(peer, ForwardFrame(request_id=frame.request_id, payload=_encode(ack), reply=True))
 
     # ---- forward lane: sending (edge) --------------------------------------------------------------
 
@@ -431,15 +444,37 @@ class Gateway:
             return
         now = time.monotonic()
         due = [(s, inc) for s, (inc, sent) in self.inflight.items() if now - sent >= FORWARD_RESEND_S]
-        for i in range(0, len(due), FORWARD_BATCH):
-            chunk = due[i : i + FORWARD_BATCH]
+        for chunk in self._forward_batches(due):
             records = _encode([[s, inc] for s, inc in chunk])
             body = ForwardBody(records=records, sig=self.signing_key.sign(records))
             frame = ForwardFrame(request_id=next(self.forward_ids), payload=_encode(body))
-            if not self.links.send(target, frame):
+            if not self._send(target, frame):
                 return
             for s, inc in chunk:
                 self.inflight[s] = (inc, now)
+        self._advance()
+
+    def _forward_batches(self, due: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
+        """``due`` in batches of at most FORWARD_BATCH records and ``chunk_bytes`` of encoded records. A
+        record that alone is over the bound can never cross: it is logged and given up (taken out of the
+        window, so it does not hold back the offset forever)."""
+        batches: list[list[tuple[int, Any]]] = []
+        current: list[tuple[int, Any]] = []
+        size = 0
+        for seq, inc in due:
+            n = len(_encode(inc))
+            if n > self.chunk_bytes:
+                self.inflight.pop(seq, None)
+                self.log.error("forward_record_too_large", seq=seq, bytes=n, limit=self.chunk_bytes)
+                continue
+            if current and (len(current) >= FORWARD_BATCH or size + n > self.chunk_bytes):
+                batches.append(current)
+                current, size = [], 0
+            current.append((seq, inc))
+            size += n
+        if current:
+            batches.append(current)
+        return batches
 
     def _forward_ack(self, peer: str, frame: ForwardFrame) -> None:
         if peer not in self.members:

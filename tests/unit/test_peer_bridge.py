@@ -63,10 +63,11 @@ class PipeRecorder:
         return True
 
 
-def make(tmp_path: Path, node: str, trusted: dict[str, str] | None = None) -> tuple[Gateway, FakeLinks]:
-    config = PeerConfig(
-        node=node, nodes=NODES, ca=tmp_path / "ca.pem", cert=tmp_path / "c", key=tmp_path / "k"
-    )
+def make(
+    tmp_path: Path, node: str, trusted: dict[str, str] | None = None, max_frame: int = 1 << 20
+) -> tuple[Gateway, FakeLinks]:
+    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "c", "key": tmp_path / "k"}
+    config = PeerConfig(node=node, nodes=NODES, max_frame=max_frame, **files)
     view = ClusterView(node, ROLES[node], ("gw-1", "gw-2"), tuple(ROLES), trusted or {}, config)
     gateway = Gateway(view, tmp_path / node, use_stdio=False)
     links = FakeLinks()
@@ -201,3 +202,40 @@ def test_the_pipe_decodes_frames_across_reads_and_refuses_garbage() -> None:
         PipeReader().feed((MAX_PIPE_FRAME + 1).to_bytes(4, "big"))
     with pytest.raises(PipeError, match="does not decode"):
         PipeReader().feed(b"\x00\x00\x00\x03abc")
+
+
+class SizedLinks(FakeLinks):
+    """Refuses what real links refuse: a frame over ``max_frame`` is a ValueError."""
+
+    def __init__(self, max_frame: int) -> None:
+        super().__init__()
+        self.max_frame = max_frame
+
+    def send(self, peer: str, body: Body) -> bool:
+        from supervisors.peer.frames import encode_frame
+
+        encode_frame(body, self.max_frame)
+        return super().send(peer, body)
+
+
+def test_frames_stay_under_max_frame_and_an_oversized_record_is_given_up(tmp_path: Path) -> None:
+    edge, _ = make(tmp_path, "edge-1", max_frame=4096)
+    links = SizedLinks(4096)
+    links.states["gw-1"] = "up"
+    edge.links = links  # type: ignore[assignment]
+    edge.signing_key = load_or_create_signing_key(tmp_path / "edge-1", "edge-1")
+    huge = {**incident("huge"), "payload": {"blob": "x" * 5000}}
+    edge.event_log.append(PROPOSED_INCIDENTS, [incident("a"), huge, *[incident(f"s{k}") for k in range(40)]])
+    edge._forward()
+    assert len(links.sent) >= 2, "small records not split into frames under max_frame"
+    bodies = [msgspec.msgpack.decode(f.payload) for _, f in links.sent]  # type: ignore[union-attr]
+    sent = [r for b in bodies for r in msgspec.msgpack.decode(b["records"])]
+    assert [inc["incident_id"] for _, inc in sent] == ["a", *[f"s{k}" for k in range(40)]]
+    assert 2 not in edge.inflight  # the oversized record was given up, not retried forever
+    # raft: a message over the chunk size crosses as chunks that each fit
+    gw, _ = make(tmp_path, "gw-2", max_frame=4096)
+    glinks = SizedLinks(4096)
+    glinks.states["gw-1"] = "up"
+    gw.links = glinks  # type: ignore[assignment]
+    gw.send_raft("gw-1", b"m" * 10_000)
+    assert len(glinks.sent) == 5 and all(isinstance(b, SnapshotChunk) for _, b in glinks.sent)
