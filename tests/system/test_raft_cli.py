@@ -67,6 +67,9 @@ def test_transfer_leader_from_the_cli_hands_leadership_to_the_named_node(cluster
     wait_until(
         lambda: agreed_leader(c, list(GATEWAYS)) == target, 30, f"every node following {target}", nodes
     )
+    text = garrison_raft(c, bystander, "status")
+    assert text.returncode == 0 and f"{bystander}: follower" in text.stdout, text.stdout + text.stderr
+    assert f"leader {target}" in text.stdout and "voters gw-1, gw-2, gw-3; learners -" in text.stdout
     assert [e for e in c.nodes[leader].named("leadership_transfer_started") if e.get("to") == target]
 
     # the cluster still commits under the new leader
