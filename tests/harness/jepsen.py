@@ -47,6 +47,7 @@ class Report:
     verdicts: dict[str, str] = dataclasses.field(default_factory=dict)
     outcomes: Counter[str] = dataclasses.field(default_factory=Counter)
     faults: list[str] = dataclasses.field(default_factory=list)
+    kinds: list[str] = dataclasses.field(default_factory=list)  # the kind of each fault, in order
     checker: str = ""
 
     @property
@@ -173,18 +174,21 @@ class JepsenRun:
 
     def nemesis(self, deadline: float) -> None:
         c = self.cluster
+        cover = self.rng.sample(FAULTS, len(FAULTS))  # the first faults try every kind, in a seeded order
         while time.monotonic() < deadline - 3:
-            time.sleep(self.rng.uniform(1.0, 2.5))
-            kind = self.rng.choice(FAULTS)
-            hold = round(self.rng.uniform(2.0, 5.0), 1)
+            time.sleep(self.rng.uniform(0.5, 2.0))
+            kind = cover.pop(0) if cover else self.rng.choice(FAULTS)
+            hold = round(self.rng.uniform(1.5, 4.0), 1)
             leader = c.leader()
             self.history.add("nemesis", "info", "start", f"{kind} (leader {leader})")
-            line = self.inject(kind, leader, hold)
+            kind, line = self.inject(kind, leader, hold)
             self.history.add("nemesis", "info", "stop", kind)
             self.report.faults.append(line)
+            self.report.kinds.append(kind)
             self.say(f"  nemesis: {line}")
 
-    def inject(self, kind: str, leader: str | None, hold: float) -> str:
+    def inject(self, kind: str, leader: str | None, hold: float) -> tuple[str, str]:
+        """Apply one fault for ``hold`` seconds and undo it; (the kind really injected, what happened)."""
         c = self.cluster
         names = c.names
         if kind in ("isolate-leader", "leader-outbound") and leader is None:
@@ -224,7 +228,7 @@ class JepsenRun:
             landed = bool(pids)
             outcome = f"pause {victim} ({len(pids)} processes in state T) for {hold}s, resumed"
         self.faults_landed += landed
-        return outcome + ("" if landed else "  [DID NOT LAND]")
+        return kind, outcome + ("" if landed else "  [DID NOT LAND]")
 
     # -- the run --
 
