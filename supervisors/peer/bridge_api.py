@@ -26,8 +26,22 @@ class GatewayBackend:
     async def read(self, after: int, limit: int, linearizable: bool) -> Any:
         return await self.inner.read(after, limit, linearizable)
 
-    async def ready(self) -> Any:
-        return await _value(self.inner.ready())
+    async def ready(self) -> tuple[bool, str]:
+        """Ready = peers joined and the log caught up. A gateway needs links to enough Raft members for a
+        majority (with itself) and its replica's own readiness; an edge, which has no replica, needs a
+        link to at least one Raft member (where its detections go)."""
+        gw = self.gateway
+        links = gw.links.status()
+        up = [m for m in gw.members if links.get(m, {}).get("state") == "up"]
+        if gw.view.role == "edge":
+            if not up:
+                return False, f"no link up to a Raft member ({', '.join(gw.members)}); detections wait"
+            return True, f"forwarding to Raft members {', '.join(up)}"
+        majority = len(gw.view.raft_members) // 2 + 1
+        if len(up) + 1 < majority:
+            return False, f"links up to {len(up)} of the other Raft members; a majority needs {majority - 1}"
+        ok, why = await _value(self.inner.ready())
+        return bool(ok), str(why)
 
     async def status(self) -> dict[str, Any]:
         out = dict(await _value(self.inner.status()))

@@ -173,11 +173,19 @@ class Cluster:
 
     def status(self, name: str) -> dict[str, Any] | None:
         """The node's ``GET /v1/status`` (served by its peer gateway), None while it does not answer."""
+        answer = self.get(name, "/v1/status")
+        return answer[1] if answer is not None and answer[0] == 200 else None
+
+    def get(self, name: str, path: str) -> tuple[int, dict[str, Any]] | None:
+        """(HTTP status, JSON body) of a GET on the node's API; None while it does not answer."""
+        import urllib.error
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.api_ports[name]}/v1/status", timeout=2) as r:
-                return dict(json.loads(r.read()))
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.api_ports[name]}{path}", timeout=2) as r:
+                return r.status, dict(json.loads(r.read()))
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(json.loads(exc.read() or b"{}"))
         except OSError:
             return None
 
@@ -424,6 +432,8 @@ def test_edge_cut_off_keeps_a_durable_backlog_and_delivers_it_exactly_once(clust
     status = wait_until(lambda: c.status("edge-1"), 30, "the edge's status API", [edge])
     assert status["edge_backlog"] == 5, status
     assert all(p["state"] != "up" for p in status["peers"].values()), status["peers"]
+    code, ready = c.get("edge-1", "/readyz") or (0, {})
+    assert code == 503 and ready["ready"] is False and ready["reason"], (code, ready)
     gateways = [c.start(g) for g in GATEWAYS]
     everyone = [edge, *gateways]
     wait_until(lambda: agreed_leader(c, list(GATEWAYS)), 60, "one agreed leader", everyone)
@@ -439,6 +449,8 @@ def test_edge_cut_off_keeps_a_durable_backlog_and_delivers_it_exactly_once(clust
     wait_until(
         lambda: int(c.value("edge-1", FORWARD_OFFSET) or 0) == 10, 30, "the edge's offset acked", [edge]
     )
+    wait_until(lambda: (c.get("edge-1", "/readyz") or (0,))[0] == 200, 30, "the edge ready", [edge])
+    assert (c.status("edge-1") or {}).get("edge_backlog") == 0
     for g in GATEWAYS:
         ids = incident_ids(c.committed(g))
         assert sorted(ids) == sorted(expected), f"{g}: lost or duplicated edge incidents: {ids}"
