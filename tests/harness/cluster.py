@@ -155,14 +155,33 @@ class Node:
                 hit.append(pid)
         return hit
 
+    def wait_started(self, timeout: float = 30.0) -> bool:
+        """Until the node logged ``node_started`` (its session is known) or its launcher exited."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.events("node_started") or self.proc.poll() is not None:
+                return bool(self.events("node_started"))
+            time.sleep(0.05)
+        return False
+
     def kill(self) -> list[int]:
-        """SIGKILL the launcher and its whole session; returns the pids that were signalled."""
+        """SIGKILL the launcher and its whole session; returns the pids that were signalled. A node still
+        starting is first given time to say which session is its own, so none of its processes is missed."""
+        if self.proc.poll() is None and not self.paused:
+            self.wait_started()
         pids = self.pids()  # SIGKILL ends a stopped (paused) process too
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
+        for _ in range(50):  # anything its session forked meanwhile
+            if not (left := [p for p in self.pids() if pid_alive(p)]):
+                break
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
         self.paused = False
         return pids
 
@@ -300,6 +319,8 @@ class Cluster:
     def pause(self, name: str) -> list[int]:
         """SIGSTOP every process of the node; returns the pids, each seen in state T."""
         node = self.nodes[name]
+        if not node.wait_started():
+            raise ClusterError(f"{name} never logged node_started: cannot pause what is not running")
         pids = node.signal_all(signal.SIGSTOP)
         node.paused = True
         deadline = time.monotonic() + 5
