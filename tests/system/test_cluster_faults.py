@@ -135,9 +135,13 @@ def test_minority_answers_503_while_the_majority_commits_and_all_converge_after_
     assert c.nodes[minority].events("peer_disconnected"), "the minority never saw its links go down"
 
 
-def test_a_node_cut_off_past_the_log_retention_catches_up_by_snapshot_over_the_links(
-    make_cluster: Any,
+@pytest.mark.parametrize("fault", ["partitioned", "killed"])
+def test_a_node_away_past_the_log_retention_catches_up_by_snapshot_over_the_links(
+    make_cluster: Any, fault: str
 ) -> None:
+    """A follower cut off by the proxies (alive, its log intact but behind) or SIGKILLed and restarted later:
+    either way the entries it lacks are compacted on the majority, so it must install a snapshot, which can
+    only reach it over the peer links (through the proxies)."""
     c = make_cluster(snapshot_every=4)
     c.start()
     leader = c.wait_leader(90)
@@ -145,14 +149,18 @@ def test_a_node_cut_off_past_the_log_retention_catches_up_by_snapshot_over_the_l
     code, _ = post(c, leader, "before-cut")
     assert code == 201
     c.wait(lambda: "before-cut" in [i for _, i in c.log(behind) or []], 30, f"{behind} in step first")
-    links = c.isolate(behind)
-    c.wait(lambda: c.dropped(links) > 0, 10, "the cut to drop traffic")
+    if fault == "partitioned":
+        links = c.isolate(behind)
+        c.wait(lambda: c.dropped(links) > 0, 10, "the cut to drop traffic")
+    else:
+        gone = c.kill(behind)  # raises unless every process of the node is gone
+        assert gone, "nothing was killed"
     expected = ["before-cut"]
     for k in range(14):
-        code, body = post(c, leader, f"while-cut-{k}")
+        code, body = post(c, leader, f"while-away-{k}")
         assert code == 201, (code, body)
-        expected.append(f"while-cut-{k}")
-    # the entries the cut node lacks are compacted away on the majority: only a snapshot can bring it back
+        expected.append(f"while-away-{k}")
+    # the entries the node lacks are compacted away on the majority: only a snapshot can bring it back
     with event_log(c, behind) as log:
         have = max((int(k.rsplit("/", 1)[1]) for k in log.values_with_prefix(f"raft/{behind}/e/")), default=0)
 
@@ -166,12 +174,16 @@ def test_a_node_cut_off_past_the_log_retention_catches_up_by_snapshot_over_the_l
         return True
 
     c.wait(compacted, 30, f"entry {have + 1} compacted into a snapshot on the majority")
-    assert not c.nodes[behind].events("raft_snapshot_installed"), "a snapshot crossed the cut"
-    c.heal()
+    assert not c.nodes[behind].events("raft_snapshot_installed"), "a snapshot reached the node while away"
+    carried = c.proxies[(leader, behind)].forwarded["to_target"]
+    if fault == "partitioned":
+        c.heal()
+    else:
+        c.restart(behind)
     c.wait(lambda: c.nodes[behind].events("raft_snapshot_installed"), 60, f"{behind} installing a snapshot")
     final = c.wait_converged(60)
     assert sorted(i for _, i in final) == sorted(expected)
-    assert c.proxies[(leader, behind)].forwarded["to_target"] > 0
+    assert c.proxies[(leader, behind)].forwarded["to_target"] > carried, "nothing crossed the leader's link"
 
 
 # -- hostile peers --------------------------------------------------------------------------------------
