@@ -508,6 +508,10 @@ class RaftReplicaActor(SupervisedActor):
         self._maybe_compact()
         role = (self.core.role, self.core.term, self.core.leader_id)
         if role != self.last_role:
+            if role[2] is not None and (self.last_role is None or self.last_role[2] != role[2]):
+                # a new leader: what was forwarded to the old one may be lost with it; propose it again now
+                # instead of after the re-propose timer (duplicates are applied once: incident_id is the key)
+                self.pending = {iid: (d, seq, -(10**9)) for iid, (d, seq, _) in self.pending.items()}
             self.last_role = role
             # read by the node's dispatcher: only the leader's delivers (actors/dispatch, cluster mode)
             self.event_log.put_value(
