@@ -80,6 +80,7 @@ class PeerGatewayActor(SupervisedActor):
         self.pending = bytearray()
         self.dropped = 0
         self.flush_armed = False
+        self.replica_address: Any = None  # the local replica, learnt from its PeerSends (see on_ready)
         self.watch_fd(self.out_fd, "gateway")
         self.log.info("peer_gateway_spawned", pid=self.proc.pid, topology=topology)
         if self.replica_path:
@@ -98,7 +99,13 @@ class PeerGatewayActor(SupervisedActor):
                 self._gateway_gone()
             for msg in self.reader.feed(data):
                 if isinstance(msg, PipeRaft) and self.replica_path:
-                    self.tell(self.replica_path, self._to_replica(msg))
+                    if self.replica_address is not None:
+                        # straight to the replica (one Thespian hop instead of two through its supervisor);
+                        # its address is the sender of its latest PeerSend, so a restarted replica is
+                        # found again as soon as it sends anything (Raft tolerates what is lost meanwhile)
+                        self.send(self.replica_address, self._to_replica(msg))
+                    else:
+                        self.tell(self.replica_path, self._to_replica(msg))
                 elif isinstance(msg, PipeUnreachable):
                     self.log.debug("peer_unreachable", peer=msg.peer)
 
@@ -124,6 +131,8 @@ class PeerGatewayActor(SupervisedActor):
 
     def on_message(self, msg: object, sender: Any) -> None:
         if isinstance(msg, PeerSend):
+            if sender is not None:
+                self.replica_address = sender
             frame = encode_pipe(PipeRaft(msg.to_node, msg.body, msg.kind))
             if len(self.pending) + len(frame) > PIPE_IN_LIMIT:
                 self.dropped += 1
