@@ -94,6 +94,8 @@ class Doorbells:
         self.root = root
         self._streams: dict[str, _StreamBells] = {}
         self._pid = os.getpid()
+        self._root = str(root)
+        self._dirs: dict[str, str] = {}
 
     def ring(self, streams: Iterable[str]) -> None:
         if os.getpid() != self._pid:  # inherited through fork: the fds belong to the parent
@@ -101,8 +103,16 @@ class Doorbells:
         for stream in streams:
             self._ring_stream(stream)
 
+    def _directory(self, stream: str) -> str:
+        # a plain string, built once per stream: this runs after every commit, and pathlib costs more
+        # than the stat it feeds
+        directory = self._dirs.get(stream)
+        if directory is None:
+            directory = self._dirs[stream] = os.path.join(self._root, _component(stream))
+        return directory
+
     def _ring_stream(self, stream: str) -> None:
-        directory = self.root / _component(stream)
+        directory = self._directory(stream)
         try:
             mtime = os.stat(directory).st_mtime_ns
         except FileNotFoundError:
@@ -126,7 +136,7 @@ class Doorbells:
                 bells.fds[name] = None
         for name, fd in list(bells.fds.items()):
             if fd is None:
-                fd = self._open(directory / name)
+                fd = self._open(os.path.join(directory, name))
                 if fd is None:
                     continue
                 bells.fds[name] = fd
@@ -142,7 +152,7 @@ class Doorbells:
                 bells.fds[name] = None
 
     @staticmethod
-    def _open(path: Path) -> int | None:
+    def _open(path: str) -> int | None:
         try:
             return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:  # ENXIO: no reader (consumer restarting); ENOENT: just removed
