@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -51,8 +52,23 @@ def bound_transmit_timeout(period: timedelta = TRANSMIT_TIMEOUT) -> None:
     transport.DEFAULT_MAX_TRANSMIT_PERIOD = period
 
 
+# Ports handed out for a later bind (an admin port, a node's api/peer port in a test) are drawn below the
+# kernel's ephemeral range (32768-60999 by default): every Thespian actor binds port 0, and an ephemeral
+# port checked free now could be taken by one of them before its real owner binds it.
+_PICK_FROM, _PICK_TO = 20000, 32700
+
+
 def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    rng = random.SystemRandom()
+    for _ in range(256):
+        port = rng.randrange(_PICK_FROM, _PICK_TO)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # that range is full: any free port
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
 
