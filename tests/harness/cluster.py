@@ -45,13 +45,17 @@ class ClusterError(AssertionError):
 
 
 def gateway_tree(
-    name: str, everyone: list[str], snapshot_every: int, consume_readings: bool = False
+    name: str,
+    everyone: list[str],
+    snapshot_every: int,
+    consume_readings: bool = False,
+    intensity: int = 50,  # the nemesis restarts children far faster than production intensities expect
 ) -> dict[str, Any]:
     """config/city.yaml's gateway: Raft replica (cluster mode, publishing), peer gateway, CRDT, dispatch."""
     return {
         "id": "root",
         "strategy": "one_for_one",
-        "intensity": 50,  # the nemesis restarts children far faster than production intensities expect
+        "intensity": intensity,
         "period": 10,
         "children": [
             {

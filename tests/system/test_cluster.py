@@ -27,6 +27,7 @@ from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 from supervisors.certs import ensure_cluster_certs
 from supervisors.thespian_env import free_loopback_port, processes_in_session
+from tests.harness.cluster import gateway_tree as harness_gateway_tree
 from tests.system.nodes import REPO
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
@@ -35,41 +36,7 @@ GATEWAYS = ("gw-1", "gw-2", "gw-3")
 
 
 def gateway_tree(name: str, everyone: list[str], snapshot_every: int = 1000) -> dict[str, Any]:
-    return {
-        "id": "root",
-        "strategy": "one_for_one",
-        "intensity": 20,
-        "period": 10,
-        "children": [
-            {
-                "id": "incident-log",
-                "actor": "actors.raft.replica.RaftReplicaActor",
-                "args": {"cluster": True, "publish": True, "snapshot_every": snapshot_every},
-                "backoff": {"min": 0.3, "max": 2},
-            },
-            {
-                "id": "peer",
-                "actor": "supervisors.peer.shell.PeerGatewayActor",
-                "args": {"replica": "root/incident-log"},
-                "backoff": {"min": 0.2, "max": 2},
-            },
-            {
-                "id": "exposure",
-                "actor": "actors.crdt.replica.CrdtReplicaActor",
-                "args": {
-                    "replica": name,
-                    "peers": everyone,
-                    "consume_readings": False,
-                    "gossip_interval": 0.3,
-                },
-            },
-            {
-                "id": "dispatch",
-                "actor": "actors.dispatch.actor.DispatcherActor",
-                "args": {"cluster": True, "sinks": [{"kind": "file", "path": "incidents.jsonl"}]},
-            },
-        ],
-    }
+    return harness_gateway_tree(name, everyone, snapshot_every, intensity=20)
 
 
 def edge_tree(name: str, everyone: list[str]) -> dict[str, Any]:
