@@ -3,6 +3,9 @@
 The API's backend is the node backend (``supervisors.peer.node_backend.NodeBackend``: proposals through
 the local ``incidents/proposed`` stream, reads from ``incidents/committed`` and the replica), with the
 gateway's view added to ``status()``: peer links (state, RTT, drops), gossip counts and the edge backlog.
+The node backend is the gateway's own (``gateway.backend``), so a follower's linearizable read asks the
+leader's gateway for the ReadIndex over the peer link. On an edge (no log) a proposal goes through
+``supervisors.peer.edge_api.EdgeProposer``: forwarded, then its committed index asked of a member.
 """
 
 from __future__ import annotations
@@ -19,11 +22,25 @@ class GatewayBackend:
     def __init__(self, gateway: Any, inner: Any) -> None:
         self.gateway = gateway
         self.inner = inner
+        self.edge = None
+        if gateway.view.role == "edge":
+            from supervisors.peer.edge_api import EdgeProposer
+
+            self.edge = EdgeProposer(gateway, getattr(inner, "commit_timeout_s", 10.0))
 
     async def propose(self, incident: Any) -> Any:
+        if self.edge is not None:
+            return await self.edge.propose(incident)
         return await self.inner.propose(incident)
 
     async def read(self, after: int, limit: int, linearizable: bool) -> Any:
+        if linearizable and self.edge is not None:
+            from supervisors.peer.api import ReadOutcome
+
+            return ReadOutcome(
+                "unavailable",
+                reason="an edge node keeps no incident log: read linearizably from a gateway (a Raft member)",
+            )
         return await self.inner.read(after, limit, linearizable)
 
     async def ready(self) -> tuple[bool, str]:
@@ -61,13 +78,16 @@ async def _value(result: Any) -> Any:
 
 
 class ApiRunner:
-    """What ``start_api`` started: ``await cleanup()`` stops the server and closes the backend."""
+    """What ``start_api`` started: ``await cleanup()`` stops the server and closes the backend if it is
+    not the gateway's (the gateway closes its own after the API stopped)."""
 
     def __init__(self, runner: Any, backend: Any) -> None:
         self.runner, self.backend = runner, backend
 
     async def cleanup(self) -> None:
         await self.runner.cleanup()
+        if self.backend.inner is getattr(self.backend.gateway, "backend", None):
+            return
         close = getattr(self.backend.inner, "close", None)
         if close is not None:
             await _value(close())
@@ -89,10 +109,12 @@ async def start_api(gateway: Any, topology: str | None) -> ApiRunner | None:
     except ImportError as exc:
         log.warning("peer_api_unavailable", reason=f"{type(exc).__name__}: {exc}")
         return None
-    # an edge node has no replica: its proposals are forwarded from incidents/proposed by the gateway
-    replica = _replica_path(node.tree) or "root/incident-log"
-    inner = NodeBackend(gateway.data_dir, gateway.node, replica)
-    await inner.start()
+    inner = getattr(gateway, "backend", None)
+    if inner is None:  # a host without its own backend (the gateway opens one before the API starts)
+        # an edge node has no replica: its proposals are forwarded from incidents/proposed by the gateway
+        replica = _replica_path(node.tree) or "root/incident-log"
+        inner = NodeBackend(gateway.data_dir, gateway.node, replica)
+        await inner.start()
     backend = GatewayBackend(gateway, inner)
     runner = web.AppRunner(make_app(backend), access_log=None)
     await runner.setup()

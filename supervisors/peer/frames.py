@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -57,12 +57,21 @@ class GossipFrame(_Body, frozen=True, forbid_unknown_fields=True):
     payload: bytes
 
 
+ForwardKind = Literal["propose", "read_index", "commit"]
+
+
 class ForwardFrame(_Body, frozen=True, forbid_unknown_fields=True):
-    """A proposal (or its answer) forwarded towards the leader; ``request_id`` pairs them."""
+    """A request on the forward lane (or its answer, ``reply``); ``request_id`` pairs them per ``kind``.
+
+    ``propose``: an edge's signed proposals, answered by an ack (supervisors/peer/gateway.py).
+    ``read_index``: a Raft member asks the leader to confirm a ReadIndex; ``commit``: the index at which an
+    incident is committed (optionally waiting for it). Their payloads are the schema'd structs of
+    ``supervisors.peer.forward_rpc``."""
 
     request_id: Count
     payload: bytes
     reply: bool = False
+    kind: ForwardKind = "propose"
 
 
 class Heartbeat(_Body, frozen=True, forbid_unknown_fields=True):

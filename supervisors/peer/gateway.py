@@ -21,6 +21,12 @@ contexts must not cross a fork), and dies with it (PR_SET_PDEATHSIG; end of stdi
   replica proposes them) and acks their sequence numbers. The edge advances its durable forward offset
   only over acked records, so a record is never lost; one re-sent after a lost ack is a duplicate that Raft
   applies once (``incident_id`` is the key at apply). The backlog (head - offset) is in ``status()``.
+  The same lane carries calls (``supervisors.peer.forward_service``): a follower asks the leader's gateway
+  for a ReadIndex (linearizable reads on any member), an edge asks a member at which index an incident is
+  committed (``POST /v1/incidents`` answers 201 on an edge too).
+
+The gateway process also holds the node's ``NodeBackend`` (``self.backend``: the committed-log tail and the
+control-socket connection to the replica), shared by the HTTP API and those calls.
 """
 
 from __future__ import annotations
@@ -50,8 +56,10 @@ from actors.streams import PROPOSED_INCIDENTS
 from actors.wakeups import Inbox, wake_dir
 from supervisors.peer.bridge import PipeError, PipeRaft, PipeReader, PipeUnreachable, encode_pipe
 from supervisors.peer.bridge_cluster import ClusterModeError, ClusterView, load_cluster
+from supervisors.peer.forward_service import ForwardService
 from supervisors.peer.frames import Body, ForwardFrame, GossipFrame, Lane, RaftFrame, SnapshotChunk
 from supervisors.peer.links import PeerLinks
+from supervisors.peer.node_backend import NodeBackend
 
 CONSUMER: Final = "peer-gateway"  # the gateway's name as a stream consumer (doorbells, offsets)
 SNAPSHOT_CHUNK: Final = 256 << 10  # raft messages above this go chunked on the snapshot lane
@@ -67,6 +75,7 @@ LISTEN_RETRY_MAX_S: Final = 10.0
 POLL_S: Final = 0.25  # safety net for the tails, and the forwarder's retry clock
 KIND_BYTE: Final = {"raft": b"R", "propose": b"P"}
 KIND_OF: Final = {v[0]: k for k, v in KIND_BYTE.items()}
+DEFAULT_REPLICA: Final = "root/incident-log"
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
 _decode = msgspec.msgpack.decode
@@ -123,11 +132,15 @@ class _PipeOut:
 class Gateway:
     """One node's gateway; ``await run()`` until stdin closes or a signal. ``status()`` is plain data."""
 
-    def __init__(self, view: ClusterView, data_dir: Path, use_stdio: bool = True) -> None:
+    def __init__(
+        self, view: ClusterView, data_dir: Path, use_stdio: bool = True, replica_path: str | None = None
+    ) -> None:
         assert view.peer_config is not None, "a node without a peer address has no gateway"
         self.view = view
         self.node = view.node
         self.data_dir = data_dir
+        self.replica_path = replica_path or DEFAULT_REPLICA
+        self.backend: NodeBackend | None = None  # opened in run(): it needs the loop
         self.use_stdio = use_stdio
         self.log = get_logger(component="peer_gateway")
         self.event_log: EventLog = open_event_log(data_dir / "eventlog")
@@ -162,6 +175,7 @@ class Gateway:
         self.signing_key: Any = None
         self.forward_received = 0
         self.backlog_logged_at = 0.0
+        self.calls = ForwardService(self)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -190,6 +204,9 @@ class Gateway:
             inbox = Inbox(root, PROPOSED_INCIDENTS, CONSUMER)
             self.inboxes.append(inbox)
             loop.add_reader(inbox.fd, self._on_forward_bell, inbox)
+        self.backend = NodeBackend(self.data_dir, self.node, self.replica_path)
+        await self.backend.start()
+        self.backend.remote_read_index = self.calls.read_index_from
         self.log.info(
             "peer_gateway_started",
             pid=os.getpid(),
@@ -214,6 +231,8 @@ class Gateway:
             for inbox in self.inboxes:
                 loop.remove_reader(inbox.fd)
                 inbox.close()
+            for task in list(self.calls.tasks):
+                task.cancel()
             await self.links.close()
 
     async def _listen(self) -> None:
@@ -336,7 +355,9 @@ class Gateway:
         elif isinstance(body, GossipFrame):
             self._gossip_in(peer, body.payload)
         elif isinstance(body, ForwardFrame):
-            if body.reply:
+            if body.kind != "propose":
+                self.calls.on_frame(peer, body)
+            elif body.reply:
                 self._forward_ack(peer, body)
             else:
                 self._forward_in(peer, body)
@@ -535,6 +556,7 @@ class Gateway:
             }
         else:
             out["forward_received"] = self.forward_received
+        out["calls"] = self.calls.status()
         return out
 
 
@@ -545,7 +567,7 @@ async def _start_api(gateway: Gateway, topology: str | None) -> Any:
     return await start_api(gateway, topology)
 
 
-async def amain(topology: str, node: str, data_dir: str | None) -> int:
+async def amain(topology: str, node: str, data_dir: str | None, replica: str | None = None) -> int:
     log = get_logger(component="peer_gateway")
     try:
         view = load_cluster(node, topology)
@@ -555,11 +577,14 @@ async def amain(topology: str, node: str, data_dir: str | None) -> int:
     if view.peer_config is None:
         log.error("peer_gateway_failed", reason=f"node {node!r} has no peer address (nodes[].peer)")
         return 2
-    if data_dir is None:
+    if data_dir is None or replica is None:
+        from supervisors.peer.api import _replica_path
         from supervisors.topology import load_topology
 
-        data_dir = str(load_topology(topology).node(node).data_dir)
-    gateway = Gateway(view, Path(data_dir))
+        spec = load_topology(topology).node(node)
+        data_dir = data_dir or str(spec.data_dir)
+        replica = replica or _replica_path(spec.tree)
+    gateway = Gateway(view, Path(data_dir), replica_path=replica)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gateway.stop.set)
@@ -577,6 +602,8 @@ async def amain(topology: str, node: str, data_dir: str | None) -> int:
     finally:
         if runner is not None:
             await runner.cleanup()
+        if gateway.backend is not None:
+            await gateway.backend.close()
     log.info("peer_gateway_stopped")
     return 0
 
@@ -587,9 +614,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node", required=True)
     parser.add_argument("--data-dir", default=None, help="the node's data_dir (default: the topology's)")
     parser.add_argument("--log-format", default="json")
+    parser.add_argument("--replica", default=None, help="the node's Raft replica path (default: found)")
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.node)
-    return asyncio.run(amain(args.topology, args.node, args.data_dir))
+    return asyncio.run(amain(args.topology, args.node, args.data_dir, args.replica))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ How it reaches the node, and why this way:
   reads the stream after what it has seen and resolves the requests waiting for those incident_ids. The
   committed stream is never compacted, so the map incident_id -> index is rebuilt from it at start.
 - **The replica is asked by path through the node's control socket** (JSON lines, ``supervisors.control``)
-  for its status (``{"op": "raft_status"}``) and for ReadIndex (``{"op": "read_index"}``). A proposal is
+  for its status (``{"op": "raft_status"}``) and for ReadIndex (``{"op": "read_index"}``). When the
+  leader is on another node, the peer gateway sets ``remote_read_index``: the leader's gateway confirms
+  the read index over the peer link and this waits until the local replica applied up to it. A proposal is
   refused with 503 only when the replica said it knows no leader or could not be asked at all: then the
   incident was definitely not appended. Once appended, the answer is 201/200 or 504, never 503.
 """
@@ -26,6 +28,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +178,11 @@ class NodeBackend:
         self.caught_up_once = False
         self.ingest_to_commit: collections.deque[float] = collections.deque(maxlen=1024)
         self.tree_error = "not asked yet"
+        # incident_id -> futures of commit lookups (the peer gateway serving an edge's `commit` call)
+        self.commit_waits: dict[str, list[asyncio.Future[int]]] = {}
+        # set by the peer gateway: the read index confirmed by the leader on another node (int; -1: it is
+        # not the leader), why not (str), or None when ``leader`` is not another node of the cluster
+        self.remote_read_index: Callable[[str], Awaitable[int | str | None]] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -245,6 +253,9 @@ class NodeBackend:
                 waiter = self.waiters.pop(iid, None)
                 if waiter is not None and not waiter.future.done():
                     waiter.future.set_result(index)
+                for future in self.commit_waits.pop(iid, ()):
+                    if not future.done():
+                        future.set_result(index)
             if len(records) < TAIL_BATCH:
                 return
 
@@ -298,6 +309,41 @@ class NodeBackend:
             if waiter.waiting == 0 and not waiter.future.done() and self.waiters.get(iid) is waiter:
                 del self.waiters[iid]  # nobody waits any more; a later commit still lands in index_of
         return ProposeOutcome("committed" if first else "duplicate", index)
+
+    async def wait_committed(self, incident_id: str, timeout: float) -> int | None:
+        """The committed index of ``incident_id`` once this node's log has it (None: not within
+        ``timeout``). Proposes nothing: the peer gateway answers an edge's ``commit`` lookups with it."""
+        self._ensure_started()
+        self._catch_up()
+        if incident_id in self.index_of:
+            return self.index_of[incident_id]
+        if timeout <= 0:
+            return None
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.commit_waits.setdefault(incident_id, []).append(future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._catch_up()
+            return self.index_of.get(incident_id)
+        finally:
+            futures = self.commit_waits.get(incident_id)
+            if futures is not None:
+                with contextlib.suppress(ValueError):
+                    futures.remove(future)
+                if not futures:
+                    del self.commit_waits[incident_id]
+
+    async def append_proposal(self, incident: dict[str, Any]) -> None:
+        """Durably append ``incident`` to this node's ``incidents/proposed`` (group commit with concurrent
+        callers); raises if the transaction did not commit. On an edge, the gateway forwards it."""
+        self._ensure_started()
+        await self._append(incident)
+
+    async def confirm_read_index(self) -> int | str:
+        """The publishing replica's ReadIndex as leader (-1: it is not the leader), or why it failed: what
+        the leader's gateway answers a follower's ``read_index`` call with."""
+        return await self._ask_read_index(self.replica_path)
 
     async def _leader_known(self) -> bool:
         """Whether the replica knows a leader (cached briefly: a stale "yes" can only turn into a 504, which
@@ -383,7 +429,9 @@ class NodeBackend:
 
         The publishing replica serves it itself when it leads. When a sibling replica of this node leads
         (several replicas in one node, e.g. config/raft-3.yaml), the leader confirms the read index and this
-        waits until the publisher applied up to it. A leader on another node is the gateway's business."""
+        waits until the publisher applied up to it. When the leader is on another node the gateway's
+        ``remote_read_index`` has it confirmed there, and this waits the same way (the Raft index is the
+        same on every node)."""
         first = await self._ask_read_index(self.replica_path)
         if isinstance(first, str):
             return first
@@ -393,8 +441,12 @@ class NodeBackend:
         leader = raft.get("leader") if raft else None
         if not leader or leader == (raft or {}).get("replica"):
             return f"no leader to confirm a linearizable read ({self.raft_error or 'election under way'})"
-        parent = self.replica_path.rpartition("/")[0]
-        read_index = await self._ask_read_index(f"{parent}/{leader}" if parent else leader)
+        read_index: int | str | None = None
+        if self.remote_read_index is not None:  # a leader on another node: asked over the peer link
+            read_index = await self.remote_read_index(leader)
+        if read_index is None:  # a sibling replica of this node leads
+            parent = self.replica_path.rpartition("/")[0]
+            read_index = await self._ask_read_index(f"{parent}/{leader}" if parent else leader)
         if isinstance(read_index, str):
             return read_index
         if read_index < 0:

@@ -63,6 +63,8 @@ class PeerGatewayActor(SupervisedActor):
         cmd = [sys.executable, "-m", "supervisors.peer.gateway", "--topology", topology]
         cmd += ["--node", self.config.node, "--data-dir", self.config.data_dir]
         cmd += ["--log-format", self.config.log_format]
+        if self.replica_path:
+            cmd += ["--replica", self.replica_path]  # the replica its calls (ReadIndex) are served by
         parent = os.getpid()
         self.proc = subprocess.Popen(
             cmd,

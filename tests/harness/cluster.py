@@ -89,6 +89,29 @@ def gateway_tree(
     }
 
 
+def edge_tree(name: str, everyone: list[str], intensity: int = 50) -> dict[str, Any]:
+    """config/city.yaml's edge without its sensors: no Raft replica, a peer gateway and a CRDT replica."""
+    return {
+        "id": "root",
+        "strategy": "one_for_one",
+        "intensity": intensity,
+        "period": 10,
+        "children": [
+            {
+                "id": "peer",
+                "actor": "supervisors.peer.shell.PeerGatewayActor",
+                "args": {"replica": None},
+                "backoff": {"min": 0.2, "max": 2},
+            },
+            {
+                "id": "exposure",
+                "actor": "actors.crdt.replica.CrdtReplicaActor",
+                "args": {"replica": name, "peers": everyone, "gossip_interval": 0.3},
+            },
+        ],
+    }
+
+
 def _pid_state(pid: int) -> str | None:
     """The kernel's one-letter state of ``pid`` (T: stopped, Z: zombie); None when it is gone."""
     try:
@@ -191,13 +214,16 @@ class Node:
 
 
 class Cluster:
-    """N gateway nodes (Raft members) on loopback, each peer link behind its own :class:`FaultProxy`."""
+    """N gateway nodes (Raft members) on loopback, plus optional edge nodes (no Raft replica; they forward
+    their proposals), each peer link behind its own :class:`FaultProxy`. ``names`` are the gateways (what
+    the leader, convergence and Jepsen helpers look at); ``everyone`` adds the edges."""
 
     def __init__(
         self,
         workdir: Path,
         gateways: tuple[str, ...] = GATEWAYS,
         *,
+        edges: tuple[str, ...] = (),
         snapshot_every: int = 1000,
         heartbeat_ms: int = 100,
         seed: int = 0,
@@ -205,22 +231,26 @@ class Cluster:
     ) -> None:
         self.workdir = workdir
         self.names = list(gateways)
+        self.edges = list(edges)
+        self.everyone = [*self.names, *self.edges]
         self.snapshot_every = snapshot_every
         self.consume_readings = consume_readings  # each gateway's CRDT counts its node's `readings`
-        self.ports = {n: free_loopback_port() for n in self.names}  # the real peer ports
-        self.api_ports = {n: free_loopback_port() for n in self.names}
+        self.ports = {n: free_loopback_port() for n in self.everyone}  # the real peer ports
+        self.api_ports = {n: free_loopback_port() for n in self.everyone}
         self.proxies: dict[tuple[str, str], FaultProxy] = {}
-        for i, src in enumerate(self.names):
-            for j, dst in enumerate(self.names):
+        for i, src in enumerate(self.everyone):
+            for j, dst in enumerate(self.everyone):
                 if src != dst:
                     proxy = FaultProxy(("127.0.0.1", self.ports[dst]), seed=seed * 100 + i * 10 + j)
                     self.proxies[(src, dst)] = proxy.start()
         self.cut: set[tuple[str, str]] = set()  # directed links blackholed now
         self.nodes: dict[str, Node] = {}
-        self.generations: dict[str, int] = dict.fromkeys(self.names, 0)
-        self.keys = {n: public_key_b64(load_or_create_signing_key(self.data_dir(n), n)) for n in self.names}
-        ensure_cluster_certs(workdir / "certs", self.names)
-        for name in self.names:
+        self.generations: dict[str, int] = dict.fromkeys(self.everyone, 0)
+        self.keys = {
+            n: public_key_b64(load_or_create_signing_key(self.data_dir(n), n)) for n in self.everyone
+        }
+        ensure_cluster_certs(workdir / "certs", self.everyone)
+        for name in self.everyone:
             self._write_topology(name, heartbeat_ms)
 
     # -- files ----------------------------------------------------------------------------------------
@@ -238,13 +268,17 @@ class Cluster:
         nodes = [
             {
                 "name": n,
-                "role": "gateway",
+                "role": "edge" if n in self.edges else "gateway",
                 "peer": f"127.0.0.1:{peer_port(n)}",
                 "api": f"127.0.0.1:{self.api_ports[n]}",
                 "data_dir": str(self.data_dir(n)),
-                "tree": gateway_tree(n, self.names, self.snapshot_every, self.consume_readings),
+                "tree": (
+                    edge_tree(n, self.everyone)
+                    if n in self.edges
+                    else gateway_tree(n, self.everyone, self.snapshot_every, self.consume_readings)
+                ),
             }
-            for n in self.names
+            for n in self.everyone
         ]
         cluster = {
             "certs_dir": str(self.workdir / "certs"),
@@ -257,7 +291,7 @@ class Cluster:
     # -- life cycle -----------------------------------------------------------------------------------
 
     def start(self, names: Iterable[str] | None = None) -> Cluster:
-        for name in names or self.names:
+        for name in names or self.everyone:
             self.generations[name] += 1
             self.nodes[name] = Node(self, name, self.generations[name])
         return self
