@@ -13,7 +13,6 @@ channel and per episode boundary, not per reading or per window.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -21,32 +20,9 @@ import numpy as np
 from models.detector import Detector
 from models.episodes import EpisodeConfig, EpisodeStarted, EpisodeTracker
 from models.features import WindowBuffer, extend_channels, window_features
+from models.readings import MalformedReading, ReadingColumns
 
-_CHANNEL = itemgetter("sensor", "pollutant")
-_TS = itemgetter("ts")
-_VALUE = itemgetter("value")
-
-
-class MalformedReading(ValueError):
-    """A reading's ts or value is not a number: the chunk cannot be scored."""
-
-
-def _numbers(readings: list[dict[str, Any]], field: str, getter: itemgetter) -> np.ndarray:
-    """``field`` of every reading as float64 (``None`` -> NaN), or ``MalformedReading`` naming the first
-    bad one."""
-    try:
-        return np.array(list(map(getter, readings)), dtype=np.float64)
-    except (TypeError, ValueError):
-        for i, r in enumerate(readings):
-            try:
-                np.array([r[field]], dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise MalformedReading(
-                    f"reading {i} of the chunk ({r.get('sensor')!r}/{r.get('pollutant')!r}) has "
-                    f"{field}={r.get(field)!r}, not a number: fix its producer (the chunk is retried "
-                    "as is after a restart)"
-                ) from exc
-        raise
+__all__ = ["DetectionPipeline", "MalformedReading"]
 
 
 class DetectionPipeline:
@@ -70,34 +46,35 @@ class DetectionPipeline:
         self._channels: list[str] = []  # channel number -> "sensor|pollutant" (a key of buffers)
         self._number: dict[str, int] = {}  # and back
 
-    def _channel_codes(self, pairs: list[tuple[Any, Any]]) -> np.ndarray:
-        """The channel number of each reading; new channels get a buffer, in first-seen order."""
-        try:
-            return np.fromiter(map(self._code.__getitem__, pairs), dtype=np.intp, count=len(pairs))
-        except KeyError:
-            for pair in dict.fromkeys(pairs):
-                if pair in self._code:
-                    continue
+    def _channel_codes(self, columns: ReadingColumns) -> np.ndarray:
+        """The channel number of each reading; new channels get a buffer, in first-seen order (a channel
+        is (sensor, pollutant): its unit, location or source may change between readings)."""
+        numbers = []
+        for descriptor in columns.descriptors:
+            pair = (descriptor[0], descriptor[1])
+            code = self._code.get(pair)
+            if code is None:
                 key = f"{pair[0]}|{pair[1]}"  # two spellings of one key share a channel, as before
                 if key not in self._number:
                     self._number[key] = len(self._channels)
                     self._channels.append(key)
                     if key not in self.buffers:
                         self.buffers[key] = WindowBuffer(pair[0], pair[1])
-                self._code[pair] = self._number[key]
-            return np.fromiter(map(self._code.__getitem__, pairs), dtype=np.intp, count=len(pairs))
+                code = self._code[pair] = self._number[key]
+            numbers.append(code)
+        return np.array(numbers, dtype=np.intp)[columns.index]
 
-    def process(self, readings: Iterable[dict[str, Any]]) -> list[tuple[EpisodeStarted, dict[str, Any]]]:
-        chunk = readings if isinstance(readings, list) else list(readings)
-        if not chunk:
+    def process(
+        self, readings: ReadingColumns | Iterable[dict[str, Any]]
+    ) -> list[tuple[EpisodeStarted, dict[str, Any]]]:
+        if isinstance(readings, ReadingColumns):
+            chunk = readings
+        else:
+            chunk = ReadingColumns.from_dicts(readings if isinstance(readings, list) else list(readings))
+        if not len(chunk):
             return []
-        try:
-            pairs = list(map(_CHANNEL, chunk))
-        except KeyError as exc:
-            raise MalformedReading(f"a reading of the chunk has no {exc} field") from exc
-        codes = self._channel_codes(pairs)
-        ts = _numbers(chunk, "ts", _TS)
-        values = _numbers(chunk, "value", _VALUE)
+        codes = self._channel_codes(chunk)
+        ts, values = chunk.ts, chunk.value
         # group the chunk by channel, stream order kept inside each channel
         order = np.argsort(codes, kind="stable")
         per_code = np.bincount(codes)
@@ -132,7 +109,7 @@ class DetectionPipeline:
                 if isinstance(change, EpisodeStarted):
                     started.append((int(closing[lo + i]), change))
         started.sort(key=lambda s: s[0])
-        return [(change, chunk[position]) for position, change in started]
+        return [(change, chunk.reading(position)) for position, change in started]
 
     def state(self) -> dict[str, Any]:
         return {

@@ -21,8 +21,10 @@ from actors.crdt.codec import decode, decode_message, encode
 from actors.crdt.exposure import Exposure
 from actors.crdt.gossip import GossipCore, GossipMessage
 from actors.streams import READINGS
+from models.readings import ReadingColumns
 
 MICRO = 1_000_000
+READING_RECORDS = 256  # records of ``readings`` merged per turn
 
 
 def gossip_stream(replica: str) -> str:
@@ -99,13 +101,16 @@ class CrdtReplicaActor(SupervisedActor):
         outgoing: list[GossipMessage] = []
         changed = backlog = False
         if self.consume:
-            records = self.event_log.read(READINGS, after=self.readings_offset, limit=4096)
-            backlog = len(records) == 4096
+            # records are blocks (a producer's commit each, tens of readings): 256 of them is a turn
+            records = self.event_log.read(READINGS, after=self.readings_offset, limit=READING_RECORDS)
+            backlog = len(records) == READING_RECORDS
             for rec in self.admit(records):
-                value = rec.payload.get("value")
-                if value is None or not math.isfinite(value) or value <= 0:
-                    continue
-                self.core.add(rec.payload["pollutant"], round(value * self.interval_s * MICRO))
+                block = ReadingColumns.from_record(rec.payload)
+                pollutants = [d[1] for d in block.descriptors]
+                for code, value in zip(block.index.tolist(), block.value.tolist(), strict=True):
+                    if not math.isfinite(value) or value <= 0:
+                        continue
+                    self.core.add(pollutants[code], round(value * self.interval_s * MICRO))
             if records:
                 self.readings_offset, changed = records[-1].seq, True
         inbox = self.event_log.read(gossip_stream(self.replica), after=self.inbox_offset, limit=1024)

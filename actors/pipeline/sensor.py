@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.streams import READINGS
+from models.readings import ReadingColumns
 from models.simulator import Reading, Scenario, SimulatedSensor, default_scenario
 
 
@@ -86,8 +87,8 @@ class SimulatedSensorActor(SupervisedActor):
             now = time.time()
             readings = [r for sensor in self.sensors for r in sensor.read(n)]
             readings.sort(key=lambda r: (r.step, r.sensor, r.pollutant))
+            block = ReadingColumns.from_dicts([reading_record(r, now) for r in readings])
             with self.event_log.batch() as batch:
-                for r in readings:
-                    batch.append(READINGS, reading_record(r, now))
+                batch.append(READINGS, block.to_record())  # one block record per tick (models/readings.py)
                 batch.put_value(self.key, {"start_ts": self.start_ts, "next_step": next_step + n})
         self.schedule("produce", self.tick)

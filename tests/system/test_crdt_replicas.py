@@ -15,6 +15,7 @@ from actors.crdt.exposure import Exposure
 from actors.crdt.replica import MICRO
 from actors.eventlog import EventLog
 from actors.streams import READINGS
+from models.readings import readings_in
 from tests.system.nodes import LiveNode, supervisor, worker, write_topology
 
 pytestmark = pytest.mark.system
@@ -31,10 +32,10 @@ def _states(data_dir: Path) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
             saved = log.get_value(f"crdt/{r}")
             states[r] = decode(saved["state"], Exposure).value() if saved else {}
         expected: dict[str, int] = {}
-        for rec in log.read(READINGS):
-            v = rec.payload["value"]
+        for reading in readings_in(rec.payload for rec in log.read(READINGS)):
+            v = reading["value"]
             if v is not None and math.isfinite(v) and v > 0:
-                p = rec.payload["pollutant"]
+                p = reading["pollutant"]
                 expected[p] = expected.get(p, 0) + round(v * 10.0 * MICRO)
         return states, expected
     finally:
@@ -44,7 +45,7 @@ def _states(data_dir: Path) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
 def _readings(data_dir: Path) -> int:
     log = EventLog(data_dir / "eventlog")
     try:
-        return log.last_seq(READINGS)
+        return len(readings_in(rec.payload for rec in log.read(READINGS)))
     finally:
         log.close()
 

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -15,9 +16,15 @@ import pytest
 from actors.eventlog import open_event_log
 from actors.pipeline.mqtt_bridge import DEAD_LETTERS, MalformedReading, parse_reading
 from actors.streams import READINGS
+from models.readings import readings_in
 from tests.system.nodes import LiveNode, supervisor, worker, write_topology
 
 BRIDGE = "actors.pipeline.mqtt_bridge.MqttBridgeActor"
+
+
+def stored_readings(log: Any) -> list[dict[str, Any]]:
+    """Every reading the bridge stored, in order (a record of ``readings`` is a block of a drain's)."""
+    return readings_in(r.payload for r in log.read(READINGS))
 
 
 def reading(i: int, sensor: str = "s1") -> bytes:
@@ -68,7 +75,7 @@ def test_bridge_stores_readings_dead_letters_malformed_ones_and_survives_sigkill
             if i % 5 == 0:
                 payload, _ = MALFORMED[i // 5]
                 publish(pub, "sensor/s9/raw", payload)
-        node.wait_until(lambda: len(log.read(READINGS)) >= 20, 10, "20 readings in the event log")
+        node.wait_until(lambda: len(stored_readings(log)) >= 20, 10, "20 readings in the event log")
         time.sleep(0.5)  # the PUBACKs follow the commit within a millisecond: do not kill in between
 
         # QoS 1 + persistent session: what is published while the bridge is dead arrives after its restart
@@ -77,14 +84,14 @@ def test_bridge_stores_readings_dead_letters_malformed_ones_and_survives_sigkill
         for i in range(20, 30):
             publish(pub, "sensor/s1/raw", reading(i))
         node.wait_until(lambda: node.named("child_restarted", child="bridge"), 10, "the bridge's restart")
-        node.wait_until(lambda: len(log.read(READINGS)) >= 30, 15, "30 readings in the event log")
+        node.wait_until(lambda: len(stored_readings(log)) >= 30, 15, "30 readings in the event log")
     finally:
         pub.loop_stop()
         pub.disconnect()
     run = node.finish(stop=True)
     assert run.code == 0, run.stderr[-3000:]
 
-    readings = [r.payload for r in log.read(READINGS)]
+    readings = stored_readings(log)
     assert {r["value"] for r in readings} == {float(i) for i in range(30)}
     # the PUBACKs of the first 20 went out right after their commit, so the broker redelivered none
     assert len(readings) == 30
@@ -125,7 +132,7 @@ def test_hostile_payloads_are_dead_lettered_and_acked_and_the_bridge_never_crash
         for payload, _ in HOSTILE:
             publish(pub, "sensor/s9/raw", payload)
         publish(pub, "sensor/s1/raw", reading(7))  # a valid reading after them
-        node.wait_until(lambda: len(log.read(READINGS)) >= 1, 15, "the valid reading in the event log")
+        node.wait_until(lambda: len(stored_readings(log)) >= 1, 15, "the valid reading in the event log")
         node.wait_until(lambda: len(node.named("reading_rejected")) >= len(HOSTILE), 5, "the rejections")
     finally:
         pub.loop_stop()
@@ -147,7 +154,7 @@ def test_hostile_payloads_are_dead_lettered_and_acked_and_the_bridge_never_crash
     # ... and none of them crashed it: one start, no crash, no restart, and the reading after them is stored
     assert run.named("child_started", child="bridge") and not run.named("child_crashed", child="bridge")
     assert not run.named("child_restarted", child="bridge") and not run.named("child_lost", child="bridge")
-    assert [r.payload["value"] for r in log.read(READINGS)] == [7.0]
+    assert [r["value"] for r in stored_readings(log)] == [7.0]
     assert run.leftover_processes() == []
 
 

@@ -20,6 +20,7 @@ import pytest
 from actors.dispatch.sinks import Delivery, DeliveryFailed, build_sink
 from actors.eventlog import open_event_log
 from actors.streams import READINGS
+from models.readings import readings_in
 from supervisors.certs import NodeFiles, init_ca, issue_node_cert
 from tests.harness.mosquitto import running_mosquitto
 from tests.system.conftest import _mosquitto_binary
@@ -143,7 +144,7 @@ def test_bridge_connects_with_its_node_cert_and_clients_without_one_are_refused(
     finally:
         run = node.finish(stop=True)
     assert run.code == 0, run.stderr[-3000:]
-    stored = [r.payload for r in log.read(READINGS)]
+    stored = readings_in(r.payload for r in log.read(READINGS))
     assert [(r["sensor"], r["value"], r["source"]) for r in stored] == [("s1", 41.5, "mqtt")]
     # the broker knew the bridge by its certificate (use_identity_as_username): CN edge-1
     assert "as edge-1-bridge" in tls_broker.log.read_text() and "u'edge-1'" in tls_broker.log.read_text()

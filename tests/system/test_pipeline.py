@@ -14,6 +14,7 @@ import pytest
 
 from actors.eventlog import EventLog
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS, READINGS
+from models.readings import readings_in
 from models.simulator import Leak, default_scenario, leak_exposures
 from tests.system.nodes import LiveNode, supervisor, worker, write_topology
 
@@ -55,9 +56,11 @@ def _drained(data_dir: Path) -> bool:
         total = STEPS * SENSORS * POLLUTANTS
         inference = log.get_value("inference/root/pipeline/inference") or {}
         incident_offset = log.get_value("offset/incident-log/root/pipeline/incident-log") or 0
+        blocks = log.read(READINGS)
         return (
-            log.last_seq(READINGS) == total
-            and inference.get("offset") == total
+            bool(blocks)
+            and len(readings_in(r.payload for r in blocks)) == total
+            and inference.get("offset") == blocks[-1].seq
             and incident_offset == log.last_seq(PROPOSED_INCIDENTS)
         )
     finally:

@@ -247,7 +247,10 @@ def test_old_saved_state_restores_into_the_new_pipeline(detector):
     """State persisted by the old actor code resumes into the new code with the same incidents."""
     readings = _readings(7)
     first = DetectionPipeline(detector, EpisodeConfig()).process(readings)[0][1]
-    half = next(i for i, r in enumerate(readings) if r is first) - 200  # mid-way into the first leak
+    same = ("sensor", "pollutant", "ts")
+    half = (
+        next(i for i, r in enumerate(readings) if [r[k] for k in same] == [first[k] for k in same]) - 200
+    )  # mid-way into the first leak
     old = legacy.LegacyPipeline(detector, EpisodeConfig())
     old.process(readings[:half])
     saved = _round_trip(old.state())
@@ -281,3 +284,4 @@ def test_started_episodes_carry_their_reading():
         assert isinstance(s, EpisodeStarted)
         assert (reading["sensor"], reading["pollutant"]) == (s.sensor, s.pollutant)
         assert reading["ts"] >= s.start_ts
+        assert reading in readings  # the very reading that closed the window, every field as stored
