@@ -38,11 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 from thespian.actors import ActorSystem
 
 from actors.eventlog import open_event_log
-from actors.pipeline.sensor import reading_record
+from actors.pipeline.sensor import SensorArgs, reading_record
 from actors.streams import PROPOSED_INCIDENTS, READINGS
 from bench.raft_commit import durable_commit_probe, kill_session_leftovers, start_tree
 from bench.restart_latency import BenchError, Mailbox, stderr_to
@@ -50,6 +51,7 @@ from models.detector import DEFAULT_MODEL_PATH, load_detector
 from models.episodes import EpisodeConfig
 from models.features import STEP, WINDOW
 from models.pipeline import DetectionPipeline
+from models.readings import ReadingColumns
 from models.simulator import default_scenario, generate
 from supervisors.spec import Restart, SupervisorSpec, WorkerSpec
 from supervisors.thespian_env import SYSTEM_BASE, free_loopback_port, prepare_environment
@@ -59,6 +61,25 @@ POLL_S = 0.002
 ACTOR_POLL_S = 0.01  # the actor's own idle poll (default 0.05 s): bounds the start-up slack in t0 -> t1
 RUN_WAIT_S = 300.0
 OFFSET_KEY = "inference/bench/inference"
+
+
+def block_readings(seed: int) -> int:
+    """Readings per ``readings`` record as the sensor actor writes them with its default args: every
+    channel's readings of the steps of one tick, as one block."""
+    args, scenario = SensorArgs(), default_scenario(seed)
+    steps = max(1, round(args.speedup * args.tick / scenario.interval_s))
+    return steps * len(scenario.sensors) * len(scenario.pollutants)
+
+
+def make_blocks(readings: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """``readings`` as block records of ``size`` readings, as the event log hands them back (msgpack out
+    and in), for the in-process measurement."""
+    return [
+        msgspec.msgpack.decode(
+            msgspec.msgpack.encode(ReadingColumns.from_dicts(readings[i : i + size]).to_record())
+        )
+        for i in range(0, len(readings), size)
+    ]
 
 
 def make_readings(steps: int, seed: int) -> list[dict[str, Any]]:
@@ -100,7 +121,7 @@ def chunked_incidents(readings: list[dict[str, Any]], batch_limit: int, detector
 
 
 def run_actor(
-    readings: list[dict[str, Any]], batch_limit: int, root_dir: Path, min_seconds: float
+    readings: list[dict[str, Any]], block: int, batch_limit: int, root_dir: Path, min_seconds: float
 ) -> dict[str, Any]:
     """One fresh node (its own data dir and ActorSystem) with only an InferenceActor."""
     data_dir = Path(tempfile.mkdtemp(prefix=f"actor-b{batch_limit}-", dir=root_dir))
@@ -126,7 +147,13 @@ def run_actor(
         try:
             _, session = start_tree(asys, Mailbox(asys), spec, data_dir, NODE)
             log = open_event_log(data_dir / "eventlog")
-            seqs = log.append(READINGS, readings)
+            seqs = log.append(
+                READINGS,
+                [
+                    ReadingColumns.from_dicts(readings[i : i + block]).to_record()
+                    for i in range(0, len(readings), block)
+                ],
+            )
             t0 = time.perf_counter()
             first, last = seqs[0], seqs[-1]
             deadline = time.monotonic() + RUN_WAIT_S
@@ -143,7 +170,7 @@ def run_actor(
                 asys.shutdown()
             leftovers = kill_session_leftovers(session)
     # the actor is stopped: its offset and its proposals are one consistent picture now
-    final = (log.get_value(OFFSET_KEY) or {}).get("offset", 0) - first + 1
+    final = min(len(readings), ((log.get_value(OFFSET_KEY) or {}).get("offset", 0) - first + 1) * block)
     proposed = [r.payload["incident_id"] for r in log.read(PROPOSED_INCIDENTS)]
     events = [
         json.loads(line)
@@ -154,7 +181,7 @@ def run_actor(
     crashed = sum(e.get("event") == "child_crashed" for e in events)
     return {
         "elapsed_s": elapsed,
-        "readings": offset - first + 1,
+        "readings": min(len(readings), (offset - first + 1) * block),
         "readings_at_stop": final,
         "proposed": proposed,
         "model_degraded": degraded,
@@ -163,17 +190,18 @@ def run_actor(
     }
 
 
-def run_in_process(
-    readings: list[dict[str, Any]], batch_limit: int, detector: Any, min_seconds: float
-) -> float:
-    """Windows/s of the actor's per-chunk work (the same DetectionPipeline, state built per chunk) without
-    the log: passes over ``readings`` (a fresh pipeline each) until ``min_seconds`` have passed."""
+def run_in_process(blocks: list[dict[str, Any]], per_chunk: int, detector: Any, min_seconds: float) -> float:
+    """Windows/s of the actor's per-chunk work without the log: ``per_chunk`` block records (as the log
+    hands them back) decoded into one set of columns, the same DetectionPipeline, its state built per
+    chunk; passes over ``blocks`` (a fresh pipeline each) until ``min_seconds`` have passed."""
     windows = 0
     t0 = time.perf_counter()
     while True:
         core = DetectionPipeline(detector, EpisodeConfig())
-        for lo in range(0, len(readings), batch_limit):
-            core.process(readings[lo : lo + batch_limit])
+        for lo in range(0, len(blocks), per_chunk):
+            core.process(
+                ReadingColumns.concat([ReadingColumns.from_record(b) for b in blocks[lo : lo + per_chunk]])
+            )
             core.state()
             if time.perf_counter() - t0 >= min_seconds:
                 return (windows + core.windows_scored) / (time.perf_counter() - t0)
@@ -232,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     began = time.monotonic()
     readings = make_readings(args.steps, args.seed)
+    block = block_readings(args.seed)
+    blocks = make_blocks(readings, block)
     through = windows_through(readings)
     detector = load_detector(DEFAULT_MODEL_PATH)
     session = ort_session()
@@ -242,13 +272,16 @@ def main(argv: list[str] | None = None) -> int:
         probe_before = durable_commit_probe(root)
         for b in batches:
             limit = b * STEP
+            per_chunk = max(1, round(limit / block))  # blocks per batch, as the actor takes them
             recorder = _Recorder(detector)
-            chunked_incidents(readings, limit, recorder)  # the batches the pipeline scores for this B
+            chunked_incidents(
+                readings, per_chunk * block, recorder
+            )  # the batches the pipeline scores for this B
             reps: list[dict[str, float]] = []
             for rep in range(args.reps):
-                actor = run_actor(readings, limit, root, args.min_seconds)
+                actor = run_actor(readings, block, limit, root, args.min_seconds)
                 actor_w = float(through[actor["readings"]]) / actor["elapsed_s"]
-                inproc_w = run_in_process(readings, limit, detector, args.min_seconds)
+                inproc_w = run_in_process(blocks, per_chunk, detector, args.min_seconds)
                 ort_w = run_bare_ort(session, recorder.batches, args.min_seconds)
                 reps.append(
                     {
@@ -261,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                         "actor_s": actor["elapsed_s"],
                     }
                 )
-                expected = chunked_incidents(readings[: actor["readings_at_stop"]], limit, detector)
+                expected = chunked_incidents(
+                    readings[: actor["readings_at_stop"]], per_chunk * block, detector
+                )
                 if actor["proposed"] != expected or actor["model_degraded"] or actor["crashes"]:
                     notes.append(
                         f"B={b} rep {rep}: CHECK FAILED: actor proposed {len(actor['proposed'])} incidents, "
@@ -298,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load_end = os.getloadavg()
     print(
-        f"# inference throughput on {SYSTEM_BASE}: {len(readings)} readings ({args.steps} steps x 20 channels), "
+        f"# inference throughput on {SYSTEM_BASE}: {len(readings)} readings ({args.steps} steps x 20 channels, "
+        f"{len(blocks)} block records of {block} as the sensor actor writes them), "
         f"{int(through[-1])} windows; medians of {args.reps} repetitions, >= {args.min_seconds:g}s of work each"
     )
     print(

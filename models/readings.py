@@ -24,7 +24,8 @@ __all__ = ["BLOCK_FORMAT", "MalformedReading", "ReadingColumns", "readings_in"]
 
 BLOCK_FORMAT = 1  # the "block" field of a block record
 _F8 = np.dtype("<f8")
-_I4 = np.dtype("<i4")
+_U4 = np.dtype("<u4")
+_COLUMNS = ("index", "ts", "value", "ingested_at")
 _DESCRIPTOR_FIELDS = ("sensor", "pollutant", "unit", "location", "source")
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -49,7 +50,7 @@ class ReadingColumns:
     none) and ``ingested_at[i]`` (NaN: not recorded)."""
 
     descriptors: list[tuple[Any, ...]]  # (sensor, pollutant, unit, location, source)
-    index: np.ndarray  # int32 [n]
+    index: np.ndarray  # uint32 [n]
     ts: np.ndarray  # float64 [n]
     value: np.ndarray  # float64 [n]
     ingested_at: np.ndarray  # float64 [n]
@@ -62,7 +63,7 @@ class ReadingColumns:
         """Columns of reading dicts (the stream's single-reading form); ``MalformedReading`` names the
         first bad one."""
         codes: dict[tuple[Any, ...], int] = {}
-        index = np.empty(len(readings), dtype=np.int32)
+        index = np.empty(len(readings), dtype=_U4)
         ts = np.empty(len(readings))
         value = np.empty(len(readings))
         ingested = np.empty(len(readings))
@@ -104,7 +105,7 @@ class ReadingColumns:
             )
         try:
             descriptors = _descriptors(payload["descriptors"])
-            index = np.frombuffer(payload["index"], dtype=_I4)
+            index = np.frombuffer(payload["index"], dtype=_U4)
             columns = [np.frombuffer(payload[f], dtype=_F8) for f in ("ts", "value", "ingested_at")]
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedReading(f"readings block is damaged ({type(exc).__name__}: {exc})") from None
@@ -114,7 +115,7 @@ class ReadingColumns:
                 f"readings block holds {n} descriptor indices but {[len(c) for c in columns]} ts/value/"
                 "ingested_at numbers"
             )
-        if n and (int(index.min()) < 0 or int(index.max()) >= len(descriptors)):
+        if n and int(index.max()) >= len(descriptors):
             raise MalformedReading(f"readings block refers to a descriptor outside its {len(descriptors)}")
         return cls(descriptors, index, *columns)
 
@@ -124,7 +125,7 @@ class ReadingColumns:
         return {
             "block": BLOCK_FORMAT,
             "descriptors": _encode(descriptors),
-            "index": self.index.astype(_I4, copy=False).tobytes(),
+            "index": self.index.astype(_U4, copy=False).tobytes(),
             "ts": self.ts.astype(_F8, copy=False).tobytes(),
             "value": self.value.astype(_F8, copy=False).tobytes(),
             "ingested_at": self.ingested_at.astype(_F8, copy=False).tobytes(),
@@ -135,18 +136,28 @@ class ReadingColumns:
         """One set of columns for several (the blocks of one chunk), descriptors merged."""
         if len(parts) == 1:
             return parts[0]
+        if not parts:
+            return cls([], np.empty(0, dtype=_U4), np.empty(0), np.empty(0), np.empty(0))
+        if all(p.descriptors is parts[0].descriptors for p in parts):
+            # the usual chunk: blocks of one sensor actor share ONE decoded descriptor list (the decode
+            # cache), so the indices need no remapping
+            return cls(
+                parts[0].descriptors, *(np.concatenate([getattr(p, f) for p in parts]) for f in _COLUMNS)
+            )
         merged: dict[tuple[Any, ...], int] = {}
+        remaps: dict[int, np.ndarray] = {}  # by id of a descriptor list: blocks often share one
         indices = []
         for part in parts:
-            remap = np.array([merged.setdefault(d, len(merged)) for d in part.descriptors], dtype=np.int32)
-            indices.append(remap[part.index] if len(part.descriptors) else part.index)
+            remap = remaps.get(id(part.descriptors))
+            if remap is None:
+                remap = remaps[id(part.descriptors)] = np.array(
+                    [merged.setdefault(d, len(merged)) for d in part.descriptors], dtype=_U4
+                )
+            indices.append(remap[part.index] if len(part.index) else part.index)
         return cls(
             list(merged),
-            np.concatenate(indices) if indices else np.empty(0, dtype=np.int32),
-            *(
-                np.concatenate([getattr(p, f) for p in parts]) if parts else np.empty(0)
-                for f in ("ts", "value", "ingested_at")
-            ),
+            np.concatenate(indices),
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in _COLUMNS[1:]),
         )
 
     def reading(self, i: int) -> dict[str, Any]:
