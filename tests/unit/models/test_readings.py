@@ -12,7 +12,7 @@ from actors.pipeline.sensor import reading_record
 from models.detector import HeuristicDetector
 from models.episodes import EpisodeConfig
 from models.pipeline import DetectionPipeline
-from models.readings import MalformedReading, ReadingColumns, readings_in
+from models.readings import ROW, MalformedReading, ReadingColumns, readings_in
 from models.simulator import default_scenario, generate
 
 
@@ -72,16 +72,22 @@ def test_the_pipeline_gives_the_same_incidents_from_blocks_as_from_dicts():
     assert [r for _, r in started] == [r for _, r in from_dicts]
 
 
+def _with_index(rows: bytes, index: int) -> bytes:
+    changed = np.frombuffer(rows, dtype=ROW).copy()
+    changed["index"][-1] = index
+    return changed.tobytes()
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
         (lambda b: b | {"block": 9}, "format 9 is not 1"),
-        (lambda b: b | {"value": b["value"][:-8]}, "but .* ts/value/ingested_at numbers"),
-        (lambda b: b | {"index": np.full(len(b["index"]) // 4, 99, "<i4").tobytes()}, "outside its"),
+        (lambda b: b | {"rows": b["rows"][:-8]}, "damaged .*buffer size must be a multiple"),
+        (lambda b: b | {"rows": _with_index(b["rows"], 99)}, "outside its"),
         (lambda b: b | {"descriptors": "not bytes"}, "damaged"),
         (lambda b: b | {"descriptors": msgspec.msgpack.encode([["s"]])}, "damaged"),
-        (lambda b: {k: v for k, v in b.items() if k != "ts"}, "damaged .*KeyError"),
-        (lambda b: b | {"ts": b"abc"}, "damaged"),
+        (lambda b: {k: v for k, v in b.items() if k != "rows"}, "damaged .*KeyError"),
+        (lambda b: b | {"rows": "text"}, "damaged"),
     ],
 )
 def test_a_damaged_block_is_a_malformed_reading_naming_the_damage(damage, reason):
