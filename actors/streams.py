@@ -5,7 +5,9 @@ process and write outputs and their new offset in one durable transaction (exact
 Thespian only carries control.
 """
 
-READINGS = "readings"  # {"sensor", "pollutant", "ts", "value", "unit", "location", "source"}
+# a block of readings per record (models/readings.py), or one reading {"sensor", "pollutant", "ts", "value",
+# "unit", "location", "source", "ingested_at"}
+READINGS = "readings"
 PROPOSED_INCIDENTS = "incidents/proposed"  # incident records, possibly duplicated by replays
 COMMITTED_INCIDENTS = "incidents/committed"  # {"index", "incident"}: ordered, each incident_id once
 
