@@ -77,6 +77,7 @@ lmdb._envid.env_keys = _pid_scoped_env_keys
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
+_split_array = msgspec.msgpack.Decoder(list[msgspec.Raw])  # an encoded array -> its elements, undecoded
 
 
 class EventLogError(Exception):
@@ -127,8 +128,11 @@ def encode_envelope(payload: Any) -> bytes:
 
 def encode_envelopes(payloads: Iterable[Any]) -> list[bytes]:
     """``[encode_envelope(p) for p in payloads]`` with every loop in C (``map``): at a batch of 100 the
-    per-record Python overhead of the comprehension cost as much as the encoding itself."""
-    bodies = list(map(_encoder.encode, payloads))
+    per-record Python overhead of the comprehension cost as much as the encoding itself. The bodies are
+    encoded in ONE call, as a msgpack array (the concatenation of the same per-record encodings behind an
+    array header), and split back into views of that buffer (``msgspec.Raw``, no copy): one encoder call
+    per record cost twice as much. crc32 and ``bytes + view`` read the views directly."""
+    bodies = _split_array.decode(_encoder.encode(payloads if isinstance(payloads, list) else list(payloads)))
     headers = map(_HEADER.pack, repeat(_VERSION_CODEC), map(zlib.crc32, bodies))
     return list(map(operator.add, headers, bodies))
 
@@ -351,7 +355,8 @@ class EventLog:
     def _commit_once(self, batch: WriteBatch) -> dict[str, list[int]]:
         assigned: dict[str, list[int]] = {}
         with self._env.begin(write=True) as txn:
-            self._check_fence(txn)
+            if self._fences:
+                self._check_fence(txn)
             events = txn.cursor(db=self._events)
             for stream, envelopes in batch._appends.items():
                 if not envelopes:
