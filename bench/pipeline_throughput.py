@@ -11,13 +11,14 @@ Per B, ``--reps`` repetitions of three measurements taken back to back (the mach
 each repetition's ratios come from measurements seconds apart; the table quotes medians):
 - ``actor``: the real ``InferenceActor`` (ONNX model) on a real tree (the real ``Supervisor``,
   ``multiprocTCPBase``, loopback-only), alone in a fresh node. ``readings`` is pre-filled in ONE durable
-  append after the actor has started (t0); the actor's saved offset is polled from this process every
+  append (of block records) after the actor has started (t0); the actor's saved offset is polled from this process every
   ``POLL_S`` until ``--min-seconds`` have passed (or it has read everything): windows/s = windows closed by
   the readings up to that offset / elapsed. Its proposed incidents are then checked against the in-process
   pipeline's on the same readings.
-- ``in_process``: the same ``DetectionPipeline`` in this process, fed the same chunks (``batch_limit``
-  readings) and asked for its ``state()`` after each, as the actor persists it, without the event log; as
-  many passes over the readings (a fresh pipeline each) as fit in ``--min-seconds``.
+- ``in_process``: the same ``DetectionPipeline`` in this process, fed the same chunks of blocks (decoded
+  from the records as the log hands them back) and asked for its ``state()`` after each, as the actor
+  persists it, without the event log; as many passes over the readings (a fresh pipeline each) as fit in
+  ``--min-seconds``.
 - ``bare_ort``: ``InferenceSession.run`` (same session options as ``OnnxDetector``: 1 thread) on exactly
   the feature batches the pipeline handed its detector for this B (captured in a first pass), repeated
   for ``--min-seconds``.
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.pipeline_throughput", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--steps", type=int, default=7200, help="simulated steps (x20 readings; default 7200 = 20 h)"
+        "--steps", type=int, default=40000, help="simulated steps (x20 readings; default 40000 = 4.6 days)"
     )
     parser.add_argument("--batches", default="1,32,256", help="windows per batch, comma-separated")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per batch size (medians quoted)")
