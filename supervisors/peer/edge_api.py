@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["EdgeProposer"]
 
+CHECK_S: Final = 2.0  # the "already committed?" lookup: no answer by then -> 503 (nothing appended yet)
 ASK_SLICE_S: Final = 2.0  # a waiting lookup is re-asked (maybe of another member) after this
+ANSWER_S: Final = 1.0  # how long past its wait a lookup's answer may take to arrive
 RETRY_PAUSE_S: Final = 0.1
 KNOWN_MAX: Final = 65_536  # incident_id -> index remembered for repeats (the members answer the others)
 
@@ -71,6 +73,7 @@ class EdgeProposer:
             self.known.popitem(last=False)
 
     async def _propose(self, iid: str, incident: dict[str, Any]) -> ProposeOutcome:
+        deadline = time.monotonic() + self.commit_timeout_s  # the whole request: a 504 by then at worst
         backend = self.gw.backend
         target = self._target()
         if backend is None or target is None:
@@ -80,16 +83,17 @@ class EdgeProposer:
                 reason=f"no link up to a Raft member ({members}): not appended; retry when the edge is ready",
             )
         try:
-            index = await self.gw.calls.commit_index(target, iid, 0.0)
+            index = await self.gw.calls.commit_index(target, iid, 0.0, timeout=CHECK_S)
         except RpcFailed as exc:
             return ProposeOutcome("unavailable", reason=f"could not reach a Raft member: {exc}; not appended")
         if index >= 0:
             self._remember(iid, index)
             return ProposeOutcome("duplicate", index)
-        deadline = time.monotonic() + self.commit_timeout_s
         try:
             # bounded: a writer stuck in the log must not hold the request; the append may still land
-            await asyncio.wait_for(asyncio.shield(backend.append_proposal(incident)), self.commit_timeout_s)
+            await asyncio.wait_for(
+                asyncio.shield(backend.append_proposal(incident)), max(0.1, deadline - time.monotonic())
+            )
         except TimeoutError:
             pass  # unknown: wait for the commit like any proposal (then 504)
         except Exception as exc:  # the transaction did not commit: nothing was appended
@@ -103,8 +107,9 @@ class EdgeProposer:
                 last_error = "no link up to a Raft member"
                 await asyncio.sleep(min(RETRY_PAUSE_S * 2, remaining))
                 continue
+            wait = max(0.0, min(ASK_SLICE_S, remaining - ANSWER_S))
             try:
-                index = await self.gw.calls.commit_index(target, iid, min(ASK_SLICE_S, remaining))
+                index = await self.gw.calls.commit_index(target, iid, wait, timeout=wait + ANSWER_S)
             except RpcFailed as exc:
                 last_error = str(exc)
                 await asyncio.sleep(min(RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))

@@ -139,14 +139,15 @@ class ForwardService:
             return f"ReadIndex not confirmed by {leader}: {answer.error}"
         return answer.index
 
-    async def commit_index(self, member: str, incident_id: str, wait_s: float) -> int:
+    async def commit_index(
+        self, member: str, incident_id: str, wait_s: float, timeout: float | None = None
+    ) -> int:
         """The index at which ``member``'s log has ``incident_id`` (-1: not within ``wait_s``); raises
-        :class:`RpcFailed` when ``member`` did not answer."""
+        :class:`RpcFailed` when ``member`` did not answer within ``timeout`` (default: the wait + 2 s)."""
         self.counts["commit_asked"] += 1
         wait_ms = max(0, min(int(wait_s * 1000), MAX_COMMIT_WAIT_MS))
-        answer = await self.rpc.call(
-            member, "commit", CommitAsk(incident_id, wait_ms), CommitAnswer, wait_ms / 1000 + 2.0
-        )
+        timeout = wait_ms / 1000 + 2.0 if timeout is None else timeout
+        answer = await self.rpc.call(member, "commit", CommitAsk(incident_id, wait_ms), CommitAnswer, timeout)
         if answer.incident_id != incident_id:
             raise RpcFailed(f"{member} answered a commit lookup for {answer.incident_id!r}")
         return answer.index

@@ -44,6 +44,9 @@ __all__ = ["ControlUnavailable", "NodeBackend"]
 LEADER_CACHE_S = 0.5  # a leader seen this recently is trusted for admitting a proposal (see _leader_known)
 ASK_TIMEOUT_S = 3.0
 READ_INDEX_TIMEOUT_S = 5.0
+# a linearizable read answers within this (503 at worst: reads are safe to retry), below the 12 s a client
+# such as the Jepsen harness waits: confirming the read index on another node and applying up to it
+LINEARIZABLE_DEADLINE_S = 10.0
 TAIL_BATCH = 4096
 _CONSUMER = "http-api"
 
@@ -407,7 +410,10 @@ class NodeBackend:
 
     async def read(self, after: int, limit: int, linearizable: bool) -> ReadOutcome:
         if linearizable:
-            why = await self._read_index()
+            try:
+                why = await asyncio.wait_for(self._read_index(), LINEARIZABLE_DEADLINE_S)
+            except TimeoutError:
+                why = f"the read index was not confirmed and applied within {LINEARIZABLE_DEADLINE_S:g}s"
             if why:
                 return ReadOutcome("unavailable", reason=why)
         log = self._ensure_started()
