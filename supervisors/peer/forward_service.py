@@ -37,6 +37,9 @@ __all__ = ["READ_INDEX_CALL_S", "ForwardService"]
 # the leader's replica gives up a ReadIndex after node_backend.READ_INDEX_TIMEOUT_S (5 s); the call waits a
 # little longer so that the leader's own "not confirmed" reaches the follower rather than a bare timeout
 READ_INDEX_CALL_S: Final = 6.0
+# calls served at once (a commit lookup may wait up to 30 s): beyond it a call is answered "busy" at once,
+# so a flood from a peer costs a bounded number of waiting tasks
+MAX_SERVING: Final = 1024
 
 
 class ForwardService:
@@ -63,6 +66,7 @@ class ForwardService:
             return
         if not self.gw.is_member:
             return self.gw._refuse(peer, "forward", f"{frame.kind}: this node is not a Raft member")
+        busy = len(self.tasks) >= MAX_SERVING
         if frame.kind == "read_index":
             if peer not in raft_members:
                 return self.gw._refuse(peer, "forward", "only Raft members may ask for a ReadIndex")
@@ -70,6 +74,8 @@ class ForwardService:
                 msgspec.msgpack.decode(frame.payload, type=ReadIndexAsk)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 return self.gw._refuse(peer, "forward", f"malformed read_index: {exc}")
+            if busy:
+                return self._reply(peer, frame, ReadIndexAnswer(-1, f"{self.gw.node} is busy: retry"))
             self._spawn(self._serve_read_index(peer, frame.request_id))
         elif frame.kind == "commit":
             if peer not in self.gw.trusted and peer not in raft_members:
@@ -80,6 +86,8 @@ class ForwardService:
                 ask = msgspec.msgpack.decode(frame.payload, type=CommitAsk)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 return self.gw._refuse(peer, "forward", f"malformed commit lookup: {exc}")
+            if busy:
+                return self._reply(peer, frame, CommitAnswer(ask.incident_id, -1, f"{self.gw.node} is busy"))
             self._spawn(self._serve_commit(peer, frame.request_id, ask))
 
     def _spawn(self, coro: Any) -> None:
@@ -89,6 +97,11 @@ class ForwardService:
 
     def _answer(self, peer: str, frame: ForwardFrame) -> None:
         self.gw._send(peer, frame)  # a dropped answer is a timeout for the asker: 503/504, both safe
+
+    def _reply(self, peer: str, ask: ForwardFrame, answer: msgspec.Struct) -> None:
+        self._answer(
+            peer, ForwardFrame(request_id=ask.request_id, payload=encode(answer), reply=True, kind=ask.kind)
+        )
 
     async def _serve_read_index(self, peer: str, request_id: int) -> None:
         self.counts["read_index_served"] += 1
@@ -143,13 +156,16 @@ class ForwardService:
         self, member: str, incident_id: str, wait_s: float, timeout: float | None = None
     ) -> int:
         """The index at which ``member``'s log has ``incident_id`` (-1: not within ``wait_s``); raises
-        :class:`RpcFailed` when ``member`` did not answer within ``timeout`` (default: the wait + 2 s)."""
+        :class:`RpcFailed` when ``member`` did not answer within ``timeout`` (default: the wait + 2 s) or
+        could not look it up."""
         self.counts["commit_asked"] += 1
         wait_ms = max(0, min(int(wait_s * 1000), MAX_COMMIT_WAIT_MS))
         timeout = wait_ms / 1000 + 2.0 if timeout is None else timeout
         answer = await self.rpc.call(member, "commit", CommitAsk(incident_id, wait_ms), CommitAnswer, timeout)
         if answer.incident_id != incident_id:
             raise RpcFailed(f"{member} answered a commit lookup for {answer.incident_id!r}")
+        if answer.error:  # not looked up (busy, starting): unknown, not "not committed"
+            raise RpcFailed(f"{member} could not look {incident_id!r} up: {answer.error}")
         return answer.index
 
     def status(self) -> dict[str, int]:
