@@ -2,6 +2,10 @@
 
 ``python -m models.build [--seed 7] [--out models/gas_detector.onnx]``
 
+Also writes the windows model next to the classifier (``gas_detector_windows.onnx``: the same classifier with
+the features computed inside the graph, ``models.features_graph``); ``python -m models.features_graph``
+rebuilds that one alone from a committed classifier, without retraining.
+
 Training data comes only from the simulator (``models.simulator.random_scenario`` with an rng
 seeded from ``--seed``); the metrics in the model card come from ``models.evaluate`` on scenarios
 drawn from a different seed stream, so they are held out. Needs the ``model`` extra
@@ -34,6 +38,7 @@ from models.features import (
     window_end_indices,
     window_features,
 )
+from models.features_graph import update_card, windows_model_path, write_windows_model
 from models.simulator import LEAK_FALL_S, Scenario, channel_values, leak_exposures, random_scenario
 
 if TYPE_CHECKING:  # scikit-learn is a build-time (``model`` extra) dependency only
@@ -209,6 +214,7 @@ def build(
     blob = to_onnx(train(x, y, seed), seed)
     model_path = out_dir / model_name
     model_path.write_bytes(blob)
+    write_windows_model(model_path)
     metrics = evaluate(load_detector(model_path), seed=eval_seed, spec=eval_spec, config=EpisodeConfig())
     report = BuildReport(
         model_path=model_path,
@@ -321,6 +327,7 @@ no gas leak, so every incident there counts as false; its readings are 16 minute
 window spans 16 hours instead of 10 minutes (the model was not trained for that cadence).
 """
     (out_dir / "MODEL_CARD.md").write_text(md)
+    update_card(windows_model_path(report.model_path))  # the windows model's entry in both files
 
 
 def _recall(m: EvalReport) -> str:

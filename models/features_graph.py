@@ -368,7 +368,7 @@ def card_entry(windows_path: Path) -> dict[str, object]:
             "value": "models.features_graph.prepare_windows(windows [N, WINDOW] without NaN/inf)",
         },
         "outputs": {OUTPUT_NAME: ["N"], FEATURES_OUTPUT: ["N", N_FEATURES]},
-        "built_by": "python -m models.features_graph (from the classifier, no retraining)",
+        "built_by": "python -m models.build; alone, from the classifier without retraining: python -m models.features_graph",
     }
 
 
