@@ -22,10 +22,13 @@ from models.features import FEATURE_NAMES, N_FEATURES, WINDOW, window_features
 from models.features_graph import (  # numpy-only at import time: onnx is imported by its builders alone
     FEATURES_OUTPUT,
     INPUT_NAME,
+    INPUTS,
     OUTPUT_NAME,
-    PREPARED_INPUT,
-    PREPARED_ROWS,
-    prepare_windows,
+    SORTED_INPUT,
+    SORTED_ROWS,
+    STEPS_INPUT,
+    WINDOWS_INPUT,
+    graph_feeds,
     windows_model_path,
 )
 
@@ -120,7 +123,7 @@ def _read(path: Path, build_hint: str) -> bytes:
 
 class OnnxDetector:
     """``onnxruntime`` sessions on the classifier (input ``[N, F]``, output ``[N]``/``[N, 1]``) and on its
-    composed windows model (input ``prepare_windows(windows)``, output ``[N]``; see ``models.features_graph``).
+    composed windows model (inputs ``graph_feeds(windows)``, output ``[N]``; see ``models.features_graph``).
 
     Both files are checked when they are loaded, not at the first window: shapes, and that the windows model
     was built from this very classifier (its ``classifier_sha256``), so a classifier swapped under a stale
@@ -175,8 +178,13 @@ class OnnxDetector:
     def _load_windows(self, path: Path, classifier_sha256: str) -> Any:
         rebuild = f"python -m models.features_graph --classifier {self.path}"
         session = _session(_read(path, rebuild), path)
-        got = [(i.name, i.type, list(i.shape)[:1]) for i in session.get_inputs()]
-        expected = [(PREPARED_INPUT, "tensor(double)", [PREPARED_ROWS])]
+        got = [(i.name, i.type, list(i.shape)) for i in session.get_inputs()]
+        shapes = {
+            WINDOWS_INPUT: ["N", WINDOW],
+            STEPS_INPUT: ["N", WINDOW - 1],
+            SORTED_INPUT: [SORTED_ROWS, "N"],
+        }
+        expected = [(name, "tensor(double)", shapes[name]) for name in INPUTS]
         if got != expected:
             raise ModelLoadError(
                 f"model file {path} has inputs {got} (name, type, width), expected {expected}: "
@@ -216,7 +224,7 @@ class OnnxDetector:
         return out
 
     def _run_windows(self, arr: np.ndarray) -> np.ndarray:
-        (out,) = self._windows_session.run([OUTPUT_NAME], {PREPARED_INPUT: prepare_windows(arr)})
+        (out,) = self._windows_session.run([OUTPUT_NAME], graph_feeds(arr))
         return _checked(np.asarray(out, dtype=np.float32).reshape(-1), f"model {self.windows_model}")
 
 

@@ -29,22 +29,23 @@ from typing import Any
 
 import numpy as np
 
-from models.features import _SLOG_COLUMNS, _SUMS, HEAD, N_FEATURES, WINDOW
+from models.features import _SLOG_COLUMNS, _SUMS, FEATURE_NAMES, HEAD, N_FEATURES, WINDOW
 
 # Names shared with the runtime (models.detector): the classifier's input/output, the composed model's.
 INPUT_NAME = "features"
 OUTPUT_NAME = "leak_probability"
-PREPARED_INPUT = "prepared"  # float64 [PREPARED_ROWS, N]: prepare_windows(windows), one column per window
+WINDOWS_INPUT = "windows"  # float64 [N, WINDOW], rows without NaN/inf
+STEPS_INPUT = "abs_steps"  # float64 [N, WINDOW - 1]: |windows[:, 1:] - windows[:, :-1]|
+SORTED_INPUT = "sorted"  # float64 [SORTED_ROWS, N], one COLUMN per window: see SORTED_*
 FEATURES_OUTPUT = "window_features"  # float64 [N, F], for tests and diagnostics
 FEATURES_F32 = "fg_features_f32"  # what the classifier is fed
-WINDOWS_INPUT = "windows"  # the benchmark-only TopK variant's input: float64 [N, WINDOW]
 TAIL = WINDOW - HEAD
-# Rows of the prepared input: the window's readings, then its head, tail and head's absolute steps, sorted.
-ROWS_WINDOW = (0, WINDOW)
-ROWS_HEAD = (WINDOW, WINDOW + HEAD)
-ROWS_TAIL = (WINDOW + HEAD, 2 * WINDOW)
-ROWS_STEPS = (2 * WINDOW, 2 * WINDOW + HEAD - 1)
-PREPARED_ROWS = 2 * WINDOW + HEAD - 1
+# Rows of the sorted input: each window's head, tail and head's absolute steps, each sorted ascending.
+SORTED_HEAD = (0, HEAD)
+SORTED_TAIL = (HEAD, WINDOW)
+SORTED_STEPS = (WINDOW, WINDOW + HEAD - 1)
+SORTED_ROWS = WINDOW + HEAD - 1
+INPUTS = (WINDOWS_INPUT, STEPS_INPUT, SORTED_INPUT)
 
 # The classifier's opsets (models.build.OPSET; the committed file imports ai.onnx.ml 1): the features part
 # needs only the default domain.
@@ -110,38 +111,32 @@ class _Graph:
         return self.op("ReduceSum", x, self.const([0], "ax", np.int64), hint=hint, keepdims=1)
 
     def log1p(self, a: str) -> str:
-        """``log1p(a)`` for ``a >= 0`` to a few ulps: ``log(u) * (a / (u - 1))`` with ``u = 1 + a`` (the
-        rounding of ``u`` cancels out), and ``a`` itself where ``u`` rounds to 1. ``Log(1 + a)`` alone
-        loses the digits of a small ``a`` (relative error ~1e-16 / a)."""
-        u = self.op("Add", a, self.const(1.0))
-        d = self.op("Sub", u, self.const(1.0))
-        tiny = self.op("Equal", d, self.const(0.0))
-        ratio = self.op(
-            "Mul", self.op("Log", u), self.op("Div", a, self.op("Where", tiny, self.const(1.0), d))
-        )
-        return self.op("Where", tiny, a, ratio, hint="log1p")
+        """``log1p(a)`` for ``a >= 0`` to about an ulp: ``log(u) - ((u - 1) - a) / u`` with ``u = 1 + a`` (the
+        second term corrects the rounding of ``u``; where ``u`` rounds to 1 it is ``a`` itself).
+        ``Log(1 + a)`` alone loses the digits of a small ``a`` (relative error ~1e-16 / a)."""
+        u = self.op("Add", a, self.scalar(1.0))
+        rounding = self.op("Sub", self.op("Sub", u, self.scalar(1.0)), a)
+        return self.op("Sub", self.op("Log", u), self.op("Div", rounding, u), hint="log1p")
 
 
-def prepare_windows(windows: np.ndarray) -> np.ndarray:
-    """The composed model's input for ``[N, WINDOW]`` windows without NaN/inf: ``[PREPARED_ROWS, N]`` float64,
-    one COLUMN per window: its readings, then its head, its tail and its head's absolute steps, each sorted
-    (``ROWS_*``). Computed in numpy, 7 calls for the whole chunk, because:
+def graph_feeds(windows: np.ndarray) -> dict[str, np.ndarray]:
+    """The composed model's inputs for ``[N, WINDOW]`` windows without NaN/inf (``INPUTS``): the windows, their
+    absolute steps, and their head, tail and head steps sorted, transposed to one column per window. numpy,
+    8 calls for the whole chunk, does the two things onnxruntime is slow at (measured, 256 windows):
 
-    - sorting: onnxruntime's TopK costs ~2 us per row of 40, 5x numpy's sort and more than all the other
-      features together;
-    - transposing: in the graph's layout every per-window value is a [1, N] row, so onnxruntime broadcasts in
-      a few long spans (one short span per window costs ~50 ns each: 10x), and numpy transposes a chunk
-      in ~10 us where onnxruntime's Transpose of float64 takes ~10x that."""
-    arr = np.asarray(windows, dtype=np.float64)
-    out = np.empty((PREPARED_ROWS, arr.shape[0]))
-    out[ROWS_WINDOW[0] : ROWS_WINDOW[1]] = arr.T
+    - sorting: its TopK costs ~2 us per row of 40, 5x numpy's sort and more than all the other features;
+    - transposing float64: its Transpose of [256, 99] costs ~350 us, numpy's copy ~10 us. The graph works on
+      the sorted values one row per rank and one column per window, so each per-window value is a [1, N] row
+      and broadcasting runs in a few long spans (one short span per window costs ~50 ns each: 10x)."""
+    arr = np.ascontiguousarray(windows, dtype=np.float64)
+    steps = arr[:, 1:] - arr[:, :-1]
+    np.abs(steps, out=steps)
+    ordered = np.empty((SORTED_ROWS, arr.shape[0]))
     # np.sort on a row-major block, then a transposed copy: sorting the strided columns in place is slower.
-    out[ROWS_HEAD[0] : ROWS_HEAD[1]] = np.sort(arr[:, :HEAD], axis=1).T
-    out[ROWS_TAIL[0] : ROWS_TAIL[1]] = np.sort(arr[:, HEAD:], axis=1).T
-    steps = np.abs(arr[:, 1:HEAD] - arr[:, : HEAD - 1])
-    steps.sort(axis=1)
-    out[ROWS_STEPS[0] : ROWS_STEPS[1]] = steps.T
-    return out
+    ordered[SORTED_HEAD[0] : SORTED_HEAD[1]] = np.sort(arr[:, :HEAD], axis=1).T
+    ordered[SORTED_TAIL[0] : SORTED_TAIL[1]] = np.sort(arr[:, HEAD:], axis=1).T
+    ordered[SORTED_STEPS[0] : SORTED_STEPS[1]] = np.sort(steps[:, : HEAD - 1], axis=1).T
+    return {WINDOWS_INPUT: arr, STEPS_INPUT: steps, SORTED_INPUT: ordered}
 
 
 def _quantile_weights(n: int, q: float) -> tuple[int, int, float, float]:
@@ -152,72 +147,84 @@ def _quantile_weights(n: int, q: float) -> tuple[int, int, float, float]:
     return lo, min(lo + 1, max(n - 1, 0)), 1.0 - frac, frac
 
 
-def _prepare_in_graph(g: _Graph, x: str) -> str:
-    """``prepare_windows`` inside the graph, TopK sorting and Transpose: exact, but TopK costs ~2 us per row
-    of 40 in onnxruntime, 5x numpy's sort (kept for the benchmark that shows why the runtime prepares in
-    numpy)."""
+def _prepare_in_graph(g: _Graph, x: str) -> tuple[str, str]:
+    """``graph_feeds``' steps and sorted values inside the graph, with TopK and Transpose: exact, but ~5x
+    slower than numpy (kept for the benchmark that shows why the runtime prepares them in numpy)."""
     i64 = np.int64
 
-    def cols(lo: int, hi: int) -> str:
-        return g.op("Slice", x, g.const([lo], "lo", i64), g.const([hi], "hi", i64), g.const([1], "ax", i64))
+    def cols(t: str, lo: int, hi: int) -> str:
+        return g.op("Slice", t, g.const([lo], "lo", i64), g.const([hi], "hi", i64), g.const([1], "ax", i64))
 
-    steps = g.op("Abs", g.op("Sub", cols(1, HEAD), cols(0, HEAD - 1)))
-    blocks = [x]
-    for block, n in ((cols(0, HEAD), HEAD), (cols(HEAD, WINDOW), TAIL), (steps, HEAD - 1)):
+    steps = g.op("Abs", g.op("Sub", cols(x, 1, WINDOW), cols(x, 0, WINDOW - 1)), hint="abs_steps")
+    blocks = []
+    for block, n in (
+        (cols(x, 0, HEAD), HEAD),
+        (cols(x, HEAD, WINDOW), TAIL),
+        (cols(steps, 0, HEAD - 1), HEAD - 1),
+    ):
         values, _ = g.multi("TopK", block, g.const([n], "k", i64), n_out=2, hint="topk", largest=0, sorted=1)
         blocks.append(values)
-    return g.op("Transpose", g.op("Concat", *blocks, axis=1), perm=[1, 0], hint="prepared")
+    return steps, g.op("Transpose", g.op("Concat", *blocks, axis=1), perm=[1, 0], hint="sorted")
+
+
+# The features in the order the graph computes them: the _slog ones first, so one slice takes them.
+_ORDER = [*_SLOG_COLUMNS, *(j for j in range(N_FEATURES) if j not in _SLOG_COLUMNS)]
 
 
 def features_graph(sort_in_graph: bool = False) -> tuple[list[Any], list[Any], list[str]]:
-    """Nodes and constants mapping ``PREPARED_INPUT`` (``prepare_windows``; with ``sort_in_graph`` the graph
-    prepares it from ``WINDOWS_INPUT`` [N, WINDOW] itself) to ``FEATURES_OUTPUT`` (float64 [N, F]) and
-    ``FEATURES_F32`` (float32, what the classifier is fed). Returns ``(nodes, initializers, input names)``.
+    """Nodes and constants mapping ``INPUTS`` (``graph_feeds``; with ``sort_in_graph`` only ``WINDOWS_INPUT``,
+    the rest computed inside) to ``FEATURES_OUTPUT`` (float64 [N, F]) and ``FEATURES_F32`` (float32, what the
+    classifier is fed). Returns ``(nodes, initializers, input names)``.
 
-    The work is done TRANSPOSED, one row per reading (or per feature) and one column per window: every
-    per-window value is a [1, N] row, constants are [1, 1] or [k, 1], and onnxruntime's broadcasting then runs
-    a few long spans instead of one short span per window (measured: a [256, 7] * [7] product costs 10x a
-    [7, 256] * [7, 1] one)."""
+    Per-window values are [1, N] rows (one column per window), constants [1, 1] or [k, 1]: onnxruntime then
+    broadcasts in a few long spans instead of one short span per window (measured: [256, 7] * [7] costs 10x
+    [7, 256] * [7, 1]). Reductions over a window's readings run on the [N, k] inputs (ReduceMax over the last
+    axis: 6 us; over the first: 40 us)."""
     g = _Graph()
-    p = _prepare_in_graph(g, WINDOWS_INPUT) if sort_in_graph else PREPARED_INPUT
-    x = g.rows(p, *ROWS_WINDOW, hint="x")  # [WINDOW, N]
+    x = WINDOWS_INPUT
+    steps, s = _prepare_in_graph(g, x) if sort_in_graph else (STEPS_INPUT, SORTED_INPUT)
+    i64 = np.int64
     # The order statistics the quantiles read, interpolated as _sorted_quantile does, in the same operations
     # (ordered[lo] * (1 - frac) + ordered[hi] * frac), so they are bit-identical (a matrix product may fuse
     # them, and rise = tail_med - level cancels what is left).
+    # The noise scale 1.4826 * median step / sqrt(2) rides on the steps' weights (one rounding less than
+    # _features_complete's two products: equal within an ulp).
+    noise_scale = 1.4826 / math.sqrt(2.0)
     wanted = [
-        (ROWS_HEAD, HEAD, 0.5),  # level
-        (ROWS_TAIL, TAIL, 0.5),  # tail median
-        (ROWS_TAIL, TAIL, 0.2),  # tail 20th percentile
-        (ROWS_STEPS, HEAD - 1, 0.5),  # median absolute step of the head
-        (ROWS_TAIL, TAIL, 1.0),  # tail max
+        (SORTED_HEAD, HEAD, 0.5, 1.0),  # level
+        (SORTED_TAIL, TAIL, 0.5, 1.0),  # tail median
+        (SORTED_TAIL, TAIL, 0.2, 1.0),  # tail 20th percentile
+        (SORTED_STEPS, HEAD - 1, 0.5, noise_scale),  # the head's median absolute step, as a noise scale
+        (SORTED_TAIL, TAIL, 1.0, 1.0),  # tail max
     ]
     lows, highs, w_lows, w_highs = zip(
         *(
-            (start + lo, start + hi, [w_lo], [w_hi])
-            for (start, _), n, q in wanted
+            (start + lo, start + hi, [w_lo * scale], [w_hi * scale])
+            for (start, _), n, q, scale in wanted
             for lo, hi, w_lo, w_hi in [_quantile_weights(n, q)]
         ),
         strict=True,
     )
     quantiles = g.op(
         "Add",
-        g.op("Mul", g.op("Gather", p, g.const(lows, "lows", np.int64), axis=0), g.const(w_lows)),
-        g.op("Mul", g.op("Gather", p, g.const(highs, "highs", np.int64), axis=0), g.const(w_highs)),
+        g.op("Mul", g.op("Gather", s, g.const(lows, "lows", i64), axis=0), g.const(w_lows)),
+        g.op("Mul", g.op("Gather", s, g.const(highs, "highs", i64), axis=0), g.const(w_highs)),
         hint="quantiles",
     )
-    level, tail_med, tail_low, step_med, tail_max = g.split(quantiles, [1] * len(wanted), "q")
+    level, tail_med, tail_low, step_noise, tail_max = g.split(quantiles, [1] * len(wanted), "q")
     size = g.op("Add", g.op("Abs", level), g.scalar(1e-6), hint="size")
-    noise = g.op("Div", g.op("Mul", step_med, g.scalar(1.4826)), g.scalar(math.sqrt(2.0)))
-    noise = g.op("Max", noise, g.op("Mul", size, g.scalar(0.01)), hint="noise")  # no NaN here: Max is fmax
-    # Steps: unchanged consecutive readings over the head's own and the tail's own steps; the largest step.
-    steps = g.op("Sub", g.rows(x, 1, WINDOW), g.rows(x, 0, WINDOW - 1), hint="steps")  # [WINDOW-1, N]
-    span = np.zeros((2, WINDOW - 1))
-    span[0, : HEAD - 1], span[1, HEAD:] = 1.0, 1.0
+    noise = g.op(
+        "Max", step_noise, g.op("Mul", size, g.scalar(0.01)), hint="noise"
+    )  # no NaN here: Max is fmax
+    # Steps: the largest, and the unchanged ones over the head's own and the tail's own steps.
+    row = g.const([1, -1], "row", i64)
+    max_step = g.op("Reshape", g.op("ReduceMax", steps, axes=[1], keepdims=1), row, hint="max_step")  # [1, N]
+    span = np.zeros((WINDOW - 1, 2))
+    span[: HEAD - 1, 0], span[HEAD:, 1] = 1.0, 1.0
     unchanged = g.op("Cast", g.op("Equal", steps, g.scalar(0.0)), to=11)
-    flat = g.op("MatMul", g.const(span), unchanged, hint="flat")  # [2, N]
-    max_step = g.op("ReduceMax", g.op("Abs", steps), axes=[0], keepdims=1, hint="max_step")
+    flat = g.op("Transpose", g.op("MatMul", unchanged, g.const(span)), perm=[1, 0], hint="flat")  # [2, N]
     # Slopes from _SUMS' sums (rows: head sum, tail sum, head x-weighted, tail x-weighted; tail sum again).
-    sums = g.op("MatMul", g.const(_SUMS[:, [0, 2, 1, 3, 2]].T), x, hint="sums")
+    sums = g.op("Transpose", g.op("MatMul", x, g.const(_SUMS[:, [0, 2, 1, 3, 2]])), perm=[1, 0], hint="sums")
     sy, sxy, tail_sum = g.split(sums, [2, 2, 1], "s")
     n = np.array([[HEAD], [TAIL]], dtype=np.float64)
     sx = np.array([[np.arange(k, dtype=np.float64).sum()] for k in (HEAD, TAIL)])
@@ -226,66 +233,84 @@ def features_graph(sort_in_graph: bool = False) -> tuple[list[Any], list[Any], l
     slope_n = g.op(
         "Mul", g.op("Div", slope, g.const(n * sxx - sx * sx)), g.const(n), hint="slope_n"
     )  # [2, N]
-    tail = g.rows(p, *ROWS_TAIL, hint="tail")  # sorted: the sum and the count below ignore the order
+    tail = g.rows(s, *SORTED_TAIL, hint="tail")  # sorted: the sum and the count below ignore the order
     deviation = g.op("Sub", tail, g.op("Div", tail_sum, g.scalar(float(TAIL))))
     tail_var = g.op("Div", g.column_sum(g.op("Mul", deviation, deviation), "ss"), g.scalar(float(TAIL)))
     bar = g.op("Add", level, g.op("Mul", g.scalar(3.0), noise), hint="bar")
     above = g.column_sum(g.op("Cast", g.op("Greater", tail, bar), to=11), "above")
     rise = g.op("Sub", tail_med, level, hint="rise")
-    # Numerators and denominators of the 13 features, one row each in FEATURE_NAMES order.
+    # Numerators and denominators of the 13 features, one row each, in _ORDER.
     numerators = g.op(
         "Concat",
-        rise,
-        rise,
-        g.op("Sub", tail_low, level),
-        above,
-        max_step,
-        g.op("Sub", tail_max, tail_med),
-        slope_n,
-        flat,
+        rise,  # rise_rel
+        rise,  # rise_z
+        g.op("Sub", tail_low, level),  # tail_low_rise_z
+        max_step,  # max_step_z
+        g.op("Sub", tail_max, tail_med),  # tail_peak_z
+        slope_n,  # head_slope_rel, tail_slope_rel
+        above,  # tail_above_frac
+        flat,  # head_flat_frac, tail_flat_frac
         g.op("Mul", flat, g.scalar(0.0), hint="missing"),  # no missing readings on this path
-        g.op("Sqrt", tail_var, hint="tail_std"),
+        g.op("Sqrt", tail_var, hint="tail_std"),  # tail_cv
         axis=0,
     )
+    assert _ORDER == [0, 1, 2, 4, 5, 6, 7, 3, 8, 9, 10, 11, 12]  # the rows above
     # denominators = select @ [size; noise; |tail_med| + 1e-6] + constants (exact: one 1 per row of select).
+    by_name = {
+        "rise_rel": (0, 0.0),
+        "rise_z": (1, 0.0),
+        "tail_low_rise_z": (1, 0.0),
+        "tail_above_frac": (None, TAIL),
+        "max_step_z": (1, 0.0),
+        "tail_peak_z": (1, 0.0),
+        "head_slope_rel": (0, 0.0),
+        "tail_slope_rel": (0, 0.0),
+        "head_flat_frac": (None, HEAD - 1.0),
+        "tail_flat_frac": (None, TAIL - 1.0),
+        "head_missing_frac": (None, 1.0),
+        "tail_missing_frac": (None, 1.0),
+        "tail_cv": (2, 0.0),
+    }
     select = np.zeros((N_FEATURES, 3))
-    select[[0, 6, 7], 0] = 1.0
-    select[[1, 2, 4, 5], 1] = 1.0
-    select[12, 2] = 1.0
     constants = np.zeros((N_FEATURES, 1))
-    constants[[3, 8, 9, 10, 11], 0] = [TAIL, HEAD - 1, TAIL - 1, 1.0, 1.0]
+    for i, j in enumerate(_ORDER):
+        source, constant = by_name[FEATURE_NAMES[j]]
+        if source is not None:
+            select[i, source] = 1.0
+        constants[i, 0] = constant
     cv_den = g.op("Add", g.op("Abs", tail_med), g.scalar(1e-6))
     per_window = g.op("Concat", size, noise, cv_den, axis=0)
     denominators = g.op("Add", g.op("MatMul", g.const(select), per_window), g.const(constants))
-    raw = g.op("Div", numerators, denominators, hint="raw")  # [F, N]
-    # _slog on its rows: sign(x) * log1p(|x|).
-    slog = g.op("Mul", g.op("Sign", raw), g.log1p(g.op("Abs", raw)), hint="slog")
-    mask = np.zeros((N_FEATURES, 1), dtype=bool)
-    mask[_SLOG_COLUMNS] = True
-    feats = g.op("Where", g.const(mask, "slog_mask", np.bool_), slog, raw, hint="feats")
+    to_slog, plain = g.split(
+        g.op("Div", numerators, denominators, hint="raw"), [len(_SLOG_COLUMNS), 6], "raw"
+    )
+    # _slog: sign(x) * log1p(|x|), on its 7 rows only (Log is the dearest op here).
+    slog = g.op("Mul", g.op("Sign", to_slog), g.log1p(g.op("Abs", to_slog)), hint="slog")
+    inverse = [_ORDER.index(j) for j in range(N_FEATURES)]
+    feats = g.op("Gather", g.op("Concat", slog, plain, axis=0), g.const(inverse, "order", i64), axis=0)
     # window_features' nan_to_num(nan=0, posinf=0, neginf=0): x - x is 0 only for a finite x.
     finite = g.op("Equal", g.op("Sub", feats, feats), g.scalar(0.0))
     feats = g.op("Where", finite, feats, g.scalar(0.0))
     g.op("Transpose", feats, perm=[1, 0], out=FEATURES_OUTPUT)
     g.op("Cast", FEATURES_OUTPUT, to=1, out=FEATURES_F32)
-    return g.nodes, g.initializers, [WINDOWS_INPUT] if sort_in_graph else [PREPARED_INPUT]
+    return g.nodes, g.initializers, [x] if sort_in_graph else list(INPUTS)
 
 
 def features_model(sort_in_graph: bool = False) -> Any:
-    """The features alone: ``PREPARED_INPUT`` [PREPARED_ROWS, N] (or ``WINDOWS_INPUT`` [N, WINDOW] with
-    ``sort_in_graph``) -> ``FEATURES_OUTPUT`` float64 [N, F] and ``FEATURES_F32`` float32 [N, F]."""
+    """The features alone: ``INPUTS`` (or ``WINDOWS_INPUT`` alone with ``sort_in_graph``) ->
+    ``FEATURES_OUTPUT`` float64 [N, F] and ``FEATURES_F32`` float32 [N, F]."""
     from onnx import TensorProto, helper
 
-    nodes, inits, _ = features_graph(sort_in_graph)
-    shape: list[str | int] = ["N", WINDOW] if sort_in_graph else [PREPARED_ROWS, "N"]
+    nodes, inits, inputs = features_graph(sort_in_graph)
+    shapes: dict[str, list[str | int]] = {
+        WINDOWS_INPUT: ["N", WINDOW],
+        STEPS_INPUT: ["N", WINDOW - 1],
+        SORTED_INPUT: [SORTED_ROWS, "N"],
+    }
     graph = helper.make_graph(
         nodes,
         "window_features",
-        [
-            helper.make_tensor_value_info(
-                WINDOWS_INPUT if sort_in_graph else PREPARED_INPUT, TensorProto.DOUBLE, shape
-            )
-        ],
+        [helper.make_tensor_value_info(name, TensorProto.DOUBLE, shapes[name]) for name in inputs],
         [
             helper.make_tensor_value_info(FEATURES_OUTPUT, TensorProto.DOUBLE, ["N", N_FEATURES]),
             helper.make_tensor_value_info(FEATURES_F32, TensorProto.FLOAT, ["N", N_FEATURES]),
@@ -298,11 +323,11 @@ def features_model(sort_in_graph: bool = False) -> Any:
 
 
 def compose(classifier_blob: bytes, sort_in_graph: bool = False) -> bytes:
-    """The composed model's bytes: the features graph + the classifier (unchanged); input ``PREPARED_INPUT``
-    (``prepare_windows`` of the windows), outputs ``OUTPUT_NAME`` [N] and
+    """The composed model's bytes: the features graph + the classifier (unchanged); inputs ``INPUTS``
+    (``graph_feeds`` of the windows), outputs ``OUTPUT_NAME`` [N] and
     ``FEATURES_OUTPUT`` [N, F]. Its metadata is the classifier's plus ``classifier_sha256``, which the loader
-    checks against the classifier file next to it. ``sort_in_graph``: input ``WINDOWS_INPUT`` [N, WINDOW],
-    prepared by TopK and Transpose inside the graph (benchmark only)."""
+    checks against the classifier file next to it. ``sort_in_graph``: input ``WINDOWS_INPUT`` alone, the
+    rest computed with TopK and Transpose inside the graph (benchmark only)."""
     import onnx
     from onnx import compose as onnx_compose
     from onnx import helper
@@ -325,10 +350,7 @@ def compose(classifier_blob: bytes, sort_in_graph: bool = False) -> bytes:
     )
     meta = {p.key: p.value for p in classifier.metadata_props}
     meta["classifier_sha256"] = hashlib.sha256(classifier_blob).hexdigest()
-    meta["input"] = (
-        f"{PREPARED_INPUT} float64 [{PREPARED_ROWS}, N] = models.features_graph.prepare_windows(windows), "
-        f"windows float64 [N, {WINDOW}] without NaN/inf"
-    )
+    meta["inputs"] = f"models.features_graph.graph_feeds(windows float64 [N, {WINDOW}] without NaN/inf)"
     del merged.metadata_props[:]
     helper.set_model_props(merged, dict(sorted(meta.items())))
     onnx.checker.check_model(merged, full_check=True)
@@ -361,11 +383,15 @@ def card_entry(windows_path: Path) -> dict[str, object]:
         "file": windows_path.name,
         "bytes": len(blob),
         "sha256": hashlib.sha256(blob).hexdigest(),
-        "input": {
-            "name": PREPARED_INPUT,
-            "shape": [PREPARED_ROWS, "N"],
-            "dtype": "float64",
-            "value": "models.features_graph.prepare_windows(windows [N, WINDOW] without NaN/inf)",
+        "inputs": {
+            WINDOWS_INPUT: {"shape": ["N", WINDOW], "dtype": "float64", "value": "windows without NaN/inf"},
+            STEPS_INPUT: {"shape": ["N", WINDOW - 1], "dtype": "float64", "value": "their absolute steps"},
+            SORTED_INPUT: {
+                "shape": [SORTED_ROWS, "N"],
+                "dtype": "float64",
+                "value": "head, tail and head steps of each window sorted, one column per window",
+            },
+            "made_by": "models.features_graph.graph_feeds(windows)",
         },
         "outputs": {OUTPUT_NAME: ["N"], FEATURES_OUTPUT: ["N", N_FEATURES]},
         "built_by": "python -m models.build; alone, from the classifier without retraining: python -m models.features_graph",
@@ -376,10 +402,10 @@ def card_markdown(windows_path: Path, classifier_name: str) -> str:
     entry = card_entry(windows_path)
     return f"""{CARD_SECTION}
 `{entry["file"]}` ({entry["bytes"]} bytes, sha256 `{str(entry["sha256"])[:16]}…`): the same classifier with the
-features computed inside the graph (`models/features_graph.py`). Input `{PREPARED_INPUT}` float64
-[{PREPARED_ROWS}, N] = `prepare_windows(windows)`: one column per window without missing readings, its
-readings then its head, tail and head steps sorted (sorting and transposing are ~5-10x cheaper in numpy
-than in onnxruntime); output `{OUTPUT_NAME}` float32 [N] (and `{FEATURES_OUTPUT}` float64 [N, {N_FEATURES}]).
+features computed inside the graph (`models/features_graph.py`). Inputs from `graph_feeds(windows)`:
+`{WINDOWS_INPUT}` float64 [N, {WINDOW}] (windows without missing readings), `{STEPS_INPUT}` [N, {WINDOW - 1}]
+and `{SORTED_INPUT}` [{SORTED_ROWS}, N] (head, tail and head steps sorted, one column per window: numpy
+sorts and transposes ~5-30x faster than onnxruntime's TopK and Transpose); output `{OUTPUT_NAME}` float32 [N] (and `{FEATURES_OUTPUT}` float64 [N, {N_FEATURES}]).
 Windows with missing readings take the Python features and the classifier. Rebuilt from
 `{classifier_name}` without retraining by `python -m models.features_graph`; the runtime refuses it if it
 was built from another classifier.

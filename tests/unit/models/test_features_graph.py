@@ -19,7 +19,7 @@ from models.detector import (
     windows_model_path,
 )
 from models.features import FEATURE_NAMES, HEAD, WINDOW, _features_complete, sliding_windows, window_features
-from models.features_graph import FEATURES_OUTPUT, PREPARED_INPUT, WINDOWS_INPUT, prepare_windows
+from models.features_graph import FEATURES_OUTPUT, WINDOWS_INPUT, graph_feeds
 from models.simulator import channel_values, default_scenario, random_scenario
 
 onnx = pytest.importorskip("onnx")  # the builder needs the `model` extra
@@ -67,7 +67,7 @@ def detector():
 
 def _graph_features(detector, windows: np.ndarray) -> np.ndarray:
     session = detector._windows_session
-    (feats,) = session.run([FEATURES_OUTPUT], {PREPARED_INPUT: prepare_windows(windows)})
+    (feats,) = session.run([FEATURES_OUTPUT], graph_feeds(windows))
     return feats
 
 
