@@ -178,9 +178,19 @@ class Supervisor(SupervisedActor):
                 pending = action
             elif isinstance(action, CreateChild) and pending is not None:
                 creates = [a for a in actions[i:] if isinstance(a, CreateChild)]
-                self._fence_tokens = self._save(pending, [self._child_path(a.child) for a in creates])
+                # fork the new instance first: its process boots (~10 ms) while the history commits. It
+                # can do nothing before its Configure, which carries its fence token and is sent only
+                # once the commit is durable (so it never writes without its token)
+                address = self._spawn(action)
+                try:
+                    self._fence_tokens = self._save(pending, [self._child_path(a.child) for a in creates])
+                except BaseException:
+                    self.send(address, ActorExitRequest())  # never configured: it did nothing
+                    raise
                 pending = None
-                self._create(action, self._fence_tokens.pop(self._child_path(action.child), None))
+                self._configure_child(
+                    action, address, self._fence_tokens.pop(self._child_path(action.child), None)
+                )
             elif isinstance(action, CreateChild):
                 self._create(action, self._fence_tokens.pop(self._child_path(action.child), None))
             else:
@@ -236,10 +246,18 @@ class Supervisor(SupervisedActor):
             self.send(self.myAddress, ActorExitRequest())
 
     def _create(self, action: CreateChild, fence_token: int | None = None) -> None:
+        self._configure_child(action, self._spawn(action), fence_token)
+
+    def _spawn(self, action: CreateChild) -> ActorAddress:
+        """Create the child's process (it waits for its Configure before it does anything)."""
         spec = action.spec
         actor_class = SUPERVISOR_CLASS if isinstance(spec, SupervisorSpec) else spec.actor
         address = self.createActor(actor_class)
         self.addresses[action.child] = address
+        return address
+
+    def _configure_child(self, action: CreateChild, address: ActorAddress, fence_token: int | None) -> None:
+        spec = action.spec
         assert self.config is not None
         extra: dict[str, Any] = {"spec": spec} if isinstance(spec, SupervisorSpec) else {}
         if action.suspect_input is not None:
