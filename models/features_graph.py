@@ -5,15 +5,21 @@
 classifier, without retraining; ``models.build`` calls the same ``write_windows_model`` after training.
 The output is deterministic: the same classifier gives the same bytes (a test rebuilds and compares).
 
-Why: ``window_features`` is ~40 numpy calls per chunk, and their fixed cost (not the arithmetic) is what
-dominates at a few hundred windows, more than the classifier itself. In the graph onnxruntime does the same
-arithmetic in C++ in the same ``run`` as the trees.
+Why: ``window_features`` is ~40 numpy calls per chunk; in the graph onnxruntime does the same arithmetic in
+C++ in the same ``run`` as the trees. What it does NOT do is sort: onnxruntime's TopK costs ~2 us per row of 40
+(5x numpy's sort; ``compose(..., sort_in_graph=True)`` builds that variant for ``bench.features_graph``), so
+``graph_feeds`` sorts in numpy and the graph takes the sorted values as an input. Measured (thread CPU time,
+256 windows, ``python -m bench.features_graph``): the features part of the graph ~1.1 us/window, the numpy
+feeds ~1.0 (0.8 of it the three sorts), ``window_features`` ~2.9; end to end ``predict_windows`` is only
+~3-13 % cheaper than ``predict(window_features(...))`` because onnxruntime's per-node cost (~1.5-3 us, ~75
+nodes) is about numpy's per-call cost and the sorts stay.
 
 The graph computes ``models.features._features_complete`` (rows WITHOUT NaN; rows with dropouts stay on the
 Python NaN-aware path, see ``OnnxDetector.predict_windows``) in float64, with the same definitions and, where
-it matters, the same floating-point operations: TopK (ascending) for the sorted values the quantiles
-interpolate, the ``_SUMS`` matrix product for both slopes' sums, and an accurate ``log1p`` for ``_slog``.
-Then ``nan_to_num`` and the cast to float32 as ``window_features`` does, and the classifier's own nodes.
+it matters, the same floating-point operations: the quantiles interpolate the sorted values as
+``_sorted_quantile`` does, the ``_SUMS`` matrix product gives both slopes' sums, ``_slog`` uses an accurate
+``log1p``; then ``nan_to_num`` and the cast to float32 as ``window_features`` does, and the classifier's own
+nodes, unchanged. Equal to the numpy features within a few ulps (tests/unit/models/test_features_graph.py).
 Build-time only: needs the ``model`` extra (onnx); the runtime loads the file with onnxruntime alone.
 """
 
