@@ -23,6 +23,11 @@ from actors.raft.storage import MemoryStorage
 from actors.raft.types import ConfState, Entry, HardState, Ready, Snapshot
 
 
+def needs_persist(rd: Ready) -> bool:
+    """Whether ``rd`` has anything for stable storage (a snapshot, entries or a new hard state)."""
+    return rd.snapshot is not None or bool(rd.entries) or rd.hard_state is not None
+
+
 class DurableRaftStorage:
     def __init__(self, log: EventLog, replica: str) -> None:
         self._log = log
@@ -84,14 +89,24 @@ class DurableRaftStorage:
 
     def persist_ready(self, rd: Ready) -> None:
         """Step 1 of the Ready contract, in one fsynced transaction; then mirror it in memory."""
-        if rd.snapshot is None and not rd.entries and rd.hard_state is None:
+        if not needs_persist(rd):
             return
         with self._log.batch() as batch:
-            if rd.snapshot is not None:
-                self._stage_snapshot(batch, rd.snapshot)
-            self._stage_entries(batch, rd.entries)
-            if rd.hard_state is not None:
-                batch.put_value(self._prefix + "hs", encode_hard_state(rd.hard_state))
+            self.stage_ready(batch, rd)
+        self.mirror_ready(rd)
+
+    def stage_ready(self, batch: WriteBatch, rd: Ready) -> None:
+        """Stage a Ready's snapshot, entries and hard state in ``batch``, which the caller commits (the
+        replica commits the state machine's apply in the same transaction: one fsync per Ready, not two);
+        call :meth:`mirror_ready` once the commit returned."""
+        if rd.snapshot is not None:
+            self._stage_snapshot(batch, rd.snapshot)
+        self._stage_entries(batch, rd.entries)
+        if rd.hard_state is not None:
+            batch.put_value(self._prefix + "hs", encode_hard_state(rd.hard_state))
+
+    def mirror_ready(self, rd: Ready) -> None:
+        """What :meth:`stage_ready` staged is durable: serve it from memory too."""
         if rd.snapshot is not None:
             self._mem.apply_snapshot(rd.snapshot)
         if rd.entries:

@@ -32,14 +32,15 @@ from thespian.actors import ActorAddress
 
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
+from actors.eventlog import WriteBatch
 from actors.messages import Location, PeerGatewayUp, PeerSend, WhereIs
 from actors.raft.codec import decode_message, encode_message
 from actors.raft.core import RaftCore
-from actors.raft.durable_storage import DurableRaftStorage
+from actors.raft.durable_storage import DurableRaftStorage, needs_persist
 from actors.raft.entries import open_entry, open_snapshot, signed_entry
 from actors.raft.errors import NotLeader, ProposalDropped, RaftError
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64
-from actors.raft.types import ConfChange, RaftConfig, Ready
+from actors.raft.types import ConfChange, Message, MessageType, RaftConfig, Ready
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
@@ -54,6 +55,8 @@ _decode = msgspec.msgpack.decode
 DISPATCH_MARK = "dispatch_mark"
 __all__ = ["RaftReplicaActor", "open_entry", "signed_entry"]  # the entry format lives in entries.py
 _KINDS = ("add_learner", "promote", "remove")  # ConfChange kinds the control socket may ask for
+# a leader's messages that may leave before its Ready is written (see RaftReplicaActor._split_messages)
+_LEADER_EARLY: frozenset[MessageType] = frozenset({"append", "heartbeat", "snapshot"})
 
 
 def _name_ok(value: Any) -> bool:
@@ -494,10 +497,13 @@ class RaftReplicaActor(SupervisedActor):
     def _drain(self) -> None:
         while self.core.has_ready():
             rd = self.core.ready()
-            self.storage.persist_ready(rd)  # durable BEFORE any message that depends on it
-            for m in rd.messages:
+            early, late = self._split_messages(rd)
+            for m in early:  # a leader's appends go out while it writes its own log (thesis 10.2.1)
                 self._send_raft(m.to, encode_message(m))
-            self._apply(rd)
+            newly = self._persist_and_apply(rd)  # durable BEFORE any message that depends on it
+            for m in late:
+                self._send_raft(m.to, encode_message(m))
+            self._applied(newly)
             self.core.advance(rd)
             for state in rd.read_states:
                 ctx = state.ctx.decode()
@@ -519,73 +525,111 @@ class RaftReplicaActor(SupervisedActor):
             )
             self.log.info("raft_role", replica=self.replica, role=role[0], term=role[1], leader=role[2])
 
-    def _apply(self, rd: Ready) -> None:
-        if not rd.committed_entries and not self.pending and rd.snapshot is None:
-            return
-        newly: list[tuple[int, dict[str, Any]]] = []
+    def _split_messages(self, rd: Ready) -> tuple[list[Message], list[Message]]:
+        """The messages of ``rd`` that may leave before it is persisted, and the rest.
+
+        A leader's appends, heartbeats and snapshots promise nothing about its own disk, so they go out
+        first and the followers write in parallel with the leader (Raft thesis 10.2.1, etcd's leader
+        does the same) when the Ready changes neither term nor vote (a new term or vote must be durable
+        before anyone hears of it). Safe because the leader counts its own new entries toward a commit
+        only when it handles an acknowledgement, which this single-threaded actor does after the write
+        below has returned; a crash before it loses only entries nobody was told were committed.
+        Everything else (a follower's acknowledgement, votes) waits for the write, as the Ready contract
+        says."""
+        if not rd.messages or self.core.role != "leader" or rd.snapshot is not None:
+            return [], list(rd.messages)
+        hs, persisted = rd.hard_state, self.storage.hard_state
+        if hs is not None and (hs.term, hs.vote) != (persisted.term, persisted.vote):
+            return [], list(rd.messages)
+        early = [m for m in rd.messages if m.type in _LEADER_EARLY]
+        late = [m for m in rd.messages if m.type not in _LEADER_EARLY]
+        return early, late
+
+    def _persist_and_apply(self, rd: Ready) -> list[tuple[int, dict[str, Any]]]:
+        """Steps 1 and 3 of the Ready contract in ONE durable transaction: the Raft log and hard state,
+        and the state machine's apply of what committed (which may include entries of this same Ready:
+        atomic either way). One fsync per Ready instead of two halves the writes on the commit path. A
+        Ready with nothing to write (messages only; the proposal offset unchanged) writes nothing."""
+        apply = bool(rd.committed_entries) or rd.snapshot is not None
+        offset_moved = self.publish and self._done_offset() != self.offset
+        if not (needs_persist(rd) or apply or offset_moved):
+            return []
         with self.event_log.batch() as batch:
-            seen: set[str] = set()
+            self.storage.stage_ready(batch, rd)
+            newly = self._stage_apply(rd, batch)
+        self.storage.mirror_ready(rd)
+        return newly
 
-            def apply_incident(raft_index: int, incident: dict[str, Any]) -> None:
-                iid = incident["incident_id"]
-                self.pending.pop(iid, None)
-                if iid in seen or self.event_log.get_value(self.prefix + "applied/" + iid) is not None:
-                    return  # the same incident proposed twice: applied once
-                seen.add(iid)
-                batch.put_value(self.prefix + "applied/" + iid, raft_index)
-                batch.put_value(f"{self.prefix}incident/{raft_index:020d}", incident)
-                if incident.get("type") == DISPATCH_MARK:  # the leader's dispatch progress, not an incident
-                    through = incident["payload"].get("through")
-                    if type(through) is int and through > self.dispatched:
-                        self.dispatched = through
-                        batch.put_value(self.prefix + "dispatched", through)
-                    return
-                newly.append((raft_index, incident))
-                if self.publish:
-                    record = {
-                        "index": self.published + len(newly),
-                        "incident": incident,
-                        "raft_index": raft_index,
-                    }
-                    batch.append(COMMITTED_INCIDENTS, record)
+    def _stage_apply(self, rd: Ready, batch: WriteBatch) -> list[tuple[int, dict[str, Any]]]:
+        """Stage the apply of ``rd``'s snapshot and committed entries in ``batch``; the incidents newly
+        applied (for :meth:`_applied` once the batch is committed)."""
+        newly: list[tuple[int, dict[str, Any]]] = []
+        seen: set[str] = set()
 
-            if rd.snapshot is not None and rd.snapshot.data:
-                # installed from the leader because we were behind its compacted log: its state machine
-                incidents, bad = open_snapshot(rd.snapshot.data)
-                for raft_index, incident in incidents:
-                    apply_incident(raft_index, incident)
-                for raft_index, why in bad:
-                    self.log.warning(
-                        "entry_rejected",
-                        replica=self.replica,
-                        index=raft_index,
-                        term=rd.snapshot.term,
-                        reason=why,
-                        source="snapshot",
-                    )
-                self.log.info("raft_snapshot_installed", replica=self.replica, index=rd.snapshot.index)
-            for entry in rd.committed_entries:
-                if entry.kind != "normal" or not entry.data:
-                    continue
-                # total: a malformed committed entry is a no-op here (`applied` still advances past it),
-                # never an exception, or the replica would crash on it at every boot
-                opened, why = open_entry(entry.data, self.trusted)
-                if opened is None:
-                    batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
-                    self.log.warning(
-                        "entry_rejected",
-                        replica=self.replica,
-                        index=entry.index,
-                        term=entry.term,
-                        reason=why,
-                    )
-                    continue
-                apply_incident(entry.index, opened)
-            if newly:
-                batch.put_value(self.prefix + "applied_count", self.applied_count + len(newly))
+        def apply_incident(raft_index: int, incident: dict[str, Any]) -> None:
+            iid = incident["incident_id"]
+            self.pending.pop(iid, None)
+            if iid in seen or self.event_log.get_value(self.prefix + "applied/" + iid) is not None:
+                return  # the same incident proposed twice: applied once
+            seen.add(iid)
+            batch.put_value(self.prefix + "applied/" + iid, raft_index)
+            batch.put_value(f"{self.prefix}incident/{raft_index:020d}", incident)
+            if incident.get("type") == DISPATCH_MARK:  # the leader's dispatch progress, not an incident
+                through = incident["payload"].get("through")
+                if type(through) is int and through > self.dispatched:
+                    self.dispatched = through
+                    batch.put_value(self.prefix + "dispatched", through)
+                return
+            newly.append((raft_index, incident))
             if self.publish:
-                self.offset = self._done_offset()
-                batch.put_value(self.offset_key, self.offset)
+                record = {
+                    "index": self.published + len(newly),
+                    "incident": incident,
+                    "raft_index": raft_index,
+                }
+                batch.append(COMMITTED_INCIDENTS, record)
+
+        if rd.snapshot is not None and rd.snapshot.data:
+            # installed from the leader because we were behind its compacted log: its state machine
+            incidents, bad = open_snapshot(rd.snapshot.data)
+            for raft_index, incident in incidents:
+                apply_incident(raft_index, incident)
+            for raft_index, why in bad:
+                self.log.warning(
+                    "entry_rejected",
+                    replica=self.replica,
+                    index=raft_index,
+                    term=rd.snapshot.term,
+                    reason=why,
+                    source="snapshot",
+                )
+            self.log.info("raft_snapshot_installed", replica=self.replica, index=rd.snapshot.index)
+        for entry in rd.committed_entries:
+            if entry.kind != "normal" or not entry.data:
+                continue
+            # total: a malformed committed entry is a no-op here (`applied` still advances past it),
+            # never an exception, or the replica would crash on it at every boot
+            opened, why = open_entry(entry.data, self.trusted)
+            if opened is None:
+                batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
+                self.log.warning(
+                    "entry_rejected",
+                    replica=self.replica,
+                    index=entry.index,
+                    term=entry.term,
+                    reason=why,
+                )
+                continue
+            apply_incident(entry.index, opened)
+        if newly:
+            batch.put_value(self.prefix + "applied_count", self.applied_count + len(newly))
+        if self.publish:
+            self.offset = self._done_offset()
+            batch.put_value(self.offset_key, self.offset)
+        return newly
+
+    def _applied(self, newly: list[tuple[int, dict[str, Any]]]) -> None:
+        """The apply of ``newly`` is durable: count and log it."""
         self.applied_count += len(newly)
         if self.publish:
             self.published += len(newly)
