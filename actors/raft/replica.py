@@ -39,12 +39,17 @@ from actors.raft.core import RaftCore
 from actors.raft.durable_storage import DurableRaftStorage, needs_persist
 from actors.raft.entries import open_entry, open_snapshot, signed_entry
 from actors.raft.errors import NotLeader, ProposalDropped, RaftError
+from actors.raft.gateway_link import RaftLinkClient
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64
 from actors.raft.types import ConfChange, Message, MessageType, RaftConfig, Ready
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
 REPROPOSE_TICKS = 20
+LINK_RETRY_TICKS = 20  # a replica without its direct gateway socket tries to connect this often
+LINK_FLUSH_S = 0.02  # bytes the gateway socket did not take at once are written again after this
+_LINK = "gateway-link"  # watched fd name of the gateway socket
+_LINK_FLUSH = "gateway-link-flush"  # its flush timer
 IDLE_SOLO_TICK_S = 1.0  # tick of a one-member cluster's leader with nothing pending
 PROBE_SILENT_PEER_TICKS = 100
 # Bounded forwarding: at most one ProposeEntries message of this many entries per tick.
@@ -190,10 +195,15 @@ class RaftReplicaActor(SupervisedActor):
         self.peers = [p for p in a.peers if p != self.replica]
         self.remote: set[str] = set()  # peers on other nodes, reached through the peer gateway
         self.gateway_address: ActorAddress | None = None
+        # the direct socket to the node's gateway process (cluster mode); the shell relays until it connects
+        self.link: RaftLinkClient | None = None
+        self.link_fd: int | None = None  # its fd while watched
+        self.link_flush_armed = False
         cluster_keys: dict[str, str] = {}
         if a.cluster:
             self.replica, self.peers, cluster_keys = self._cluster_view()
             self.remote = set(self.peers)
+            self.link = RaftLinkClient(self.config.data_dir)
         self.publish = a.publish
         self.tick_s = a.tick_s
         self.snapshot_every = a.snapshot_every
@@ -242,6 +252,7 @@ class RaftReplicaActor(SupervisedActor):
             commit=self.core.commit_index,
             peers=self.peers,
         )
+        self._connect_link()
         self._drain()
         self.schedule("tick", self.tick_s)
         if self.publish:
@@ -264,7 +275,56 @@ class RaftReplicaActor(SupervisedActor):
             )
         return self.node, [m for m in view.raft_members if m != self.node], dict(view.trusted_keys)
 
+    def _connect_link(self) -> None:
+        """Connect the direct socket to the gateway process when it listens (at start, then every
+        LINK_RETRY_TICKS while not connected: a connect to a local socket is one cheap syscall)."""
+        link = self.link
+        if link is None or link.connected or not link.connect():
+            return
+        self.link_fd = link.fileno
+        self.watch_fd(self.link_fd, _LINK)
+        self.log.info("raft_link_connected", replica=self.replica, path=str(link.path))
+
+    def _link_lost(self, reason: str) -> None:
+        """The socket broke or the gateway closed it (restarting): the shell relays until we reconnect."""
+        if self.link is not None:
+            self.link.close()
+        if self.link_fd is not None:
+            self.unwatch_fd(self.link_fd)
+            self.link_fd = None
+            self.log.info("raft_link_closed", replica=self.replica, reason=reason)
+
+    def on_ready(self, name: str) -> None:
+        if name != _LINK or self.link is None:
+            return
+        messages = self.link.receive()
+        if messages is None:
+            self._link_lost("closed by the gateway")
+            return
+        for msg in messages:
+            if msg.kind == "propose":
+                try:
+                    entries = msgspec.msgpack.decode(msg.data, type=list[bytes])
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                self._propose(entries)
+            elif msg.peer in self.remote:  # the gateway checked that the message's sender is that peer
+                self.last_heard[msg.peer] = self.ticks
+                self.core.step(decode_message(msg.data))
+        self._drain()
+
     def _to_gateway(self, to: str, data: bytes, kind: str) -> None:
+        link = self.link
+        if link is not None and link.connected:
+            if link.send(to, data, kind):
+                if link.pending and not self.link_flush_armed:
+                    self.link_flush_armed = True
+                    self.schedule(_LINK_FLUSH, LINK_FLUSH_S)
+                return
+            if not link.connected:  # broken: fall back to the shell until it is back
+                self._link_lost("send failed")
+            else:
+                return  # dropped (the gateway does not read): Raft retries, as with a full queue
         msg = PeerSend(to, data, kind)
         if self.gateway_address is not None:
             self.send(self.gateway_address, msg)
@@ -428,7 +488,17 @@ class RaftReplicaActor(SupervisedActor):
         )
 
     def on_timer(self, name: str) -> None:
+        if name == _LINK_FLUSH:
+            self.link_flush_armed = False
+            if self.link is not None and self.link.flush():
+                self.link_flush_armed = True
+                self.schedule(_LINK_FLUSH, LINK_FLUSH_S)
+            elif self.link is not None and not self.link.connected:
+                self._link_lost("flush failed")
+            return
         self.ticks += 1
+        if self.link is not None and not self.link.connected and self.ticks % LINK_RETRY_TICKS == 0:
+            self._connect_link()
         self.core.tick()
         if self.ticks % 100 == 0:
             self._find_peers()

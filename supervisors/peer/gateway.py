@@ -51,6 +51,7 @@ from actors.crdt.codec import decode_message as decode_gossip
 from actors.eventlog import EventLog, open_event_log
 from actors.logs import configure_logging, get_logger
 from actors.raft.codec import decode_message as decode_raft
+from actors.raft.gateway_link import RaftLinkServer
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, verify
 from actors.streams import PROPOSED_INCIDENTS
 from actors.wakeups import Inbox, wake_dir
@@ -156,6 +157,7 @@ class Gateway:
         self.chunk_bytes = max(min(SNAPSHOT_CHUNK, view.peer_config.max_frame // 2), 256)
         self.snapshot_seq = itertools.count(1)
         self.pipe_out: _PipeOut | None = None
+        self.raft_link: RaftLinkServer | None = None  # the replica's direct socket (actors/raft/gateway_link)
         self.pipe_in = PipeReader()
         self.inboxes: list[Inbox] = []
         self.gossip_offsets: dict[str, int] = {}
@@ -189,6 +191,11 @@ class Gateway:
             stdin = sys.stdin.fileno()
             os.set_blocking(stdin, False)
             loop.add_reader(stdin, self._read_stdin, stdin)
+            if self.is_member:  # Raft to and from the replica without the shell's two Thespian hops
+                link = RaftLinkServer(
+                    self.data_dir, lambda m: self.send_raft(m.peer, m.data, m.kind), self.log
+                )
+                self.raft_link = link if link.start(loop) else None
         root = wake_dir(self.data_dir)
         for peer in self.gossip_to:
             stream = f"gossip/{peer}"
@@ -233,6 +240,8 @@ class Gateway:
                 inbox.close()
             for task in list(self.calls.tasks):
                 task.cancel()
+            if self.raft_link is not None:
+                self.raft_link.close()
             await self.links.close()
 
     async def _listen(self) -> None:
@@ -316,8 +325,11 @@ class Gateway:
                 return self._refuse(peer, "raft", f"malformed raft message: {exc}")
             if sender != peer:
                 return self._refuse(peer, "raft", f"raft message claims sender {sender!r}")
+        frame = encode_pipe(PipeRaft(peer, data, kind))
+        if self.raft_link is not None and self.raft_link.send(frame):
+            return  # straight to the replica; through the shell only while it is not connected
         if self.pipe_out is not None:
-            self.pipe_out.write(encode_pipe(PipeRaft(peer, data, kind)))
+            self.pipe_out.write(frame)
 
     def _snapshot_in(self, peer: str, body: SnapshotChunk) -> None:
         key = (peer, body.snapshot_id)
