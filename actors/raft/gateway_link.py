@@ -110,6 +110,9 @@ class RaftLinkClient:
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.path = socket_path(data_dir)
         self.conn: _Buffered | None = None
+        self.connects = 0  # connections made (the first included): > 1 after a gateway restart
+        self.sent = 0  # frames taken for the gateway
+        self.received = 0  # frames from the gateway
 
     @property
     def connected(self) -> bool:
@@ -132,6 +135,7 @@ class RaftLinkClient:
             sock.close()
             return False
         self.conn = _Buffered(sock)
+        self.connects += 1
         return True
 
     def send(self, peer: str, data: bytes, kind: str) -> bool:
@@ -140,10 +144,12 @@ class RaftLinkClient:
         if self.conn is None:
             return False
         try:
-            return self.conn.queue(encode_pipe(PipeRaft(peer, data, kind)))
+            taken = self.conn.queue(encode_pipe(PipeRaft(peer, data, kind)))
         except OSError:
             self.close()
             return False
+        self.sent += taken
+        return taken
 
     @property
     def pending(self) -> bool:
@@ -170,7 +176,18 @@ class RaftLinkClient:
         if messages is None:
             self.close()
             return None
-        return [m for m in messages if isinstance(m, PipeRaft)]
+        raft = [m for m in messages if isinstance(m, PipeRaft)]
+        self.received += len(raft)
+        return raft
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "connects": self.connects,
+            "sent": self.sent,
+            "received": self.received,
+            "dropped": self.conn.dropped if self.conn is not None else 0,
+        }
 
     def close(self) -> None:
         if self.conn is not None:

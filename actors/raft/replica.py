@@ -427,6 +427,8 @@ class RaftReplicaActor(SupervisedActor):
             "voters": list(core.voters),
             "learners": list(core.learners),
             "lead_transferee": core.lead_transferee,
+            # the direct socket to the gateway process (cluster mode; null otherwise)
+            "gateway_link": self.link.status() if self.link is not None else None,
         }
 
     def _transfer_leader(self, to: str) -> dict[str, Any]:
