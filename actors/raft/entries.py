@@ -13,6 +13,7 @@ machines stay equal.
 from __future__ import annotations
 
 import math
+from collections.abc import Container
 from typing import Any
 
 import msgspec
@@ -55,12 +56,18 @@ def signed_entry(node: str, incident: dict[str, Any], key: Ed25519PrivateKey) ->
     return _encode({"v": 1, "body": body, "sig": key.sign(body)})
 
 
-def open_entry(data: object, trusted: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+def open_entry(
+    data: object, trusted: dict[str, Any], signed_here: Container[bytes] = ()
+) -> tuple[dict[str, Any] | None, str]:
     """The incident in an entry, or None and why it is rejected (the same answer on every replica).
+
+    ``signed_here``: entries this process signed itself with the key ``trusted`` holds for its node (the
+    caller checked that it does). Their signature is known to verify, so it is not checked again: the
+    same answer as verifying, without the Ed25519 verify that is most of the leader's apply cost.
 
     Never raises: see the module docstring."""
     try:
-        return _open(data, trusted), ""
+        return _open(data, trusted, signed_here), ""
     except _Rejected as exc:
         return None, str(exc)
     except Exception as exc:  # a case the checks below missed: still a rejection, never a crash
@@ -97,7 +104,7 @@ def open_snapshot(data: object) -> tuple[list[tuple[int, dict[str, Any]]], list[
     return good, bad
 
 
-def _open(data: object, trusted: dict[str, Any]) -> dict[str, Any]:
+def _open(data: object, trusted: dict[str, Any], signed_here: Container[bytes]) -> dict[str, Any]:
     if not isinstance(data, bytes):
         raise _Rejected(f"malformed entry: data is {type(data).__name__}, not bytes")
     if len(data) > MAX_ENTRY_BYTES:
@@ -123,7 +130,7 @@ def _open(data: object, trusted: dict[str, Any]) -> dict[str, Any]:
     label = _label(incident)
     if public is None:
         raise _Rejected(f"entry {label} signed by {node!r}, which has no trusted key")
-    if not verify(public, sig, body_bytes):
+    if data not in signed_here and not verify(public, sig, body_bytes):
         raise _Rejected(f"entry {label}: signature does not verify against {node!r}'s key")
     return check_incident(incident, label)
 

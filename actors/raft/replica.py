@@ -220,6 +220,10 @@ class RaftReplicaActor(SupervisedActor):
                 public_key=own,
             )
         self.trusted = {node: parse_public_key(b64) for node, b64 in declared.items()}
+        # entries signed here and not applied yet: their signature need not be verified again at apply,
+        # as long as the key the cluster trusts for this node is ours (else they must be rejected)
+        self.own_key_trusted = declared.get(self.node) == own
+        self.signed_here: set[bytes] = set()
         self.storage = DurableRaftStorage(self.event_log, self.replica)
         config = RaftConfig(
             id=self.replica,
@@ -547,7 +551,10 @@ class RaftReplicaActor(SupervisedActor):
                 and iid not in self.pending
                 and self.event_log.get_value(self.prefix + "applied/" + iid) is None
             ):
-                self.pending[iid] = (signed_entry(self.node, rec.payload, self.key), rec.seq, -(10**9))
+                entry = signed_entry(self.node, rec.payload, self.key)
+                self.pending[iid] = (entry, rec.seq, -(10**9))
+                if self.own_key_trusted:
+                    self.signed_here.add(entry)
         due = [
             (iid, data, seq)
             for iid, (data, seq, sent) in self.pending.items()
@@ -640,7 +647,9 @@ class RaftReplicaActor(SupervisedActor):
 
         def apply_incident(raft_index: int, incident: dict[str, Any]) -> None:
             iid = incident["incident_id"]
-            self.pending.pop(iid, None)
+            mine = self.pending.pop(iid, None)
+            if mine is not None:
+                self.signed_here.discard(mine[0])
             if iid in seen or self.event_log.get_value(self.prefix + "applied/" + iid) is not None:
                 return  # the same incident proposed twice: applied once
             seen.add(iid)
@@ -681,7 +690,8 @@ class RaftReplicaActor(SupervisedActor):
                 continue
             # total: a malformed committed entry is a no-op here (`applied` still advances past it),
             # never an exception, or the replica would crash on it at every boot
-            opened, why = open_entry(entry.data, self.trusted)
+            opened, why = open_entry(entry.data, self.trusted, self.signed_here)
+            self.signed_here.discard(entry.data)
             if opened is None:
                 batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
                 self.log.warning(
