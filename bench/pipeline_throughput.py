@@ -19,9 +19,11 @@ each repetition's ratios come from measurements seconds apart; the table quotes 
   from the records as the log hands them back) and asked for its ``state()`` after each, as the actor
   persists it, without the event log; as many passes over the readings (a fresh pipeline each) as fit in
   ``--min-seconds``.
-- ``bare_ort``: ``InferenceSession.run`` (same session options as ``OnnxDetector``: 1 thread) on exactly
-  the feature batches the pipeline handed its detector for this B (captured in a first pass), repeated
-  for ``--min-seconds``.
+- ``bare_ort``: ``InferenceSession.run`` of the windows model (features inside its graph: what
+  ``predict_windows`` runs; same session options as ``OnnxDetector``: 1 thread) on exactly the window
+  batches the pipeline handed its detector for this B (captured in a first pass, prepared as the detector
+  prepares them), repeated for ``--min-seconds``; and ``bare_ort_classifier``: the classifier alone on the
+  numpy features of the same windows (the model before the features moved into the graph).
 Each ratio is windows/s over bare-onnxruntime windows/s of the same repetition.
 """
 
@@ -48,9 +50,10 @@ from actors.pipeline.sensor import SensorArgs, reading_record
 from actors.streams import PROPOSED_INCIDENTS, READINGS
 from bench.raft_commit import durable_commit_probe, kill_session_leftovers, start_tree
 from bench.restart_latency import BenchError, Mailbox, stderr_to
-from models.detector import DEFAULT_MODEL_PATH, load_detector
+from models.detector import DEFAULT_MODEL_PATH, INPUT_NAME, load_detector
 from models.episodes import EpisodeConfig
-from models.features import STEP, WINDOW
+from models.features import STEP, WINDOW, window_features
+from models.features_graph import graph_feeds
 from models.pipeline import DetectionPipeline
 from models.readings import ReadingColumns
 from models.simulator import default_scenario, generate
@@ -102,14 +105,14 @@ def windows_through(readings: list[dict[str, Any]]) -> np.ndarray:
 
 
 class _Recorder:
-    """A detector that keeps every feature batch it is asked to score (for the bare-onnxruntime case)."""
+    """A detector that keeps every window batch it is asked to score (for the bare-onnxruntime cases)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.version, self.batches = inner, inner.version, []
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        self.batches.append(np.array(features, dtype=np.float32))
-        return self.inner.predict(features)
+    def predict_windows(self, windows: np.ndarray) -> np.ndarray:
+        self.batches.append(np.array(windows, dtype=np.float64))
+        return self.inner.predict_windows(windows)
 
 
 def chunked_incidents(readings: list[dict[str, Any]], batch_limit: int, detector: Any) -> list[str]:
@@ -200,35 +203,53 @@ def run_in_process(blocks: list[dict[str, Any]], per_chunk: int, detector: Any, 
     while True:
         core = DetectionPipeline(detector, EpisodeConfig())
         for lo in range(0, len(blocks), per_chunk):
-            core.process(
-                ReadingColumns.concat([ReadingColumns.from_record(b) for b in blocks[lo : lo + per_chunk]])
-            )
+            core.process(ReadingColumns.from_records(blocks[lo : lo + per_chunk]))
             core.state()
             if time.perf_counter() - t0 >= min_seconds:
                 return (windows + core.windows_scored) / (time.perf_counter() - t0)
         windows += core.windows_scored
 
 
-def ort_session() -> Any:
+def ort_inputs(detector: Any, batches: list[np.ndarray]) -> dict[str, list[dict[str, np.ndarray]]]:
+    """The exact ``session.run`` feeds of both models for the pipeline's window batches (complete rows:
+    the few windows with dropouts take the classifier path in both cases):
+    - ``windows_model``: the model with the features in its graph, as ``predict_windows`` runs it;
+    - ``classifier``: the classifier alone on the numpy features (the model before the features moved into
+      the graph: issue 10's original baseline)."""
+    windows_feeds, classifier_feeds = [], []
+    for batch in batches:
+        complete = batch[np.isfinite(batch).all(axis=1)]
+        if not len(complete):
+            continue
+        windows_feeds.append(graph_feeds(complete))
+        classifier_feeds.append({INPUT_NAME: window_features(complete).astype(np.float32)})
+    return {"windows_model": windows_feeds, "classifier": classifier_feeds}
+
+
+def ort_sessions(detector: Any) -> dict[str, Any]:
+    """Fresh sessions of both model files with ``OnnxDetector``'s options (1 thread: the node's 2 cores
+    are shared by every actor)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # as OnnxDetector: the node's 2 cores are shared by every actor
+    opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(
-        str(DEFAULT_MODEL_PATH), sess_options=opts, providers=["CPUExecutionProvider"]
-    )
+
+    def session(path: Path) -> Any:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+    return {"windows_model": session(detector.windows_model), "classifier": session(DEFAULT_MODEL_PATH)}
 
 
-def run_bare_ort(session: Any, batches: list[np.ndarray], min_seconds: float) -> float:
-    """Rows/s of ``session.run`` over ``batches`` (the pipeline's own), repeated for ``min_seconds``."""
-    name = session.get_inputs()[0].name
-    session.run(None, {name: batches[0]})  # the first run allocates
-    rows, per_pass = 0, sum(len(b) for b in batches)
+def run_bare_ort(session: Any, feeds: list[dict[str, np.ndarray]], min_seconds: float) -> float:
+    """Rows/s of ``session.run`` over ``feeds`` (the pipeline's own batches), repeated for
+    ``min_seconds``."""
+    session.run(None, feeds[0])  # the first run allocates
+    rows, per_pass = 0, sum(len(next(iter(f.values()))) for f in feeds)
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < min_seconds:
-        for batch in batches:
-            session.run(None, {name: batch})
+        for feed in feeds:
+            session.run(None, feed)
         rows += per_pass
     return rows / (time.perf_counter() - t0)
 
@@ -242,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.pipeline_throughput", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--steps", type=int, default=40000, help="simulated steps (x20 readings; default 40000 = 4.6 days)"
+        "--steps", type=int, default=60000, help="simulated steps (x20 readings; default 60000 = 7 days)"
     )
     parser.add_argument("--batches", default="1,32,256", help="windows per batch, comma-separated")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per batch size (medians quoted)")
@@ -265,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     blocks = make_blocks(readings, block)
     through = windows_through(readings)
     detector = load_detector(DEFAULT_MODEL_PATH)
-    session = ort_session()
+    sessions = ort_sessions(detector)
     rows: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     ok = False
@@ -278,19 +299,23 @@ def main(argv: list[str] | None = None) -> int:
             chunked_incidents(
                 readings, per_chunk * block, recorder
             )  # the batches the pipeline scores for this B
+            feeds = ort_inputs(detector, recorder.batches)
             reps: list[dict[str, float]] = []
             for rep in range(args.reps):
                 actor = run_actor(readings, block, limit, root, args.min_seconds)
                 actor_w = float(through[actor["readings"]]) / actor["elapsed_s"]
                 inproc_w = run_in_process(blocks, per_chunk, detector, args.min_seconds)
-                ort_w = run_bare_ort(session, recorder.batches, args.min_seconds)
+                ort_w = run_bare_ort(sessions["windows_model"], feeds["windows_model"], args.min_seconds)
+                cls_w = run_bare_ort(sessions["classifier"], feeds["classifier"], args.min_seconds)
                 reps.append(
                     {
                         "actor": actor_w,
                         "in_process": inproc_w,
                         "bare_ort": ort_w,
+                        "bare_ort_classifier": cls_w,
                         "actor_vs_ort": actor_w / ort_w,
                         "in_process_vs_ort": inproc_w / ort_w,
+                        "actor_vs_classifier_ort": actor_w / cls_w,
                         "actor_vs_in_process": actor_w / inproc_w,
                         "actor_s": actor["elapsed_s"],
                     }
@@ -340,14 +365,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'B':>5}{'limit':>7}{'actor win/s':>13}{'inproc win/s':>14}{'bare ORT win/s':>16}"
-        f"{'actor/ORT':>11}{'inproc/ORT':>12}{'actor/inproc':>14}"
+        f"{'actor/ORT':>11}{'inproc/ORT':>12}{'actor/inproc':>14}{'classifier ORT':>16}{'actor/clsORT':>14}"
     )
     for b, r in rows.items():
         print(
             f"{b:>5}{r['batch_limit_readings']:>7}{r['actor_median']:>13,.0f}{r['in_process_median']:>14,.0f}"
             f"{r['bare_ort_median']:>16,.0f}{r['actor_vs_ort_median']:>11.4f}"
             f"{r['in_process_vs_ort_median']:>12.4f}{r['actor_vs_in_process_median']:>14.3f}"
+            f"{r['bare_ort_classifier_median']:>16,.0f}{r['actor_vs_classifier_ort_median']:>14.4f}"
         )
+    print(
+        "# bare ORT = the model as the pipeline runs it (window features inside its graph) on the pipeline's "
+        "own batches; classifier ORT = the classifier alone on features computed beforehand (the model "
+        "before the features moved into the graph)"
+    )
     for note in notes:
         print(f"# {note}")
     print(f"# durable 1-record LMDB commit on this disk before / after: {probe_before} / {probe_after}")

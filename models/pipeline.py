@@ -3,11 +3,12 @@
 No clock and no event log: the actor feeds chunks of readings and persists :meth:`DetectionPipeline.state`
 with its offset; a benchmark or an evaluation can drive the same object in process.
 
-The chunk is handled as arrays: one pass of C-level ``map``/``itemgetter`` pulls (channel, ts, value) out
-of the reading dicts, then every channel's readings go through ``WindowBuffer.extend``, all the chunk's
-windows through ONE ``window_features`` and ONE ``predict`` (in stream order, as a reading-at-a-time loop
-would score them), and each channel's scores through ``EpisodeTracker.update_many``. Python runs per
-channel and per episode boundary, not per reading or per window.
+The chunk is handled as arrays: columns of readings (``models/readings.py``: a block record's buffers, or
+reading dicts converted once), every channel's readings through ``WindowBuffer.extend``, all the chunk's
+windows through ONE ``predict_windows`` (features and model in one onnxruntime run; in stream order, as a
+reading-at-a-time loop would score them), and each channel's scores through
+``EpisodeTracker.update_many``. Python runs per channel and per episode boundary, not per reading or per
+window.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from models.detector import Detector
 from models.episodes import EpisodeConfig, EpisodeStarted, EpisodeTracker
-from models.features import WindowBuffer, extend_channels, window_features
+from models.features import WindowBuffer, extend_channels
 from models.readings import MalformedReading, ReadingColumns
 
 __all__ = ["DetectionPipeline", "MalformedReading"]
@@ -90,7 +91,7 @@ class DetectionPipeline:
         closing = order[closing]  # chunk index of the reading that closed each window
         stream_order = np.argsort(closing, kind="stable")
         probabilities = np.empty(len(windows))
-        probabilities[stream_order] = self.detector.predict(window_features(windows[stream_order]))
+        probabilities[stream_order] = self.detector.predict_windows(windows[stream_order])
         self.windows_scored += len(windows)
         threshold = self.config.threshold
         nonempty = np.flatnonzero(np.diff(window_bounds))

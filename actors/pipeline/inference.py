@@ -14,8 +14,10 @@ replace the file (or point ``model`` at a new one and restart just this child). 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,8 @@ class InferenceActor(SupervisedActor):
         saved = self.event_log.get_value(self.key) or {}
         self.offset = int(saved.get("offset", 0))
         self.readings_per_record: float | None = None  # learnt from the first batch
+        self.writer: ThreadPoolExecutor | None = None
+        self.committing: tuple[Future[None], list[dict[str, Any]]] | None = None
         self.detector: Detector = HeuristicDetector()
         self.pipeline = DetectionPipeline(self.detector, self.episodes, saved)
         self.model_stamp: tuple[float, int] | str | None = "never checked"
@@ -110,12 +114,18 @@ class InferenceActor(SupervisedActor):
     def on_appended(self, stream: str) -> None:
         # a backlog is worked in batches (one durable transaction each) for at most TURN_S, then the
         # actor yields to Thespian and asks for more: stop requests are never held up for long, and the
-        # ~2 ms yield is not paid per batch
+        # ~2 ms yield is not paid per batch. Every batch is durable before the handler returns.
         began = time.monotonic()
-        while self._process_batch():
-            if time.monotonic() - began >= TURN_S:
-                self.wake_again()
-                return
+        try:
+            while self._process_batch():
+                if time.monotonic() - began >= TURN_S:
+                    self.wake_again()
+                    break
+        except BaseException:
+            with contextlib.suppress(Exception):  # the batch in flight is a durable prefix: let it land
+                self._settle()
+            raise  # the crash is this batch's, reported against its input range
+        self._settle()
 
     def _records_for(self, readings: int) -> int:
         """How many records of ``readings`` hold about ``readings`` readings (records are blocks of a
@@ -131,14 +141,38 @@ class InferenceActor(SupervisedActor):
         if not records:
             return False
         self.pipeline.detector = self.detector  # a model (re)loaded since the last chunk
-        chunk = ReadingColumns.concat([ReadingColumns.from_record(r.payload) for r in self.admit(records)])
+        chunk = ReadingColumns.from_records([r.payload for r in self.admit(records)])
         self.readings_per_record = max(1.0, len(chunk) / len(records))
         proposals = [self._incident(started, reading) for started, reading in self.pipeline.process(chunk)]
+        state = {"offset": records[-1].seq, **self.pipeline.state()}  # a copy: the next chunk moves on
+        self._settle()  # batches commit in order: the previous one is durable before this one starts
+        self.committing = (self._committer().submit(self._commit, proposals, state), proposals)
+        self.offset = records[-1].seq
+        return len(records) == limit
+
+    def _committer(self) -> ThreadPoolExecutor:
+        """One writer thread: batch N's durable commit (its fsync, with the GIL released) runs while batch
+        N+1 is scored, so the model and the disk work at the same time. Commits stay one at a time and in
+        order, so what is durable is always a prefix of the batches (exactly once, as before). The thread
+        is safe here: this actor creates no children (Thespian forks children from their parent)."""
+        if self.writer is None:
+            self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference-commit")
+        return self.writer
+
+    def _commit(self, proposals: list[dict[str, Any]], state: dict[str, Any]) -> None:
         with self.event_log.batch() as batch:
             for incident in proposals:
                 batch.append(PROPOSED_INCIDENTS, incident)
-            batch.put_value(self.key, {"offset": records[-1].seq, **self.pipeline.state()})
-        self.offset = records[-1].seq
+            batch.put_value(self.key, state)
+
+    def _settle(self) -> None:
+        """Wait for the batch being committed; its failure (a full disk, a newer instance's fence) is
+        raised here, a crash like any other; its detections are logged once they are durable."""
+        if self.committing is None:
+            return
+        done, proposals = self.committing
+        self.committing = None
+        done.result()
         for incident in proposals:
             self.log.info(
                 "detection",
@@ -148,7 +182,6 @@ class InferenceActor(SupervisedActor):
                 confidence=incident["confidence"],
                 model_version=self.model_version,
             )
-        return len(records) == limit
 
     def _incident(self, started: EpisodeStarted, reading: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from actors.eventlog import EventLog
 from actors.raft.codec import decode_hard_state
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS, READINGS
+from models.readings import readings_in
 from tests.fixture_raft import malformed_entries
 from tests.system.nodes import LiveNode, supervisor, worker, write_topology
 from tests.system.test_pipeline import STEPS, _check_exactly_once
@@ -54,9 +55,9 @@ def _read(data_dir: Path) -> tuple[list[dict[str, Any]], dict[str, list[int]], d
         committed = [r.payload for r in log.read(COMMITTED_INCIDENTS)]
         applied = {r: sorted(log.values_with_prefix(f"raft/{r}/applied/").values()) for r in REPLICAS}
         extra = {
-            "drained": log.get_value("inference/root/inference", {}).get("offset")
-            == log.last_seq(READINGS)
-            == STEPS * 20  # the sensors are done, not just momentarily caught up with
+            "drained": log.get_value("inference/root/inference", {}).get("offset") == log.last_seq(READINGS)
+            # the sensors are done, not just momentarily caught up with (a record is a block of readings)
+            and len(readings_in(r.payload for r in log.read(READINGS))) == STEPS * 20
             and log.get_value("offset/raft/gw1", 0) == log.last_seq(PROPOSED_INCIDENTS),
             "hard_states": {
                 r: decode_hard_state(log.get_value(f"raft/{r}/hs"))

@@ -58,6 +58,22 @@ def test_concat_merges_descriptors_and_keeps_stream_order():
     assert all(_same(a, b) for a, b in zip(readings, merged.readings(), strict=True))
 
 
+def test_from_records_joins_blocks_of_one_producer_and_merges_any_other_mix():
+    readings = _readings()
+    same = [_stored(ReadingColumns.from_dicts(readings[i : i + 20]).to_record()) for i in range(0, 200, 20)]
+    other = readings[200] | {"sensor": "elsewhere", "location": "hall 9"}
+    mixed = [*same[:3], other, _stored(ReadingColumns.from_dicts([other, readings[201]]).to_record())]
+    for records, expected in (
+        (same, readings[:200]),
+        (mixed, [*readings[:60], other, other, readings[201]]),
+    ):
+        got = ReadingColumns.from_records(records).readings()
+        assert all(_same(a, b) for a, b in zip(expected, got, strict=True))
+    damaged = [*same[:2], same[2] | {"rows": same[2]["rows"][:-3]}]
+    with pytest.raises(MalformedReading, match="damaged"):
+        ReadingColumns.from_records(damaged)
+
+
 def test_the_pipeline_gives_the_same_incidents_from_blocks_as_from_dicts():
     readings = _readings(2000)
     from_dicts = DetectionPipeline(HeuristicDetector(), EpisodeConfig()).process(readings)
