@@ -308,7 +308,13 @@ class SupervisedActor(Actor):
 
     def _load_quarantine(self) -> None:
         assert self.config is not None
-        keys = self.event_log.get_value(quarantine_key(self.path)) or []
+        handed = self.config.extra.get("quarantine")
+        if isinstance(handed, list) and isinstance(self.config.extra.get("fence_token"), int):
+            # read for us by the supervisor, which also fenced older instances off: an instance that
+            # persists nothing need not open the event log before it starts (it adopts its token on first use)
+            keys = handed
+        else:
+            keys = self.event_log.get_value(quarantine_key(self.path)) or []
         self._quarantined = {str(k) for k in keys}
         self._quarantined_messages = any(k.startswith("message:") for k in self._quarantined)
         suspect = self.config.extra.get("suspect_input")
@@ -498,7 +504,7 @@ class SupervisedActor(Actor):
         configure_logging(cfg.log_format, cfg.node)
         self.log = get_logger(actor=self.path)
         self.send(sender, ChildSpawned(cfg.child_id, cfg.incarnation, os.getpid(), os.getsid(0)))
-        self._load_quarantine()  # opens the event log, which fences off any older instance first
+        self._load_quarantine()  # opens the event log (fencing older instances off) unless handed over
         self._recover()
         schema = type(self).Args
         # validated here too (not only at load): a Reconfigure or a test can hand the actor any dict
