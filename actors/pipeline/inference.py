@@ -8,7 +8,9 @@ A restarted instance resumes from that state, so no window is scored twice and n
 A model that cannot load (missing, corrupt, wrong shape) degrades to the rule-based heuristic with a
 ``model_degraded`` event; the actor re-checks the configured file every few seconds and goes back to the
 model (``model_loaded``) once a good one is there, which is also how a new model version is rolled out:
-replace the file (or point ``model`` at a new one and restart just this child). NaN/inf outputs raise
+replace the file (or point ``model`` at a new one and restart just this child). The windows model next to
+it (``x_windows.onnx``: the same classifier with the window features in its graph) is watched too; without
+it the features are computed in numpy. NaN/inf outputs raise
 ``NonFiniteOutput``: a crash, handled by the supervisor.
 """
 
@@ -28,11 +30,20 @@ from actors.base import SupervisedActor
 from actors.streams import PROPOSED_INCIDENTS, READINGS
 from models.detector import DEFAULT_MODEL_PATH, Detector, HeuristicDetector, ModelLoadError, load_detector
 from models.episodes import DEFAULT_THRESHOLD, EpisodeConfig, EpisodeStarted
+from models.features_graph import windows_model_path
 from models.pipeline import DetectionPipeline
 from models.readings import ReadingColumns
 
 MODEL_CHECK_S = 2.0
 TURN_S = 0.05  # s of batches per turn before yielding to Thespian (stop requests, other messages)
+
+
+def _stat_or_none(path: Path) -> tuple[float, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)
 
 
 class InferenceArgs(ActorArgs):
@@ -70,7 +81,7 @@ class InferenceActor(SupervisedActor):
         self.committing: tuple[Future[None], list[dict[str, Any]]] | None = None
         self.detector: Detector = HeuristicDetector()
         self.pipeline = DetectionPipeline(self.detector, self.episodes, saved)
-        self.model_stamp: tuple[float, int] | str | None = "never checked"
+        self.model_stamp: tuple[float, ...] | str | None = "never checked"
         self.degraded = True
         self._check_model()
         self.log.info(
@@ -89,9 +100,12 @@ class InferenceActor(SupervisedActor):
     def _check_model(self) -> None:
         try:
             st = os.stat(self.model_path)
-            stamp: tuple[float, int] | None = (st.st_mtime, st.st_size)
         except OSError:
-            stamp = None
+            stamp: tuple[float, ...] | None = None
+        else:
+            # the windows model next to the classifier counts too: replacing either is a rollout
+            windows = _stat_or_none(windows_model_path(self.model_path))
+            stamp = (st.st_mtime, st.st_size, *(windows or (-1.0, -1)))
         if stamp == self.model_stamp:
             return  # unchanged since the last check (also: still missing)
         previous = self.model_stamp
@@ -104,7 +118,13 @@ class InferenceActor(SupervisedActor):
             self.detector, self.degraded = HeuristicDetector(), True
             return
         self.detector, self.degraded = detector, False
-        self.log.info("model_loaded", path=str(self.model_path), model_version=self.model_version)
+        windows = getattr(detector, "windows_model", None)  # None: features computed in numpy
+        self.log.info(
+            "model_loaded",
+            path=str(self.model_path),
+            model_version=self.model_version,
+            windows_model=None if windows is None else str(windows),
+        )
 
     def on_timer(self, name: str) -> None:
         if name == "model-check":

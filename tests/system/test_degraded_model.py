@@ -12,6 +12,7 @@ import pytest
 from actors.eventlog import EventLog
 from actors.streams import COMMITTED_INCIDENTS
 from models.detector import DEFAULT_MODEL_PATH
+from models.features_graph import windows_model_path
 from tests.system.nodes import LiveNode, supervisor, worker, write_topology
 from tests.system.test_pipeline import STEPS
 
@@ -47,6 +48,13 @@ def test_corrupt_model_degrades_to_heuristic_and_recovers_when_a_good_one_appear
         (tmp_path / "staged.onnx").replace(model)  # atomic swap, as a rollout would do
         loaded = node.wait_for("model_loaded", timeout=30)[0]
         assert loaded["path"] == str(model) and loaded["model_version"] != "heuristic-1"
+        assert loaded["windows_model"] is None  # the classifier alone: features in numpy
+        # its windows model (features in the graph) put next to it later is a rollout too
+        windows = windows_model_path(model)
+        shutil.copyfile(windows_model_path(DEFAULT_MODEL_PATH), tmp_path / "staged_windows.onnx")
+        (tmp_path / "staged_windows.onnx").replace(windows)
+        reloaded = node.wait_for("model_loaded", count=2, timeout=30)[1]
+        assert reloaded["windows_model"] == str(windows)
         assert not node.named("child_crashed")
     finally:
         assert node.stop() == 0
