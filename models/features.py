@@ -417,7 +417,7 @@ class WindowBuffer:
             "step": STEP,
             "count": self._count,
             "last_ts": self._last_ts,
-            "values": [None if v != v else v for v in self._values.tolist()],  # v != v: NaN
+            "values": _nan_as_none(self._values.tolist()),
         }
 
     @classmethod
@@ -435,6 +435,14 @@ class WindowBuffer:
             [math.nan if v is None else float(v) for v in state["values"]], dtype=np.float64
         )[-WINDOW:]
         return buf
+
+
+def _nan_as_none(values: list[float]) -> list[float | None]:
+    """NaN stored as ``None`` (JSON has no NaN); ``sum`` is NaN iff a value is (one C loop: a chunk saves
+    every channel's buffer, nearly always without a gap)."""
+    if not math.isnan(sum(values)):
+        return values  # type: ignore[return-value]
+    return [None if v != v else v for v in values]  # v != v: NaN
 
 
 _NO_WINDOWS = (np.zeros((0, WINDOW)), np.zeros(0), np.zeros(0, dtype=np.int64))
