@@ -3,9 +3,10 @@
     python -m bench.cluster_commit [--ops N] [--pipelined M] [--batch B] [--inflight K] [--http-seconds S]
 
 Garrison side: 3 real nodes (``python -m supervisors.cli run TOPOLOGY --node gw-N``), each with its Raft
-replica (``cluster: true``, fsync on: every Ready is one durable LMDB transaction, every apply another) and
-its peer gateway process (mutual-TLS links on loopback, the HTTP API); nothing else runs in them. Every
-process started here is stopped by PID (and the node's session). Cases:
+replica (``cluster: true``, fsync on: every Ready, with the apply of what it commits, is one durable LMDB
+transaction) and its peer gateway process (mutual-TLS links on loopback, the HTTP API; the replica reaches
+it over ``raft.sock``, see ``actors/raft/gateway_link.py``); nothing else runs in them. Every process started
+here is stopped by PID (and the node's session). Cases:
 
 - ``replica_serial [on leader|on follower]``: append ONE incident to that node's ``incidents/proposed``
   (durable), wait until it appears in the leader's ``incidents/committed`` (applied, fsynced, published),

@@ -1,10 +1,22 @@
 """``RaftReplicaActor``: one replica of the incident log; the Thespian shell around ``RaftCore``.
 
-The node.go loop of etcd-raft, driven by Thespian messages and timer ticks. For every ``Ready``: persist
-snapshot, entries and hard state in one fsynced LMDB transaction (``DurableRaftStorage``), only then send
-the messages, then apply committed entries and advance. A replica restarted by its supervisor, or on a
-rebooted node, reloads everything from LMDB, so it never votes twice in a term nor forgets an entry it
-acknowledged.
+The node.go loop of etcd-raft, driven by Thespian messages, the gateway socket and timer ticks. For every
+``Ready``: persist snapshot, entries and hard state, and apply the committed entries, in ONE fsynced LMDB
+transaction (``DurableRaftStorage.stage_ready`` + the state machine), only then send the messages, then
+advance. A leader's appends and heartbeats leave before that write (see ``_split_messages``). A replica
+restarted by its supervisor, or on a rebooted node, reloads everything from LMDB, so it never votes twice
+in a term nor forgets an entry it acknowledged.
+
+Where the time of one commit goes (3 gateway nodes on loopback, a loaded 2-core box, fsync on; p50 of 40
+serial commits on the leader, ``python -m bench.cluster_commit``): the proposal's doorbell wakes the leader
+~0.9 ms after the append; the leader's own write (~3.4 ms) runs while the append crosses to a follower
+(~1.8 ms: replica -> raft.sock -> gateway -> TLS -> gateway -> raft.sock -> replica), the follower writes
+(~3.3 ms) and answers (~1.6 ms); the leader's commit + apply write (~2.2 ms); the benchmark sees it ~0.5 ms
+later: ~12 ms, two fsyncs and a round trip. No timer is on that path.
+
+In cluster mode the messages for other nodes go to the node's gateway process over ``<data_dir>/raft.sock``
+(``gateway_link.py``), and what the gateway receives for this replica comes back on it; while the socket
+is not connected (the gateway starting or restarting) they go through the gateway shell (``PeerSend``).
 
 Incidents: a replica with ``publish: true`` (one per node) takes the node's ``incidents/proposed`` stream,
 signs each incident with the node's Ed25519 key and proposes it (through the leader), re-proposing until it
