@@ -216,8 +216,12 @@ class EventLog:
 
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = _INITIAL_MAP_SIZE) -> None:
         self.path = Path(path)
-        self.path.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
-        os.chmod(self.path, DATA_DIR_MODE)  # mkdir's mode is masked by the umask and skips existing dirs
+        # checked by this process or the one it was forked from, which still has it open: a fresh actor
+        # instance skips the directory, mode and format checks (~0.3 ms of a restart)
+        prepared = str(self.path) in _PREPARED
+        if not prepared:
+            self.path.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(self.path, DATA_DIR_MODE)  # mkdir's mode is masked by the umask, skips existing dirs
         data_file = self.path / "data.mdb"
         try:
             self._env = lmdb.open(
@@ -235,9 +239,11 @@ class EventLog:
             raise UnreadableEventLog(f"{data_file}: not an LMDB environment ({exc})") from exc
         except lmdb.Error as exc:
             raise UnreadableEventLog(f"{data_file}: cannot open ({exc})") from exc
-        for name in ("data.mdb", "lock.mdb"):  # lmdb's mode applies only to files it creates
-            os.chmod(self.path / name, DATA_FILE_MODE)
-        self._check_format(data_file)
+        if not prepared:
+            for name in ("data.mdb", "lock.mdb"):  # lmdb's mode applies only to files it creates
+                os.chmod(self.path / name, DATA_FILE_MODE)
+            self._check_format(data_file)
+            _PREPARED.add(str(self.path))
         self._events = self._env.open_db(b"events")
         self._heads = self._env.open_db(b"heads")
         self._values = self._env.open_db(b"values")
@@ -484,10 +490,14 @@ class EventLog:
 
     def close(self) -> None:
         _OPEN.pop((os.getpid(), str(self.path.resolve())), None)
+        _PREPARED.discard(str(self.path))  # whoever opens it next checks it again
         self._env.close()
 
 
 _OPEN: dict[tuple[int, str], EventLog] = {}
+# environments (by path as opened) whose directory, file modes and format were checked by a handle that is
+# still open in this process or in the one this process was forked from
+_PREPARED: set[str] = set()
 # absolute path as given -> its real path. Inherited through fork: every actor process is forked from its
 # supervisor, which opened the same log, so a fresh instance skips the symlink walk (~0.3 ms of a
 # restart in a new process). A data_dir is not re-pointed by a symlink while its node runs.
