@@ -47,9 +47,10 @@ _FIFO_MODE = 0o600
 # '#' is escaped by ``_component`` (``%23``), so this can never be a stream's directory
 _SUBSCRIPTIONS = "#subscriptions"
 _GENERATION_BYTES = 8
-# file timestamps come from a coarse clock (a few ms): a directory changed this recently may change again
-# within the same tick without its mtime moving, so its mtime is not trusted as "nothing new" yet
-_SETTLED_NS = 100_000_000
+# file timestamps come from a coarse clock (one kernel tick, 1-10 ms): a directory changed this recently
+# may change again within the same tick without its mtime moving, so its mtime is not trusted as "nothing
+# new" yet (until then each commit looks for the wake directory by path)
+_SETTLED_NS = 20_000_000
 
 _pid = os.getpid()
 
