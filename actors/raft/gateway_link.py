@@ -27,7 +27,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from supervisors.peer.bridge import PipeError, PipeMessage, PipeRaft, PipeReader, encode_pipe
+from supervisors.peer.bridge import (
+    MAX_PIPE_FRAME,
+    PipeError,
+    PipeMessage,
+    PipeRaft,
+    PipeReader,
+    encode_pipe,
+)
 
 SOCKET_NAME: Final = "raft.sock"
 BUFFER_LIMIT: Final = 8 << 20  # bytes waiting for a reader before frames are dropped (each side)
@@ -67,9 +74,11 @@ class _Buffered:
         self.dropped = 0
 
     def queue(self, frame: bytes) -> bool:
-        """Buffer ``frame`` and write what the socket takes now; False if dropped (buffer full).
-        Raises OSError when the connection is broken."""
-        if len(self.out) + len(frame) > BUFFER_LIMIT:
+        """Buffer ``frame`` and write what the socket takes now; False if dropped (buffer full, or a frame
+        the reader would refuse). An empty buffer takes any frame the reader accepts, so a snapshot larger
+        than BUFFER_LIMIT still crosses. Raises OSError when the connection is broken."""
+        too_big = len(frame) > MAX_PIPE_FRAME + 4  # + the length prefix
+        if too_big or (self.out and len(self.out) + len(frame) > BUFFER_LIMIT):
             self.dropped += 1
             return False
         self.out += frame

@@ -88,3 +88,28 @@ def test_a_data_dir_too_long_for_sun_path_still_works(tmp_path: Path) -> None:
     deep.mkdir(parents=True)
     assert len(str(socket_path(deep))) > 108  # a plain bind would fail with "AF_UNIX path too long"
     _exchange(deep)
+
+
+def test_a_frame_larger_than_the_buffer_limit_crosses_when_nothing_waits(tmp_path: Path) -> None:
+    """An InstallSnapshot above BUFFER_LIMIT must still reach the gateway; a second one queued behind it
+    is dropped (Raft sends it again) instead of growing the buffer without bound."""
+    from actors.raft.gateway_link import BUFFER_LIMIT
+
+    async def main() -> None:
+        got: list[PipeRaft] = []
+        server = RaftLinkServer(tmp_path, got.append, _Log())
+        assert server.start(asyncio.get_running_loop())
+        client = RaftLinkClient(tmp_path)
+        assert client.connect()
+        snapshot = os.urandom(BUFFER_LIMIT + (1 << 20))
+        assert client.send("gw-2", snapshot, "raft")
+        assert client.pending, "the socket cannot take it at once: the rest waits in the buffer"
+        assert not client.send("gw-2", snapshot, "raft")  # dropped: the buffer is not empty
+        assert client.status()["dropped"] == 1
+        while client.flush():
+            await asyncio.sleep(0.001)
+        await _until(lambda: len(got) == 1)
+        assert got[0].data == snapshot
+        server.close()
+
+    asyncio.run(main())
