@@ -76,6 +76,12 @@ _KINDS = ("add_learner", "promote", "remove")  # ConfChange kinds the control so
 _LEADER_EARLY: frozenset[MessageType] = frozenset({"append", "heartbeat", "snapshot"})
 
 
+class _SnapshotItems(msgspec.Struct):
+    """A snapshot's incidents as raw msgpack items (reused in the next snapshot without decoding them)."""
+
+    incidents: list[msgspec.Raw]
+
+
 def _name_ok(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 200
 
@@ -257,6 +263,9 @@ class RaftReplicaActor(SupervisedActor):
         self.pending: dict[str, tuple[bytes, int, int]] = {}  # incident_id -> (entry, seq, tick sent)
         self.ticks = 0
         self.applied_count = int(self.event_log.get_value(self.prefix + "applied_count", 0))
+        # [raft index, incident] applied by this instance since the storage's snapshot, for the next one;
+        # None while unknown (entries applied by an earlier instance): then it is read from LMDB once
+        self.snap_tail: list[list[Any]] | None = None
         self.dispatched = int(self.event_log.get_value(self.prefix + "dispatched", 0))
         self.published = self.event_log.last_seq(COMMITTED_INCIDENTS)
         self.last_role: tuple[str, int, str | None] | None = None
@@ -667,6 +676,8 @@ class RaftReplicaActor(SupervisedActor):
             seen.add(iid)
             batch.put_value(self.prefix + "applied/" + iid, raft_index)
             batch.put_value(f"{self.prefix}incident/{raft_index:020d}", incident)
+            if self.snap_tail is not None:
+                self.snap_tail.append([raft_index, incident])
             if incident.get("type") == DISPATCH_MARK:  # the leader's dispatch progress, not an incident
                 through = incident["payload"].get("through")
                 if type(through) is int and through > self.dispatched:
@@ -682,6 +693,8 @@ class RaftReplicaActor(SupervisedActor):
                 }
                 batch.append(COMMITTED_INCIDENTS, record)
 
+        if rd.snapshot is not None:
+            self.snap_tail = None  # a new base: what it holds is read from LMDB at the next compaction
         if rd.snapshot is not None and rd.snapshot.data:
             # installed from the leader because we were behind its compacted log: its state machine
             incidents, bad = open_snapshot(rd.snapshot.data)
@@ -749,7 +762,17 @@ class RaftReplicaActor(SupervisedActor):
     def _snapshot_data(self, applied: int) -> bytes:
         """The state machine up to ``applied``: every applied incident with its raft index, so a replica
         that installs the snapshot applies (and, as publisher, publishes) what the compacted log held.
-        Incidents are rare events, so this stays small for an edge incident log."""
+        Incidents are rare events, so this stays small for an edge incident log.
+
+        Built from the previous snapshot (its items kept as raw msgpack) plus what this instance applied
+        since: reading and decoding every incident ever applied from LMDB at each compaction cost O(all
+        incidents) per snapshot (~150 ms at 5,000 on the loaded bench box). After a start or an installed
+        snapshot, when what was applied since the base is not known here, all of it is read once."""
+        base = self.storage.snapshot()
+        if self.snap_tail is not None:
+            items = msgspec.msgpack.decode(base.data, type=_SnapshotItems).incidents if base.data else []
+            items += [msgspec.Raw(_encode(item)) for item in self.snap_tail if item[0] <= applied]
+            return _encode({"applied_index": applied, "incidents": items})
         incidents = [
             [int(key.rsplit("/", 1)[1]), incident]
             for key, incident in self.event_log.values_with_prefix(self.prefix + "incident/").items()
@@ -764,3 +787,5 @@ class RaftReplicaActor(SupervisedActor):
                 self.core.compact(applied, self._snapshot_data(applied))
             except Exception as exc:  # not yet persisted / already snapshotted: try again later
                 self.log.debug("compaction_deferred", reason=str(exc))
+                return
+            self.snap_tail = []  # the new base holds everything applied so far
