@@ -503,7 +503,8 @@ class SupervisedActor(Actor):
         self._supervisor_address = sender
         configure_logging(cfg.log_format, cfg.node)
         self.log = get_logger(actor=self.path)
-        self.send(sender, ChildSpawned(cfg.child_id, cfg.incarnation, os.getpid(), os.getsid(0)))
+        if cfg.extra.get("spawned_pid") != os.getpid():  # else the supervisor has it from the fork
+            self.send(sender, ChildSpawned(cfg.child_id, cfg.incarnation, os.getpid(), os.getsid(0)))
         self._load_quarantine()  # opens the event log (fencing older instances off) unless handed over
         self._recover()
         schema = type(self).Args

@@ -256,6 +256,16 @@ class Supervisor(SupervisedActor):
         self.addresses[action.child] = address
         return address
 
+    def _forked_pid(self, address: ActorAddress) -> int | None:
+        """The pid of the process Thespian just forked for ``address`` (multiproc bases keep it, as
+        ``record_child_exits`` relies on too); None on in-process bases."""
+        children = getattr(getattr(self, "_myRef", None), "_child_procs", None) or []
+        for info in reversed(children):
+            if getattr(info, "childAddr", None) is address:
+                pid = getattr(getattr(info, "childProc", None), "pid", None)
+                return pid if isinstance(pid, int) and pid != os.getpid() else None
+        return None
+
     def _configure_child(self, action: CreateChild, address: ActorAddress, fence_token: int | None) -> None:
         spec = action.spec
         assert self.config is not None
@@ -268,6 +278,11 @@ class Supervisor(SupervisedActor):
             # nothing answers without opening the event log (~1 ms of a restart in a fresh process)
             held = self.event_log.get_value(quarantine_key(self._child_path(action.child)))
             extra["quarantine"] = list(held or [])
+        pid = self._forked_pid(address)
+        if pid is not None:
+            # known from the fork: the instance need not report it (a ChildSpawned is its first send, a
+            # new connection, ahead of whatever it does in on_start) and it can be killed from now on
+            extra["spawned_pid"] = pid
         self.send(
             address,
             Configure(
@@ -281,6 +296,9 @@ class Supervisor(SupervisedActor):
                 extra=extra,
             ),
         )
+        if pid is not None:
+            for later in self.core.child_spawned(action.child, action.incarnation, pid):
+                self._do(later)
 
     def _kill_crashed(self, action: KillCrashed) -> None:
         if action.pid and action.pid != os.getpid():  # in-process test bases share our pid
