@@ -15,9 +15,11 @@ Why the shell does what it does:
 from __future__ import annotations
 
 import contextlib
+import linecache
 import os
 import random
 import signal
+import sys
 import time
 from typing import Any
 
@@ -114,6 +116,7 @@ class Supervisor(SupervisedActor):
         )
         self.addresses: dict[str, ActorAddress] = {}  # child id -> address of its current instance
         self._fence_tokens: dict[str, int] = {}  # child path -> token taken for the instance being created
+        self._primed_sources: set[str] = set()  # modules whose source is in linecache (see _spawn)
         self.log = self.log.bind(supervisor=self.my_path)
         self._run(self.core.start(time.time()))
 
@@ -254,7 +257,21 @@ class Supervisor(SupervisedActor):
         actor_class = SUPERVISOR_CLASS if isinstance(spec, SupervisorSpec) else spec.actor
         address = self.createActor(actor_class)
         self.addresses[action.child] = address
+        self._prime_crash_sources(actor_class)
         return address
+
+    def _prime_crash_sources(self, actor_class: str) -> None:
+        """Read the source of the actor's module and of ``actors.base`` into ``linecache`` once: every
+        later instance is forked from this process with it, so the crash report an instance sends (its
+        traceback, formatted with source lines) reads no files on the restart path (~0.4 ms)."""
+        module = actor_class.rpartition(".")[0]
+        if module in self._primed_sources:
+            return
+        self._primed_sources.add(module)
+        for name in (module, "actors.base"):
+            path = getattr(sys.modules.get(name), "__file__", None)
+            if path:
+                linecache.getlines(path)
 
     def _forked_pid(self, address: ActorAddress) -> int | None:
         """The pid of the process Thespian just forked for ``address`` (multiproc bases keep it, as
