@@ -22,7 +22,7 @@ from tests.harness.raft_sim import (
     run_seed,
 )
 
-CI_SEEDS = 300
+CI_SEEDS = 200
 CI_STEPS = 1000
 # Planted-bug hunts run shorter seeds: a seed's first N steps do not depend on its length.
 BUG_STEPS = 400
