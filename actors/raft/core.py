@@ -250,6 +250,26 @@ class RaftCore:
         writes that another replica already acknowledged."""
         return self._log.applied
 
+    def report_unreachable(self, peer: str) -> None:
+        """The transport dropped a message to `peer` (its queue was full, its link is down): stop
+        pipelining appends to it and probe instead, one append per heartbeat (etcd's
+        ReportUnreachable). Ignored unless this replica leads and `peer` is replicating."""
+        pr = self._progress.get(peer) if self._role == "leader" else None
+        if pr is not None and pr.state == "replicate":
+            pr.become_probe()
+
+    def report_snapshot(self, peer: str, failed: bool) -> None:
+        """The transport's outcome of the snapshot sent to `peer` (etcd's ReportSnapshot): failed, it is
+        sent again when `peer` is next probed; delivered, appends continue after it. Either way the
+        leader waits for a heartbeat response before it sends `peer` anything more."""
+        pr = self._progress.get(peer) if self._role == "leader" else None
+        if pr is None or pr.state != "snapshot":
+            return
+        if failed:
+            pr.pending_snapshot = 0
+        pr.become_probe()
+        pr.probe_sent = True  # paused until the follower answers a heartbeat
+
     def transfer_leadership(self, to: str) -> None:
         """Hand leadership to voter `to` once its log is caught up (thesis §3.10).
         Proposals are dropped meanwhile; the attempt is abandoned after an election timeout."""

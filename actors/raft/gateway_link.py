@@ -174,8 +174,9 @@ class RaftLinkClient:
             self.close()
             return False
 
-    def receive(self) -> list[PipeRaft] | None:
-        """Raft messages from the gateway; None when the link closed (it is closed here too)."""
+    def receive(self) -> list[PipeMessage] | None:
+        """Raft messages (and drop notices) from the gateway; None when the link closed (it is closed
+        here too)."""
         if self.conn is None:
             return None
         try:
@@ -185,9 +186,8 @@ class RaftLinkClient:
         if messages is None:
             self.close()
             return None
-        raft = [m for m in messages if isinstance(m, PipeRaft)]
-        self.received += len(raft)
-        return raft
+        self.received += sum(isinstance(m, PipeRaft) for m in messages)
+        return messages
 
     def status(self) -> dict[str, Any]:
         return {

@@ -55,6 +55,7 @@ from actors.raft.gateway_link import RaftLinkClient
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64
 from actors.raft.types import ConfChange, Message, MessageType, RaftConfig, Ready
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
+from supervisors.peer.bridge import PipeUnreachable
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
 REPROPOSE_TICKS = 20
@@ -327,7 +328,9 @@ class RaftReplicaActor(SupervisedActor):
             self._link_lost("closed by the gateway")
             return
         for msg in messages:
-            if msg.kind == "propose":
+            if isinstance(msg, PipeUnreachable):
+                self._unreachable(msg.peer, msg.snapshot)
+            elif msg.kind == "propose":
                 try:
                     entries = msgspec.msgpack.decode(msg.data, type=list[bytes])
                 except (msgspec.DecodeError, msgspec.ValidationError):
@@ -337,6 +340,16 @@ class RaftReplicaActor(SupervisedActor):
                 self.last_heard[msg.peer] = self.ticks
                 self.core.step(decode_message(msg.data))
         self._drain()
+
+    def _unreachable(self, peer: str, snapshot: bool) -> None:
+        """The gateway dropped a frame to ``peer`` (its queue was full): etcd's ReportUnreachable (the
+        leader probes ``peer`` instead of pipelining into a queue that is not draining) and, for a
+        snapshot chunk, ReportSnapshot(failed) (it is sent again when ``peer`` answers)."""
+        if peer not in self.remote:
+            return
+        if snapshot:
+            self.core.report_snapshot(peer, failed=True)
+        self.core.report_unreachable(peer)
 
     def _to_gateway(self, to: str, data: bytes, kind: str) -> None:
         link = self.link
@@ -397,6 +410,8 @@ class RaftReplicaActor(SupervisedActor):
             self.addresses[msg.replica] = sender
         elif isinstance(msg, PeerGatewayUp):
             self.gateway_address = sender
+        elif isinstance(msg, PipeUnreachable):  # relayed by the gateway shell (no direct socket)
+            self._unreachable(msg.peer, msg.snapshot)
         elif isinstance(msg, ProposeEntry):
             self._propose([msg.data])
         elif isinstance(msg, ProposeEntries):

@@ -33,9 +33,11 @@ class PipeRaft(msgspec.Struct, frozen=True, tag="raft", forbid_unknown_fields=Tr
 
 
 class PipeUnreachable(msgspec.Struct, frozen=True, tag="unreachable", forbid_unknown_fields=True):
-    """Gateway -> shell: a frame to ``peer`` was dropped (its queue was full)."""
+    """Gateway -> replica: a frame to ``peer`` was dropped (its queue was full): Raft's ReportUnreachable,
+    and for a snapshot chunk (``snapshot``) ReportSnapshot(failed)."""
 
     peer: Name
+    snapshot: bool = False
 
 
 PipeMessage = PipeRaft | PipeUnreachable

@@ -350,8 +350,15 @@ class Gateway:
             self._raft_in(peer, bytes(buf))
 
     def _on_unreachable(self, peer: str, lane: Lane) -> None:
-        if lane in (Lane.RAFT, Lane.SNAPSHOT) and self.pipe_out is not None:
-            self.pipe_out.write(encode_pipe(PipeUnreachable(peer)))
+        """A Raft or snapshot frame to ``peer`` was dropped: tell the replica (its core stops pipelining to
+        ``peer``, or sends the snapshot again), over its socket, else through the shell."""
+        if lane not in (Lane.RAFT, Lane.SNAPSHOT):
+            return
+        frame = encode_pipe(PipeUnreachable(peer, snapshot=lane == Lane.SNAPSHOT))
+        if self.raft_link is not None and self.raft_link.send(frame):
+            return
+        if self.pipe_out is not None:
+            self.pipe_out.write(frame)
 
     # ---- inbound dispatch --------------------------------------------------------------------------
 

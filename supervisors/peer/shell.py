@@ -108,8 +108,8 @@ class PeerGatewayActor(SupervisedActor):
                         self.send(self.replica_address, self._to_replica(msg))
                     else:
                         self.tell(self.replica_path, self._to_replica(msg))
-                elif isinstance(msg, PipeUnreachable):
-                    self.log.debug("peer_unreachable", peer=msg.peer)
+                elif isinstance(msg, PipeUnreachable) and self.replica_address is not None:
+                    self.send(self.replica_address, msg)  # the replica reports it to its Raft core
 
     def _to_replica(self, msg: PipeRaft) -> object:
         from actors.raft.replica import ProposeEntries, RaftEnvelope

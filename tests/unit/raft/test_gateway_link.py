@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from actors.raft.gateway_link import RaftLinkClient, RaftLinkServer, encode_pipe, socket_path
-from supervisors.peer.bridge import PipeRaft
+from supervisors.peer.bridge import PipeMessage, PipeRaft, PipeUnreachable
 
 
 class _Log:
@@ -28,7 +28,7 @@ async def _until(predicate: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def _received(client: RaftLinkClient, into: list[PipeRaft]) -> bool:
+def _received(client: RaftLinkClient, into: list[PipeMessage]) -> bool:
     got = client.receive()
     assert got is not None, "the link closed"
     into.extend(got)
@@ -57,15 +57,20 @@ def _exchange(data_dir: Path) -> None:
         assert from_replica[1].data == big and from_replica[1].kind == "propose"
         # gateway -> replica
         assert server.send(encode_pipe(PipeRaft("gw-2", b"answer", "raft")))
-        to_replica: list[PipeRaft] = []
+        to_replica: list[PipeMessage] = []
         await _until(lambda: _received(client, to_replica))
         assert to_replica == [PipeRaft("gw-2", b"answer", "raft")]
+        # the gateway dropped a snapshot chunk to gw-3 (full queue): the replica hears of it
+        assert server.send(encode_pipe(PipeUnreachable("gw-3", snapshot=True)))
+        notices: list[PipeMessage] = []
+        await _until(lambda: _received(client, notices))
+        assert notices == [PipeUnreachable("gw-3", snapshot=True)]
         # a restarted replica's connection replaces the old one, which the gateway closes
         second = RaftLinkClient(data_dir)
         assert second.connect()
         await _until(lambda: any(e == "raft_link_closed" for e, _ in log.events))
         assert server.send(encode_pipe(PipeRaft("gw-3", b"to-new", "raft")))
-        fresh: list[PipeRaft] = []
+        fresh: list[PipeMessage] = []
         await _until(lambda: _received(second, fresh))
         assert fresh == [PipeRaft("gw-3", b"to-new", "raft")]
         await _until(lambda: client.receive() is None)  # the old one reads end of stream ...

@@ -180,3 +180,51 @@ def test_restart_recovers_term_vote_log_and_commit_from_storage() -> None:
     assert core.commit_index == 2 and core.applied_index == 0
     cluster.deliver()
     assert cluster.data("b") == [b"x"]  # re-applied from the log after the restart
+
+
+def test_report_unreachable_stops_pipelining_to_that_peer_until_it_answers() -> None:
+    cluster = Cluster(ABC, max_entries_per_msg=1, max_inflight=3)
+    leader = cluster.elect("a")
+    assert leader.progress("b").state == "replicate"  # type: ignore[union-attr]
+    leader.report_unreachable("b")  # the transport dropped a message to b
+    assert leader.progress("b").state == "probe"  # type: ignore[union-attr]
+    assert leader.progress("c").state == "replicate"  # type: ignore[union-attr]
+    for i in range(5):
+        leader.propose(b"%d" % i)
+    sent = cluster.persist("a")
+    to_b = [m for m in sent if m.type == "append" and m.to == "b"]
+    to_c = [m for m in sent if m.type == "append" and m.to == "c"]
+    assert len(to_b) == 1 and len(to_c) == 3  # one probe to b; c keeps its pipeline (max_inflight)
+    for m in sent:  # now let them arrive: b's answer to the probe puts it back to replicating
+        cluster[m.to].step(m)
+    cluster.deliver()
+    cluster.tick("a", 3)
+    cluster.deliver()
+    assert leader.progress("b").state == "replicate"  # type: ignore[union-attr]
+    assert cluster.data("a") == cluster.data("b") == cluster.data("c") == [b"%d" % i for i in range(5)]
+
+
+def test_report_snapshot_failed_resends_it_and_delivered_continues_after_it() -> None:
+    cluster = Cluster(ABC)
+    leader = cluster.elect("a")
+    for failed, next_index in ((True, None), (False, 8)):
+        pr = leader.progress("b")
+        assert pr is not None
+        pr.become_snapshot(7)  # as _send_snapshot does
+        leader.report_snapshot("b", failed=failed)
+        assert pr.state == "probe" and pr.probe_sent  # paused until b answers a heartbeat
+        if failed:
+            assert pr.pending_snapshot == 0 and pr.next == pr.match + 1  # the snapshot goes again
+        else:
+            assert pr.next == next_index
+    leader.report_snapshot("c", failed=True)  # c is not in snapshot state: nothing changes
+    assert leader.progress("c").state == "replicate"  # type: ignore[union-attr]
+
+
+def test_reports_to_a_follower_are_ignored() -> None:
+    cluster = Cluster(ABC)
+    cluster.elect("a")
+    follower = cluster["b"]
+    follower.report_unreachable("a")
+    follower.report_snapshot("a", failed=True)
+    assert follower.progress("a") is None and follower.role == "follower"
