@@ -258,6 +258,19 @@ class RaftCore:
         if pr is not None and pr.state == "replicate":
             pr.become_probe()
 
+    def report_leader_lost(self, peer: str) -> None:
+        """The transport saw the connection from `peer` end (its process died: the kernel closed its
+        sockets). If `peer` is our leader, forget it (so our lease no longer refuses pre-votes) and
+        campaign after 1-3 ticks instead of a whole election timeout (a randomized delay, so the
+        followers that all saw it do not split the vote). A leader that is in fact alive keeps its
+        followers: the others still hold its lease and refuse our pre-vote, and its next heartbeat makes
+        it our leader again. Liveness only: safety never depends on timing."""
+        if self._role != "follower" or self._lead != peer or not self._promotable():
+            return
+        self._lead = None
+        soon = self._randomized_timeout - self._rng.randint(1, 3)
+        self._election_elapsed = max(self._election_elapsed, soon)
+
     def report_snapshot(self, peer: str, failed: bool) -> None:
         """The transport's outcome of the snapshot sent to `peer` (etcd's ReportSnapshot): failed, it is
         sent again when `peer` is next probed; delivered, appends continue after it. Either way the

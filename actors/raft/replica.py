@@ -329,7 +329,7 @@ class RaftReplicaActor(SupervisedActor):
             return
         for msg in messages:
             if isinstance(msg, PipeUnreachable):
-                self._unreachable(msg.peer, msg.snapshot)
+                self._unreachable(msg)
             elif msg.kind == "propose":
                 try:
                     entries = msgspec.msgpack.decode(msg.data, type=list[bytes])
@@ -341,13 +341,18 @@ class RaftReplicaActor(SupervisedActor):
                 self.core.step(decode_message(msg.data))
         self._drain()
 
-    def _unreachable(self, peer: str, snapshot: bool) -> None:
+    def _unreachable(self, notice: PipeUnreachable) -> None:
         """The gateway dropped a frame to ``peer`` (its queue was full): etcd's ReportUnreachable (the
         leader probes ``peer`` instead of pipelining into a queue that is not draining) and, for a
-        snapshot chunk, ReportSnapshot(failed) (it is sent again when ``peer`` answers)."""
+        snapshot chunk, ReportSnapshot(failed) (it is sent again when ``peer`` answers). Or ``peer``'s
+        connection to our gateway ended: if it led us, campaign soon (its process probably died)."""
+        peer = notice.peer
         if peer not in self.remote:
             return
-        if snapshot:
+        if notice.connection_lost and self.core.leader_id == peer:
+            self.log.info("raft_leader_connection_lost", replica=self.replica, leader=peer)
+            self.core.report_leader_lost(peer)
+        if notice.snapshot:
             self.core.report_snapshot(peer, failed=True)
         self.core.report_unreachable(peer)
 
@@ -411,7 +416,7 @@ class RaftReplicaActor(SupervisedActor):
         elif isinstance(msg, PeerGatewayUp):
             self.gateway_address = sender
         elif isinstance(msg, PipeUnreachable):  # relayed by the gateway shell (no direct socket)
-            self._unreachable(msg.peer, msg.snapshot)
+            self._unreachable(msg)
         elif isinstance(msg, ProposeEntry):
             self._propose([msg.data])
         elif isinstance(msg, ProposeEntries):

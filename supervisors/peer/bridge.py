@@ -34,10 +34,12 @@ class PipeRaft(msgspec.Struct, frozen=True, tag="raft", forbid_unknown_fields=Tr
 
 class PipeUnreachable(msgspec.Struct, frozen=True, tag="unreachable", forbid_unknown_fields=True):
     """Gateway -> replica: a frame to ``peer`` was dropped (its queue was full): Raft's ReportUnreachable,
-    and for a snapshot chunk (``snapshot``) ReportSnapshot(failed)."""
+    and for a snapshot chunk (``snapshot``) ReportSnapshot(failed); or ``peer``'s connection ended
+    (``connection_lost``: a follower campaigns soon if ``peer`` was its leader)."""
 
     peer: Name
     snapshot: bool = False
+    connection_lost: bool = False  # not a drop: the connection ``peer`` dialled to us ended
 
 
 PipeMessage = PipeRaft | PipeUnreachable

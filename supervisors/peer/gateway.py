@@ -145,7 +145,9 @@ class Gateway:
         self.use_stdio = use_stdio
         self.log = get_logger(component="peer_gateway")
         self.event_log: EventLog = open_event_log(data_dir / "eventlog")
-        self.links = PeerLinks(view.peer_config, self._on_frame, self._on_unreachable)
+        self.links = PeerLinks(
+            view.peer_config, self._on_frame, self._on_unreachable, on_peer_lost=self._on_peer_lost
+        )
         self.members = tuple(m for m in view.raft_members if m != self.node)
         self.is_member = self.node in view.raft_members
         self.gossip_to = tuple(p for p in view.gossip_peers if p != self.node)
@@ -349,16 +351,23 @@ class Gateway:
             del self.reassembly[key]
             self._raft_in(peer, bytes(buf))
 
+    def _on_peer_lost(self, peer: str) -> None:
+        """``peer``'s connection to us ended: a Raft member's replica hears of it (its leader may be dead)."""
+        if self.is_member and peer in self.members:
+            self._to_replica(encode_pipe(PipeUnreachable(peer, connection_lost=True)))
+
+    def _to_replica(self, frame: bytes) -> None:
+        if self.raft_link is not None and self.raft_link.send(frame):
+            return
+        if self.pipe_out is not None:
+            self.pipe_out.write(frame)
+
     def _on_unreachable(self, peer: str, lane: Lane) -> None:
         """A Raft or snapshot frame to ``peer`` was dropped: tell the replica (its core stops pipelining to
         ``peer``, or sends the snapshot again), over its socket, else through the shell."""
         if lane not in (Lane.RAFT, Lane.SNAPSHOT):
             return
-        frame = encode_pipe(PipeUnreachable(peer, snapshot=lane == Lane.SNAPSHOT))
-        if self.raft_link is not None and self.raft_link.send(frame):
-            return
-        if self.pipe_out is not None:
-            self.pipe_out.write(frame)
+        self._to_replica(encode_pipe(PipeUnreachable(peer, snapshot=lane == Lane.SNAPSHOT)))
 
     # ---- inbound dispatch --------------------------------------------------------------------------
 

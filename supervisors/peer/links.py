@@ -142,7 +142,9 @@ class PeerLinks:
     ``peer`` the name authenticated by the peer's certificate: authorise on ``peer``, never on a body's own
     ``sender`` field, which the peer wrote. It must not block. ``on_unreachable(peer, lane)`` is called for
     every frame dropped because the lane's queue to ``peer`` was full (Raft's ReportUnreachable; for the
-    SNAPSHOT lane, the snapshot failed and Raft should be told so). ``send`` and ``status`` are called from
+    SNAPSHOT lane, the snapshot failed and Raft should be told so). ``on_peer_lost(peer)`` is called when the
+    connection ``peer`` dialled to us ended (a killed process's sockets close at once: its Raft followers
+    need not wait an election timeout to learn it). ``send`` and ``status`` are called from
     the loop's thread. ``sent`` counts frames written to the socket, not delivered: frames in flight when a
     connection dies are lost, as Raft allows.
     """
@@ -153,10 +155,12 @@ class PeerLinks:
         on_frame: OnFrame,
         on_unreachable: OnUnreachable | None = None,
         rng: random.Random | None = None,
+        on_peer_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config.validate()
         self._on_frame = on_frame
         self._on_unreachable = on_unreachable
+        self._on_peer_lost = on_peer_lost
         self._rng = rng or random.Random()
         self._me = config.me()
         self._log = get_logger(component="peer_links")
@@ -456,10 +460,13 @@ class PeerLinks:
             raise
         except (OSError, asyncio.IncompleteReadError, BadFrame) as error:
             reason = describe(error)
-        if peer.in_writer is writer:
+        lost = peer.in_writer is writer  # else the peer redialled: this connection was displaced
+        if lost:
             peer.in_writer = None
         writer.transport.abort()
         self._log.warning("peer_disconnected", peer=name, direction="in", address=address, reason=reason)
+        if lost and self._on_peer_lost is not None:
+            self._on_peer_lost(name)
 
     async def _serve_inbound(
         self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -158,3 +158,52 @@ def test_a_removed_or_learner_replica_never_campaigns() -> None:
     for _ in range(100):
         core.tick()
     assert core.role == "learner" and core.term == 0 and not core.has_ready()
+
+
+def _ticks_to_new_leader(cluster: Cluster, followers: tuple[str, ...], limit: int = 200) -> int:
+    for ticks in range(1, limit + 1):
+        for node in followers:
+            cluster.tick(node)
+        if any(cluster[n].role == "leader" for n in followers):
+            return ticks
+    raise AssertionError("no new leader")
+
+
+def test_a_leader_whose_connections_ended_is_replaced_within_a_few_ticks() -> None:
+    """The transport saw the dead leader's sockets close: the followers campaign after 1-3 ticks
+    instead of a whole randomized election timeout (15-30 ticks here), and do not split the vote."""
+    timings = {}
+    for reported in (False, True):
+        cluster = Cluster(ABC, election_ticks=15, check_quorum=True, pre_vote=True)
+        cluster.elect("a")
+        cluster.tick("a", 3)  # b and c know a as their leader
+        assert cluster["b"].leader_id == cluster["c"].leader_id == "a"
+        cluster.crash("a")  # the node is SIGKILLed ...
+        if reported:  # ... and its peers' gateways see its connections end at once
+            cluster["b"].report_leader_lost("a")
+            cluster["c"].report_leader_lost("a")
+        timings[reported] = _ticks_to_new_leader(cluster, ("b", "c"))
+    assert timings[True] <= 6 < 15 <= timings[False], timings
+
+
+def test_a_connection_blip_to_a_live_leader_does_not_depose_it() -> None:
+    cluster = Cluster(ABC, election_ticks=15, check_quorum=True, pre_vote=True)
+    leader = cluster.elect("a")
+    cluster.tick("a", 3)
+    term = leader.term
+    cluster["b"].report_leader_lost("a")  # b's connection from a reset; a and c are fine
+    assert cluster["b"].leader_id is None
+    for _ in range(5):  # b campaigns within 3 ticks: c, which still hears a, refuses the pre-vote
+        cluster.tick("b")
+    cluster.tick("a", 3)  # a's next heartbeat makes it b's leader again
+    assert leader.role == "leader" and leader.term == term
+    assert cluster["b"].leader_id == "a" and cluster["b"].term == term
+
+
+def test_reports_about_a_peer_that_is_not_our_leader_change_nothing() -> None:
+    cluster = Cluster(ABC, election_ticks=15)
+    leader = cluster.elect("a")
+    cluster.tick("a", 3)
+    cluster["b"].report_leader_lost("c")  # c is a follower
+    leader.report_leader_lost("b")  # a leads
+    assert cluster["b"].leader_id == "a" and leader.role == "leader"
