@@ -255,7 +255,7 @@ class EventLog:
 
     def _check_format(self, data_file: Path) -> None:
         expected = FORMAT_MARKER + b"/" + str(FORMAT_VERSION).encode()
-        with self._env.begin(write=False) as txn:
+        with self._read_txn() as txn:
             marker = txn.get(_MARKER_KEY)
             has_other_keys = any(True for _ in txn.cursor().iternext(keys=True, values=False))
         if marker == expected:
@@ -344,8 +344,19 @@ class EventLog:
         fsync. Raises :class:`FencedOff` if an even newer instance has taken the path since."""
         key = f"{_FENCE_PREFIX}{owner}".encode()
         self._fences[key] = token
-        with self._env.begin() as txn:
+        with self._read_txn() as txn:
             self._check_fence(txn)
+
+    def _read_txn(self) -> Any:  # lmdb.Transaction (its stubs type cursor values as bytes | memoryview)
+        """A read transaction. Another process may have grown the map since this handle last looked
+        (a producer appending a large backlog): LMDB then refuses every new transaction of this handle
+        with MDB_MAP_RESIZED until it adopts the new size, which would crash every reader of the node
+        once for nothing."""
+        try:
+            return self._env.begin()
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)  # adopt the size the other process set
+            return self._env.begin()
 
     def _check_fence(self, txn: lmdb.Transaction) -> None:
         for key, token in self._fences.items():
@@ -414,7 +425,7 @@ class EventLog:
 
     def last_seq(self, stream: str) -> int:
         """Sequence of the newest record ever appended to ``stream`` (0 if none), compaction or not."""
-        with self._env.begin() as txn:
+        with self._read_txn() as txn:
             return self._head(txn, stream)
 
     def read(self, stream: str, after: int = 0, limit: int | None = None) -> list[Record]:
@@ -424,7 +435,7 @@ class EventLog:
     def iter(self, stream: str, after: int = 0, limit: int | None = None) -> Iterator[Record]:
         prefix = _stream_prefix(stream)
         out: list[Record] = []
-        with self._env.begin() as txn:
+        with self._read_txn() as txn:
             cursor = txn.cursor(db=self._events)
             if not cursor.set_range(_event_key(stream, after + 1)):
                 return iter(out)
@@ -454,7 +465,7 @@ class EventLog:
         return first[0].seq if first else 0
 
     def get_value(self, key: str, default: Any = None) -> Any:
-        with self._env.begin() as txn:
+        with self._read_txn() as txn:
             raw = txn.get(key.encode(), db=self._values)
         if raw is None:
             return default
@@ -463,7 +474,7 @@ class EventLog:
     def values_with_prefix(self, prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         raw_prefix = prefix.encode()
-        with self._env.begin() as txn:
+        with self._read_txn() as txn:
             cursor = txn.cursor(db=self._values)
             if cursor.set_range(raw_prefix):
                 for key, raw in cursor:
@@ -474,7 +485,7 @@ class EventLog:
         return out
 
     def load_snapshot(self, stream: str) -> tuple[int, Any] | None:
-        with self._env.begin() as txn:
+        with self._read_txn() as txn:
             raw = txn.get(stream.encode(), db=self._snapshots)
         if raw is None:
             return None
@@ -482,7 +493,7 @@ class EventLog:
         return int(snap["seq"]), snap["state"]
 
     def streams(self) -> list[str]:
-        with self._env.begin() as txn:
+        with self._read_txn() as txn:
             return [k.decode() for k in txn.cursor(db=self._heads).iternext(values=False)]
 
     def map_size(self) -> int:

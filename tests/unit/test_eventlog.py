@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import lmdb
@@ -123,3 +125,24 @@ def test_data_files_are_owner_only_whatever_the_umask(tmp_path: Path) -> None:
     }
     wanted = {name: (0o700 if "." not in name else 0o600) for name in modes}
     assert len(modes) == 6 and modes == wanted
+
+
+def test_a_reader_follows_a_map_another_process_grew(tmp_path: Path) -> None:
+    """A producer's big append grows the map in ITS process: a reader holding the old size must adopt the
+    new one instead of failing every transaction with MDB_MAP_RESIZED (a crash of every consumer)."""
+    reader = EventLog(tmp_path / "log")
+    reader.append("s", [{"n": 0}])
+    before = reader.map_size()
+    grow = (
+        "import sys; from actors.eventlog import EventLog; log = EventLog(sys.argv[1]); "
+        "log.append('s', [b'x' * (1 << 20)] * 80); print(log.map_size())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", grow, str(tmp_path / "log")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > before  # the other process really grew the map
+    assert reader.last_seq("s") == 81 and len(reader.read("s", after=80)) == 1
+    reader.append("s", [{"n": 82}])  # and writes after it
+    assert reader.read("s", after=81)[0].payload == {"n": 82}
+    reader.close()
