@@ -35,7 +35,7 @@ from models.pipeline import DetectionPipeline
 from models.readings import ReadingColumns
 
 MODEL_CHECK_S = 2.0
-TURN_S = 0.05  # s of batches per turn before yielding to Thespian (stop requests, other messages)
+TURN_S = 0.1  # s of batches per turn before yielding to Thespian (stop requests, other messages)
 
 
 def _stat_or_none(path: Path) -> tuple[float, int] | None:
