@@ -3,23 +3,12 @@ recovers the persisted count (41 stays 41), not the corrupt in-memory value."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from thespian.actors import ActorExitRequest, ActorSystem
 
 from actors.examples import Counter
 from actors.messages import ChildFailed, Configure
-
-
-@pytest.fixture
-def asys() -> Iterator[ActorSystem]:
-    system = ActorSystem("simpleSystemBase", logDefs=None)
-    try:
-        yield system
-    finally:
-        system.shutdown()
 
 
 def _start(asys: ActorSystem, data_dir: Path, incarnation: int) -> object:

@@ -6,11 +6,9 @@ handover it opens the log at start, as before (real LMDB, Thespian's in-process 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from thespian.actors import ActorAddress, ActorSystem
 
 from actors import eventlog
@@ -28,15 +26,6 @@ class Stateless(SupervisedActor):
             self.send(sender, ("written", self.fence_token))
         elif isinstance(msg, str):
             self.send(sender, f"got {msg}")
-
-
-@pytest.fixture
-def asys() -> Iterator[ActorSystem]:
-    system = ActorSystem("simpleSystemBase", logDefs=None)
-    try:
-        yield system
-    finally:
-        system.shutdown()
 
 
 def _log_open_here(data_dir: Path) -> bool:

@@ -5,11 +5,9 @@ LMDB, Thespian's in-process base, where createActor builds the instance at once)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from thespian.actors import ActorAddress, ActorSystem
 
 from actors.base import SupervisedActor
@@ -44,15 +42,6 @@ class Witness(SupervisedActor):
     def on_message(self, msg: object, sender: ActorAddress) -> None:
         if msg == "crash":
             raise RuntimeError("asked to crash")
-
-
-@pytest.fixture
-def asys() -> Iterator[ActorSystem]:
-    system = ActorSystem("simpleSystemBase", logDefs=None)
-    try:
-        yield system
-    finally:
-        system.shutdown()
 
 
 def _wait(asys: ActorSystem, match: Any, what: str) -> Any:
