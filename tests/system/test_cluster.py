@@ -27,6 +27,7 @@ from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 from supervisors.certs import ensure_cluster_certs
 from supervisors.thespian_env import free_loopback_port, processes_in_session
+from tests.harness.cluster import edge_tree as harness_edge_tree
 from tests.harness.cluster import gateway_tree as harness_gateway_tree
 from tests.system.nodes import REPO
 
@@ -40,25 +41,7 @@ def gateway_tree(name: str, everyone: list[str], snapshot_every: int = 1000) -> 
 
 
 def edge_tree(name: str, everyone: list[str]) -> dict[str, Any]:
-    return {
-        "id": "root",
-        "strategy": "one_for_one",
-        "intensity": 20,
-        "period": 10,
-        "children": [
-            {
-                "id": "peer",
-                "actor": "supervisors.peer.shell.PeerGatewayActor",
-                "args": {"replica": None},
-                "backoff": {"min": 0.2, "max": 2},
-            },
-            {
-                "id": "exposure",
-                "actor": "actors.crdt.replica.CrdtReplicaActor",
-                "args": {"replica": name, "peers": everyone, "gossip_interval": 0.3},
-            },
-        ],
-    }
+    return harness_edge_tree(name, everyone, intensity=20)
 
 
 class Cluster:
