@@ -24,11 +24,12 @@ from actors.eventlog import EventLog
 from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from actors.streams import PROPOSED_INCIDENTS
 from supervisors.peer.bridge_cluster import ClusterView
-from supervisors.peer.config import PeerConfig, PeerNode
+from supervisors.peer.config import PeerConfig
 from supervisors.peer.forward_rpc import CommitAsk, ReadIndexAnswer, ReadIndexAsk, RpcFailed
-from supervisors.peer.frames import Body, ForwardFrame
+from supervisors.peer.frames import ForwardFrame
 from supervisors.peer.gateway import Gateway
 from tests.harness.cluster import Cluster, incident
+from tests.harness.fake_links import NODES, ROLES, FakeLinks
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
@@ -186,28 +187,6 @@ def test_an_edge_cut_off_from_every_gateway_answers_503_and_appends_nothing(clus
 
 # -- who may ask what on the forward lane (in process: real Gateway objects, recorded sends) ---------------
 
-NODES = (
-    PeerNode("gw-1", "gateway", "127.0.0.1", 7001),
-    PeerNode("gw-2", "gateway", "127.0.0.1", 7002),
-    PeerNode("edge-1", "edge", "127.0.0.1", 7003),
-)
-
-
-class _Links:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Body]] = []
-        self.states: dict[str, str] = {}
-
-    def send(self, peer: str, body: Body) -> bool:
-        self.sent.append((peer, body))
-        return True
-
-    def state(self, peer: str) -> str:
-        return self.states.get(peer, "down")
-
-    def status(self) -> dict[str, dict[str, Any]]:
-        return {n.name: {"state": self.states.get(n.name, "down")} for n in NODES}
-
 
 class _Backend:
     """Stands in for the node backend's two answers (the Raft replica behind it is tested elsewhere)."""
@@ -219,13 +198,13 @@ class _Backend:
         return 7 if incident_id == "known" else None
 
 
-def _gateway(tmp_path: Path, node: str, trusted: dict[str, str] | None = None) -> tuple[Gateway, _Links]:
+def _gateway(tmp_path: Path, node: str, trusted: dict[str, str] | None = None) -> tuple[Gateway, FakeLinks]:
     files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "c", "key": tmp_path / "k"}
     config = PeerConfig(node=node, nodes=NODES, **files)
-    roles = {n.name: n.role for n in NODES}
+    roles = ROLES
     view = ClusterView(node, roles[node], ("gw-1", "gw-2"), tuple(roles), trusted or {}, config)
     gateway = Gateway(view, tmp_path / node, use_stdio=False)
-    links = _Links()
+    links = FakeLinks()
     gateway.links = links  # type: ignore[assignment]
     gateway.backend = _Backend()  # type: ignore[assignment]
     return gateway, links

@@ -21,35 +21,10 @@ from actors.raft.types import Message
 from actors.streams import PROPOSED_INCIDENTS
 from supervisors.peer.bridge import MAX_PIPE_FRAME, PipeError, PipeRaft, PipeReader, encode_pipe
 from supervisors.peer.bridge_cluster import ClusterView
-from supervisors.peer.config import PeerConfig, PeerNode
+from supervisors.peer.config import PeerConfig
 from supervisors.peer.frames import Body, ForwardFrame, GossipFrame, RaftFrame, SnapshotChunk
 from supervisors.peer.gateway import SNAPSHOT_CHUNK, ForwardBody, Gateway
-
-NODES = (
-    PeerNode("gw-1", "gateway", "127.0.0.1", 7001),
-    PeerNode("gw-2", "gateway", "127.0.0.1", 7002),
-    PeerNode("edge-1", "edge", "127.0.0.1", 7003),
-)
-ROLES = {n.name: n.role for n in NODES}
-
-
-class FakeLinks:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Body]] = []
-        self.states: dict[str, str] = {}
-        self.full = False
-
-    def send(self, peer: str, body: Body) -> bool:
-        if self.full:
-            return False
-        self.sent.append((peer, body))
-        return True
-
-    def state(self, peer: str) -> str:
-        return self.states.get(peer, "down")
-
-    def status(self) -> dict[str, dict[str, Any]]:
-        return {n.name: {"state": self.states.get(n.name, "down")} for n in NODES}
+from tests.harness.fake_links import NODES, ROLES, FakeLinks
 
 
 class PipeRecorder:
