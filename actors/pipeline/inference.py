@@ -98,14 +98,12 @@ class InferenceActor(SupervisedActor):
         return str(getattr(self.detector, "version", "unknown"))
 
     def _check_model(self) -> None:
-        try:
-            st = os.stat(self.model_path)
-        except OSError:
-            stamp: tuple[float, ...] | None = None
-        else:
+        classifier = _stat_or_none(self.model_path)
+        stamp: tuple[float, ...] | None = None
+        if classifier is not None:
             # the windows model next to the classifier counts too: replacing either is a rollout
             windows = _stat_or_none(windows_model_path(self.model_path))
-            stamp = (st.st_mtime, st.st_size, *(windows or (-1.0, -1)))
+            stamp = (*classifier, *(windows or (-1.0, -1)))
         if stamp == self.model_stamp:
             return  # unchanged since the last check (also: still missing)
         previous = self.model_stamp
