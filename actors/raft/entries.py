@@ -1,6 +1,22 @@
-"""Incident entries of the Raft log: how a node signs one, and the TOTAL check every replica applies.
+"""Incident entries of the Raft log: how a node signs them, and the TOTAL check every replica applies.
 
-An entry is ``msgpack({"v": 1, "body": msgpack({"node", "incident"}), "sig": Ed25519(body)})``.
+One incident per entry (the API's ``index`` is the Raft index). Two versions, both valid forever (committed
+logs hold them):
+
+- v1: ``msgpack({"v": 1, "body": msgpack({"node", "incident"}), "sig": Ed25519(body)})``.
+- v2 (what replicas propose): the incidents a node proposes in one go are signed ONCE. Each entry is
+  ``msgpack({"v": 2, "body", "pos": i, "n": B, "proof": [sibling hashes], "sig"})`` where ``sig`` is
+  Ed25519 over ``b"garrison-batch-v2" + B (8 bytes) + root`` and ``root`` is the RFC 9162 Merkle tree
+  hash of the batch's bodies with domain-separated hashes (``sha256(b"garrison-leaf" + body)``,
+  ``sha256(b"garrison-node" + left + right)``): a leaf can never pass for an inner node. ``proof`` is the
+  body's inclusion path (RFC 9162 2.1.3), so each entry is checked on its own: the root it implies must
+  carry a valid signature of the node its body names. One Ed25519 verify (~175 us) then covers a whole
+  batch instead of one per entry, which was ~half of a follower's CPU when pipelining.
+
+Verified signatures are memoised (:func:`_signature_ok`): a bounded in-process cache of (public key,
+batch size, root, sig) whose Ed25519 verify returned True. It is a pure function's memo, seeded only with
+the same True that verify would return (signatures this process made with the matching private key), so
+the answer never depends on it: a replica with a warm cache and one just started give identical answers.
 
 Why total: a committed entry stays in the log and is applied again at every boot (``applied`` restarts at
 the snapshot). If checking it raised, the replica would crash on it at every start, forever, and take the
@@ -12,8 +28,9 @@ machines stay equal.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Container
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -21,7 +38,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from actors.raft.node_keys import verify
 
-__all__ = ["MAX_ENTRY_BYTES", "REQUIRED_FIELDS", "open_entry", "open_snapshot", "signed_entry"]
+__all__ = [
+    "MAX_BATCH",
+    "MAX_ENTRY_BYTES",
+    "REQUIRED_FIELDS",
+    "open_entry",
+    "open_snapshot",
+    "signed_batch",
+    "signed_entry",
+]
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
 _decode = msgspec.msgpack.decode
@@ -33,6 +58,15 @@ MAX_ID_BYTES = 200
 MAX_NAME_CHARS = 256  # a node name
 MAX_DEPTH = 16  # of the incident's nested payload
 SIGNATURE_BYTES = 64  # Ed25519
+HASH_BYTES = 32  # SHA-256
+# Entries signed together (v2). A proposer signs at most this many at once; a proof for a batch this big has
+# at most MAX_PROOF hashes, so a longer proof list is rejected before any hashing.
+MAX_BATCH = 4096
+MAX_PROOF = 12  # ceil(log2(MAX_BATCH))
+_LEAF, _NODE, _ROOT = b"garrison-leaf", b"garrison-node", b"garrison-batch-v2"
+# (public key, n, root, sig) whose verify returned True; bounded: oldest dropped first (dicts keep order)
+_VERIFIED: dict[tuple[bytes, int, bytes, bytes], None] = {}
+VERIFIED_CACHE_SIZE = 4096
 # The fields every incident carries (as the inference actor writes them) and their types.
 REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
     "incident_id": (str,),
@@ -51,23 +85,34 @@ class _Rejected(Exception):
 
 
 def signed_entry(node: str, incident: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
-    """The log entry for ``incident``, proposed by ``node`` and signed with its key."""
+    """The v1 log entry for ``incident``, proposed by ``node`` and signed with its key (one signature per
+    entry; replicas propose with :func:`signed_batch`)."""
     body = _encode({"node": node, "incident": incident})
     return _encode({"v": 1, "body": body, "sig": key.sign(body)})
 
 
-def open_entry(
-    data: object, trusted: dict[str, Any], signed_here: Container[bytes] = ()
-) -> tuple[dict[str, Any] | None, str]:
-    """The incident in an entry, or None and why it is rejected (the same answer on every replica).
+def signed_batch(node: str, incidents: Sequence[dict[str, Any]], key: Ed25519PrivateKey) -> list[bytes]:
+    """The v2 log entries for ``incidents`` (one each, in order), proposed by ``node``, with ONE Ed25519
+    signature over the Merkle root of their bodies. Raises ValueError past MAX_BATCH: split the batch."""
+    if not 0 < len(incidents) <= MAX_BATCH:
+        raise ValueError(f"a signed batch holds 1..{MAX_BATCH} incidents, not {len(incidents)}: split it")
+    bodies = [_encode({"node": node, "incident": incident}) for incident in incidents]
+    root, proofs = _tree([_leaf(body) for body in bodies])
+    n = len(bodies)
+    sig = key.sign(_signed_message(n, root))
+    # the matching public key verifies this signature: the memo's answer is verify's answer
+    _remember(key.public_key().public_bytes_raw(), n, root, sig)
+    return [
+        _encode({"v": 2, "body": body, "pos": pos, "n": n, "proof": proof, "sig": sig})
+        for pos, (body, proof) in enumerate(zip(bodies, proofs, strict=True))
+    ]
 
-    ``signed_here``: entries this process signed itself with the key ``trusted`` holds for its node (the
-    caller checked that it does). Their signature is known to verify, so it is not checked again: the
-    same answer as verifying, without the Ed25519 verify that is most of the leader's apply cost.
 
-    Never raises: see the module docstring."""
+def open_entry(data: object, trusted: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The incident in an entry (v1 or v2), or None and why it is rejected (the same answer on every
+    replica, whatever its signature memo holds). Never raises: see the module docstring."""
     try:
-        return _open(data, trusted, signed_here), ""
+        return _open(data, trusted), ""
     except _Rejected as exc:
         return None, str(exc)
     except Exception as exc:  # a case the checks below missed: still a rejection, never a crash
@@ -104,7 +149,7 @@ def open_snapshot(data: object) -> tuple[list[tuple[int, dict[str, Any]]], list[
     return good, bad
 
 
-def _open(data: object, trusted: dict[str, Any], signed_here: Container[bytes]) -> dict[str, Any]:
+def _open(data: object, trusted: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(data, bytes):
         raise _Rejected(f"malformed entry: data is {type(data).__name__}, not bytes")
     if len(data) > MAX_ENTRY_BYTES:
@@ -112,8 +157,9 @@ def _open(data: object, trusted: dict[str, Any], signed_here: Container[bytes]) 
     outer = _msgpack(data, "entry")
     if not isinstance(outer, dict):
         raise _Rejected(f"malformed entry: not a map but {type(outer).__name__}")
-    if outer.get("v") != 1 or isinstance(outer.get("v"), bool):
-        raise _Rejected(f"malformed entry: unknown version {_short(outer.get('v'))}")
+    version = outer.get("v")
+    if isinstance(version, bool) or version not in (1, 2):  # (== as before v2: a committed 1.0 stays v1)
+        raise _Rejected(f"malformed entry: unknown version {_short(version)}")
     body_bytes, sig = outer.get("body"), outer.get("sig")
     if not isinstance(body_bytes, bytes):
         raise _Rejected(f"malformed entry: body is {_kind(body_bytes)}, not bytes")
@@ -130,9 +176,80 @@ def _open(data: object, trusted: dict[str, Any], signed_here: Container[bytes]) 
     label = _label(incident)
     if public is None:
         raise _Rejected(f"entry {label} signed by {node!r}, which has no trusted key")
-    if data not in signed_here and not verify(public, sig, body_bytes):
-        raise _Rejected(f"entry {label}: signature does not verify against {node!r}'s key")
+    if version == 1:
+        if not verify(public, sig, body_bytes):
+            raise _Rejected(f"entry {label}: signature does not verify against {node!r}'s key")
+    else:
+        n, root = _batch_root(outer, body_bytes, label)
+        if not _signature_ok(public, n, root, sig):
+            raise _Rejected(f"entry {label}: batch signature does not verify against {node!r}'s key")
     return check_incident(incident, label)
+
+
+def _batch_root(outer: dict[Any, Any], body: bytes, label: str) -> tuple[int, bytes]:
+    """The batch size and the Merkle root that a v2 entry's body and proof imply (RFC 9162 2.1.3.2)."""
+    pos, n, proof = outer.get("pos"), outer.get("n"), outer.get("proof")
+    if type(n) is not int or not 0 < n <= MAX_BATCH:
+        raise _Rejected(f"malformed entry {label}: n is {_short(n)}, not 1..{MAX_BATCH}")
+    if type(pos) is not int or not 0 <= pos < n:
+        raise _Rejected(f"malformed entry {label}: pos is {_short(pos)}, not 0..{n - 1}")
+    if not isinstance(proof, list) or len(proof) > MAX_PROOF:
+        raise _Rejected(f"malformed entry {label}: proof is {_kind(proof)}, not a list of <= {MAX_PROOF}")
+    if not all(isinstance(h, bytes) and len(h) == HASH_BYTES for h in proof):
+        raise _Rejected(f"malformed entry {label}: proof holds something other than {HASH_BYTES}-byte hashes")
+    fn, sn, r = pos, n - 1, _leaf(body)
+    for sibling in proof:
+        if sn == 0:
+            raise _Rejected(f"malformed entry {label}: proof longer than the path of {pos} in {n}")
+        if fn & 1 or fn == sn:
+            r = _node(sibling, r)
+            while not fn & 1 and fn:  # the last node of its level was promoted: skip those levels
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = _node(r, sibling)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise _Rejected(f"malformed entry {label}: proof shorter than the path of {pos} in {n}")
+    return n, r
+
+
+def _signature_ok(public: Any, n: int, root: bytes, sig: bytes) -> bool:
+    """verify(public, sig, message of (n, root)), memoised: see the module docstring."""
+    raw = public.public_bytes_raw()
+    if (raw, n, root, sig) in _VERIFIED:
+        return True
+    if not verify(public, sig, _signed_message(n, root)):
+        return False
+    _remember(raw, n, root, sig)
+    return True
+
+
+def _remember(raw: bytes, n: int, root: bytes, sig: bytes) -> None:
+    if len(_VERIFIED) >= VERIFIED_CACHE_SIZE:
+        del _VERIFIED[next(iter(_VERIFIED))]
+    _VERIFIED[(raw, n, root, sig)] = None
+
+
+def _signed_message(n: int, root: bytes) -> bytes:
+    return _ROOT + n.to_bytes(8, "big") + root
+
+
+def _leaf(body: bytes) -> bytes:
+    return hashlib.sha256(_LEAF + body).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(_NODE + left + right).digest()
+
+
+def _tree(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The RFC 9162 Merkle tree hash of ``leaves`` (>= 1) and each leaf's inclusion proof (bottom up)."""
+    if len(leaves) == 1:
+        return leaves[0], [[]]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)  # the largest power of two below len(leaves)
+    left, left_proofs = _tree(leaves[:k])
+    right, right_proofs = _tree(leaves[k:])
+    return _node(left, right), [[*p, right] for p in left_proofs] + [[*p, left] for p in right_proofs]
 
 
 def check_incident(incident: object, label: str = "") -> dict[str, Any]:

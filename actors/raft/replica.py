@@ -19,8 +19,9 @@ In cluster mode the messages for other nodes go to the node's gateway process ov
 is not connected (the gateway starting or restarting) they go through the gateway shell (``PeerSend``).
 
 Incidents: a replica with ``publish: true`` (one per node) takes the node's ``incidents/proposed`` stream,
-signs each incident with the node's Ed25519 key and proposes it (through the leader), re-proposing until it
-sees it applied; every replica applies committed entries to its state machine (dedup by ``incident_id``;
+signs what it takes in one go with ONE Ed25519 signature of the node's key (over the Merkle root of the
+batch: still one incident per entry, see ``entries.py``) and proposes it (through the leader), re-proposing
+until it sees it applied; every replica applies committed entries to its state machine (dedup by ``incident_id``;
 an entry that is malformed or whose signature does not verify against the trusted keys is rejected as a
 no-op, identically everywhere and never by raising: see ``entries.py``), and
 the publishing replica appends applied incidents to ``incidents/committed``: the same interface as the
@@ -49,7 +50,7 @@ from actors.messages import Location, PeerGatewayUp, PeerSend, WhereIs
 from actors.raft.codec import decode_message, encode_message
 from actors.raft.core import RaftCore
 from actors.raft.durable_storage import DurableRaftStorage, needs_persist
-from actors.raft.entries import open_entry, open_snapshot, signed_entry
+from actors.raft.entries import MAX_BATCH, open_entry, open_snapshot, signed_batch, signed_entry
 from actors.raft.errors import NotLeader, ProposalDropped, RaftError
 from actors.raft.gateway_link import RaftLinkClient
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64
@@ -71,7 +72,8 @@ _decode = msgspec.msgpack.decode
 # An entry of this type records "the leader's dispatcher delivered incidents/committed through
 # payload.through" (see actors/dispatch/actor.py): applied into a value, never published as an incident.
 DISPATCH_MARK = "dispatch_mark"
-__all__ = ["RaftReplicaActor", "open_entry", "signed_entry"]  # the entry format lives in entries.py
+# the entry format lives in entries.py
+__all__ = ["RaftReplicaActor", "open_entry", "signed_batch", "signed_entry"]
 _KINDS = ("add_learner", "promote", "remove")  # ConfChange kinds the control socket may ask for
 # a leader's messages that may leave before its Ready is written (see RaftReplicaActor._split_messages)
 _LEADER_EARLY: frozenset[MessageType] = frozenset({"append", "heartbeat", "snapshot"})
@@ -239,10 +241,6 @@ class RaftReplicaActor(SupervisedActor):
                 public_key=own,
             )
         self.trusted = {node: parse_public_key(b64) for node, b64 in declared.items()}
-        # entries signed here and not applied yet: their signature need not be verified again at apply,
-        # as long as the key the cluster trusts for this node is ours (else they must be rejected)
-        self.own_key_trusted = declared.get(self.node) == own
-        self.signed_here: set[bytes] = set()
         self.storage = DurableRaftStorage(self.event_log, self.replica)
         config = RaftConfig(
             id=self.replica,
@@ -582,6 +580,7 @@ class RaftReplicaActor(SupervisedActor):
         limit = self.input_limit(PROPOSED_INCIDENTS, max(room, 0))
         records = self.event_log.read(PROPOSED_INCIDENTS, after=self.read_upto, limit=limit)
         kept = {rec.seq for rec in self.admit(records)}  # a quarantined proposal is passed over
+        fresh: dict[str, tuple[dict[str, Any], int]] = {}  # incident_id -> (incident, seq)
         for rec in records:
             self.read_upto = rec.seq
             if rec.seq not in kept or not isinstance(rec.payload, dict):
@@ -590,12 +589,18 @@ class RaftReplicaActor(SupervisedActor):
             if (
                 iid
                 and iid not in self.pending
+                and iid not in fresh
                 and self.event_log.get_value(self.prefix + "applied/" + iid) is None
             ):
-                entry = signed_entry(self.node, rec.payload, self.key)
-                self.pending[iid] = (entry, rec.seq, -(10**9))
-                if self.own_key_trusted:
-                    self.signed_here.add(entry)
+                fresh[iid] = (rec.payload, rec.seq)
+        # ONE signature for all of them (a Merkle root, see entries.py): Ed25519 signing and verifying
+        # per incident were most of the replicas' CPU when pipelining
+        items = list(fresh.items())
+        for lo in range(0, len(items), MAX_BATCH):
+            chunk = items[lo : lo + MAX_BATCH]
+            signed = signed_batch(self.node, [incident for _, (incident, _) in chunk], self.key)
+            for (iid, (_, seq)), entry in zip(chunk, signed, strict=True):
+                self.pending[iid] = (entry, seq, -(10**9))
         due = [
             (iid, data, seq)
             for iid, (data, seq, sent) in self.pending.items()
@@ -688,9 +693,7 @@ class RaftReplicaActor(SupervisedActor):
 
         def apply_incident(raft_index: int, incident: dict[str, Any]) -> None:
             iid = incident["incident_id"]
-            mine = self.pending.pop(iid, None)
-            if mine is not None:
-                self.signed_here.discard(mine[0])
+            self.pending.pop(iid, None)
             if iid in seen or self.event_log.get_value(self.prefix + "applied/" + iid) is not None:
                 return  # the same incident proposed twice: applied once
             seen.add(iid)
@@ -735,8 +738,7 @@ class RaftReplicaActor(SupervisedActor):
                 continue
             # total: a malformed committed entry is a no-op here (`applied` still advances past it),
             # never an exception, or the replica would crash on it at every boot
-            opened, why = open_entry(entry.data, self.trusted, self.signed_here)
-            self.signed_here.discard(entry.data)
+            opened, why = open_entry(entry.data, self.trusted)
             if opened is None:
                 batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
                 self.log.warning(

@@ -1,0 +1,77 @@
+"""The memo of verified batch signatures (v2 entries): one Ed25519 verify per batch instead of one per
+entry, and never an answer that verifying would not give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from actors.raft import entries
+from actors.raft.entries import open_entry, signed_batch
+from tests.harness.cluster import incident
+
+
+@pytest.fixture(autouse=True)
+def cold_memo() -> None:
+    entries._VERIFIED.clear()
+
+
+@pytest.fixture
+def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the real Ed25519 verifies that open_entry runs (each still runs)."""
+    calls: list[int] = []
+    real = entries.verify
+
+    def counting(public: Any, sig: bytes, data: bytes) -> bool:
+        calls.append(1)
+        return real(public, sig, data)
+
+    monkeypatch.setattr(entries, "verify", counting)
+    return calls
+
+
+def test_a_cold_replica_verifies_once_per_batch(verify_calls: list[int]) -> None:
+    key = Ed25519PrivateKey.generate()
+    batch = signed_batch("gw-1", [incident(f"i-{n}") for n in range(100)], key)
+    entries._VERIFIED.clear()  # as on a follower that did not sign it
+    opened = [open_entry(e, {"gw-1": key.public_key()}) for e in batch]
+    assert all(o is not None for o, _ in opened) and len(opened) == 100
+    assert len(verify_calls) == 1
+
+
+def test_the_signer_verifies_nothing_and_a_forgery_is_still_checked(verify_calls: list[int]) -> None:
+    key = Ed25519PrivateKey.generate()
+    trusted = {"gw-1": key.public_key()}
+    batch = signed_batch("gw-1", [incident(f"i-{n}") for n in range(3)], key)
+    assert all(open_entry(e, trusted)[0] is not None for e in batch)
+    assert verify_calls == []  # the leader applying its own proposals: memo seeded when it signed
+    forged = msgspec.msgpack.encode({**msgspec.msgpack.decode(batch[0]), "sig": bytes(64)})
+    opened, why = open_entry(forged, trusted)
+    assert opened is None and "batch signature does not verify" in why
+    assert len(verify_calls) == 1  # a memo miss: really verified
+    assert len(entries._VERIFIED) == 1  # and a failure is not remembered
+
+
+def test_own_signature_in_the_memo_is_rejected_when_the_cluster_trusts_another_key() -> None:
+    """The memo is keyed by the public key: an entry this process signed is rejected where verify rejects
+    it (the node's trusted key is not ours), exactly as on a replica that never signed it."""
+    mine = Ed25519PrivateKey.generate()
+    batch = signed_batch("gw-1", [incident("i-1")], mine)
+    assert len(entries._VERIFIED) == 1  # seeded
+    other = {"gw-1": Ed25519PrivateKey.generate().public_key()}
+    opened, why = open_entry(batch[0], other)
+    assert opened is None and "batch signature does not verify against 'gw-1'" in why
+
+
+def test_the_memo_is_bounded_and_eviction_changes_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entries, "VERIFIED_CACHE_SIZE", 8)
+    key = Ed25519PrivateKey.generate()
+    trusted = {"gw-1": key.public_key()}
+    batches = [signed_batch("gw-1", [incident(f"b{b}-{n}") for n in range(2)], key) for b in range(20)]
+    assert len(entries._VERIFIED) == 8
+    for b, batch in enumerate(batches):  # the first 12 were evicted: verified again, same answers
+        assert [open_entry(e, trusted)[0]["incident_id"] for e in batch] == [f"b{b}-0", f"b{b}-1"]  # type: ignore[index]
+        assert len(entries._VERIFIED) <= 8
