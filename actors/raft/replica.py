@@ -689,6 +689,7 @@ class RaftReplicaActor(SupervisedActor):
         """Stage the apply of ``rd``'s snapshot and committed entries in ``batch``; the incidents newly
         applied (for :meth:`_applied` once the batch is committed)."""
         newly: list[tuple[int, dict[str, Any]]] = []
+        records: list[dict[str, Any]] = []  # for incidents/committed, encoded in one pass at the end
         seen: set[str] = set()
 
         def apply_incident(raft_index: int, incident: dict[str, Any]) -> None:
@@ -709,12 +710,9 @@ class RaftReplicaActor(SupervisedActor):
                 return
             newly.append((raft_index, incident))
             if self.publish:
-                record = {
-                    "index": self.published + len(newly),
-                    "incident": incident,
-                    "raft_index": raft_index,
-                }
-                batch.append(COMMITTED_INCIDENTS, record)
+                records.append(
+                    {"index": self.published + len(newly), "incident": incident, "raft_index": raft_index}
+                )
 
         if rd.snapshot is not None:
             self.snap_tail = None  # a new base: what it holds is read from LMDB at the next compaction
@@ -750,6 +748,8 @@ class RaftReplicaActor(SupervisedActor):
                 )
                 continue
             apply_incident(entry.index, opened)
+        if records:
+            batch.extend(COMMITTED_INCIDENTS, records)
         if newly:
             batch.put_value(self.prefix + "applied_count", self.applied_count + len(newly))
         if self.publish:
