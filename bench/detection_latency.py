@@ -164,7 +164,12 @@ def run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     session = int(node_started[0]["session"]) if node_started and node_started[0].get("session") else None
     leftovers = kill_session_leftovers(session)
     detected = {e["incident_id"]: _ts(e) for e in events if e.get("event") == "detection"}
-    committed = {e["incident_id"]: _ts(e) for e in events if e.get("event") == "incident_committed"}
+    committed = {  # the Raft replica logs one incident_committed line per applied batch: its incident_ids
+        iid: _ts(e)
+        for e in events
+        if e.get("event") == "incident_committed"
+        for iid in e.get("incident_ids") or [e["incident_id"]]
+    }
     samples: list[dict[str, Any]] = []
     for seen, line in watcher.lines:
         inc = line["incident"]

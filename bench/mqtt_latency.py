@@ -471,7 +471,12 @@ def match(
     events: list[dict[str, Any]],
 ) -> dict[str, Any]:
     proposed = {e["incident_id"]: _ts(e) for e in events if e.get("event") == "detection"}
-    committed = {e["incident_id"]: _ts(e) for e in events if e.get("event") == "incident_committed"}
+    committed = {  # the Raft replica logs one incident_committed line per applied batch: its incident_ids
+        iid: _ts(e)
+        for e in events
+        if e.get("event") == "incident_committed"
+        for iid in e.get("incident_ids") or [e["incident_id"]]
+    }
     samples: list[dict[str, float]] = []
     seen_ids: list[str] = []
     unmatched = 0

@@ -334,9 +334,9 @@ def attach_leader_apply_times(
     """t0 -> the leader's ``incident_committed`` log line, per incident (wall clocks of one machine)."""
     applied: dict[tuple[str, str], float] = {}
     for e in events:
-        if e.get("event") == "incident_committed":
-            key = (e.get("replica"), e.get("incident_id"))
-            applied.setdefault(key, datetime.fromisoformat(e["ts"]).timestamp())
+        if e.get("event") == "incident_committed":  # one line per applied batch: its incident_ids
+            for iid in e.get("incident_ids") or [e.get("incident_id")]:
+                applied.setdefault((e.get("replica"), iid), datetime.fromisoformat(e["ts"]).timestamp())
     for name, res in results.items():
         leader = leaders[name]
         for iid, wall in res.sent_wall.items():

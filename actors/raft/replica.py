@@ -758,21 +758,36 @@ class RaftReplicaActor(SupervisedActor):
         return newly
 
     def _applied(self, newly: list[tuple[int, dict[str, Any]]]) -> None:
-        """The apply of ``newly`` is durable: count and log it."""
+        """The apply of ``newly`` is durable: count it, and log ONE ``incident_committed`` line for it.
+
+        One line per applied batch, not per incident: pipelining ~100 incidents per Ready, rendering a
+        structlog line per incident was ~40 % of a follower's CPU. Every line has ``incident_ids`` and
+        ``raft_indexes`` (in order); a batch of one (the usual case: incidents are rare events) also has
+        ``incident_id``, ``raft_index``, ``type``, ``sensor`` and ``confidence`` as before."""
         self.applied_count += len(newly)
         if self.publish:
             self.published += len(newly)
-        for raft_index, incident in newly:
-            self.log.info(
-                "incident_committed",
-                replica=self.replica,
-                raft_index=raft_index,
-                incident_id=incident["incident_id"],
-                type=incident.get("type"),
-                sensor=incident.get("sensor"),
-                confidence=incident.get("confidence"),
-                term=self.core.term,
-            )
+        if not newly:
+            return
+        one: dict[str, Any] = {}
+        if len(newly) == 1:
+            raft_index, incident = newly[0]
+            one = {
+                "raft_index": raft_index,
+                "incident_id": incident["incident_id"],
+                "type": incident.get("type"),
+                "sensor": incident.get("sensor"),
+                "confidence": incident.get("confidence"),
+            }
+        self.log.info(
+            "incident_committed",
+            replica=self.replica,
+            term=self.core.term,
+            count=len(newly),
+            incident_ids=[incident["incident_id"] for _, incident in newly],
+            raft_indexes=[raft_index for raft_index, _ in newly],
+            **one,
+        )
 
     def _serve_reads(self) -> None:
         applied = self.core.applied_index

@@ -153,7 +153,13 @@ def test_a_replica_behind_the_compacted_log_catches_up_from_the_leaders_snapshot
         gw3 = node.pid_of("root/raft", "gw3")
         os.kill(gw3, signal.SIGSTOP)  # gw3 falls behind while the others commit and compact
         try:
-            node.wait_for("incident_committed", replica="gw1", count=4, timeout=90)
+            node.wait_until(  # one incident_committed line per applied batch: count its incident_ids
+                lambda: (
+                    sum(len(e["incident_ids"]) for e in node.named("incident_committed", replica="gw1")) >= 4
+                ),
+                90,
+                "4 incidents committed on gw1",
+            )
         finally:
             os.kill(gw3, signal.SIGCONT)
         node.wait_for("raft_snapshot_installed", replica="gw3", timeout=30)
