@@ -67,6 +67,8 @@ _LEAF, _NODE, _ROOT = b"garrison-leaf", b"garrison-node", b"garrison-batch-v2"
 # (public key, n, root, sig) whose verify returned True; bounded: oldest dropped first (dicts keep order)
 _VERIFIED: dict[tuple[bytes, int, bytes, bytes], None] = {}
 VERIFIED_CACHE_SIZE = 4096
+_PATHS: dict[bytes, bytes] = {}  # left + right -> inner node hash (see _path_node)
+PATH_CACHE_SIZE = 8192
 # The fields every incident carries (as the inference actor writes them) and their types.
 REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
     "incident_id": (str,),
@@ -202,11 +204,11 @@ def _batch_root(outer: dict[Any, Any], body: bytes, label: str) -> tuple[int, by
         if sn == 0:
             raise _Rejected(f"malformed entry {label}: proof longer than the path of {pos} in {n}")
         if fn & 1 or fn == sn:
-            r = _node(sibling, r)
+            r = _path_node(sibling, r)
             while not fn & 1 and fn:  # the last node of its level was promoted: skip those levels
                 fn, sn = fn >> 1, sn >> 1
         else:
-            r = _node(r, sibling)
+            r = _path_node(r, sibling)
         fn, sn = fn >> 1, sn >> 1
     if sn != 0:
         raise _Rejected(f"malformed entry {label}: proof shorter than the path of {pos} in {n}")
@@ -240,6 +242,19 @@ def _leaf(body: bytes) -> bytes:
 
 def _node(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(_NODE + left + right).digest()
+
+
+def _path_node(left: bytes, right: bytes) -> bytes:
+    """``_node`` memoised while checking proofs: the entries of one batch share their upper path (a batch
+    of B has B - 1 inner nodes, and checking its B proofs one by one would hash ~B log2 B). SHA-256 is
+    pure, so the memo changes no answer; it is emptied when full."""
+    pair = left + right
+    parent = _PATHS.get(pair)
+    if parent is None:
+        if len(_PATHS) >= PATH_CACHE_SIZE:
+            _PATHS.clear()
+        parent = _PATHS[pair] = hashlib.sha256(_NODE + pair).digest()
+    return parent
 
 
 def _tree(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:

@@ -17,6 +17,7 @@ from tests.harness.cluster import incident
 @pytest.fixture(autouse=True)
 def cold_memo() -> None:
     entries._VERIFIED.clear()
+    entries._PATHS.clear()
 
 
 @pytest.fixture
@@ -37,6 +38,7 @@ def test_a_cold_replica_verifies_once_per_batch(verify_calls: list[int]) -> None
     key = Ed25519PrivateKey.generate()
     batch = signed_batch("gw-1", [incident(f"i-{n}") for n in range(100)], key)
     entries._VERIFIED.clear()  # as on a follower that did not sign it
+    entries._PATHS.clear()
     opened = [open_entry(e, {"gw-1": key.public_key()}) for e in batch]
     assert all(o is not None for o, _ in opened) and len(opened) == 100
     assert len(verify_calls) == 1
@@ -75,3 +77,24 @@ def test_the_memo_is_bounded_and_eviction_changes_no_answer(monkeypatch: pytest.
     for b, batch in enumerate(batches):  # the first 12 were evicted: verified again, same answers
         assert [open_entry(e, trusted)[0]["incident_id"] for e in batch] == [f"b{b}-0", f"b{b}-1"]  # type: ignore[index]
         assert len(entries._VERIFIED) <= 8
+
+
+def test_the_path_memo_is_bounded_and_changes_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entries, "PATH_CACHE_SIZE", 16)
+    key = Ed25519PrivateKey.generate()
+    trusted = {"gw-1": key.public_key()}
+    batch = signed_batch("gw-1", [incident(f"i-{n}") for n in range(64)], key)  # 63 inner nodes
+    cold = []
+    for entry in batch:
+        entries._PATHS.clear()
+        cold.append(open_entry(entry, trusted))
+    warm = [open_entry(entry, trusted) for entry in batch]
+    assert warm == cold and all(opened is not None for opened, _ in warm)
+    assert 0 < len(entries._PATHS) <= 16
+    # a damaged sibling is hashed, not found: rejected warm as cold
+    outer = msgspec.msgpack.decode(batch[5])
+    outer["proof"][-1] = bytes(32)
+    damaged = msgspec.msgpack.encode(outer)
+    assert open_entry(damaged, trusted)[0] is None
+    entries._PATHS.clear()
+    assert open_entry(damaged, trusted)[0] is None

@@ -79,6 +79,12 @@ def _flip(h: bytes) -> bytes:
     return bytes([h[0] ^ 1]) + h[1:]
 
 
+def _cold() -> None:
+    """As on a replica that just started: nothing in the memos of verified signatures and path hashes."""
+    entries._VERIFIED.clear()
+    entries._PATHS.clear()
+
+
 _P0 = _decode(BATCH[0])["proof"]  # entry 0's proof: 3 hashes (siblings at levels 0, 1 and 2)
 
 
@@ -191,7 +197,7 @@ def test_every_entry_of_a_batch_opens_alone_with_a_cold_memo(size: int) -> None:
     batch = signed_batch("edge-1", incidents, KEY)
     assert len({_decode(e)["sig"] for e in batch}) == 1  # ONE signature for the whole batch
     for i, entry in enumerate(batch):
-        entries._VERIFIED.clear()
+        _cold()
         assert open_entry(entry, TRUSTED) == (incidents[i], "")
         assert len(_decode(entry)["proof"]) <= max(size - 1, 0).bit_length()
 
@@ -207,15 +213,15 @@ def test_warm_and_cold_memos_give_identical_answers() -> None:
     """The memo of verified batch signatures is a pure function's: a replica that verified (or signed)
     the batches gives exactly the answers of a replica that starts cold, for good and damaged entries."""
     cases = [*BATCH, *OTHER_BATCH, *(m[1] for m in MALFORMED)]
-    entries._VERIFIED.clear()
+    _cold()
     cold = []
     for data in cases:
-        entries._VERIFIED.clear()
+        _cold()
         cold.append(open_entry(data, TRUSTED))
-    entries._VERIFIED.clear()
+    _cold()
     signed_batch("edge-1", [INCIDENT], KEY)  # this process signs too: seeds the memo
     warm = [open_entry(data, TRUSTED) for data in [*BATCH, *OTHER_BATCH]]  # warms it with both roots
-    assert len(entries._VERIFIED) == 3
+    assert len(entries._VERIFIED) == 3 and len(entries._PATHS) == 8  # 4 inner nodes per batch of 5
     warm = [open_entry(data, TRUSTED) for data in cases]
     assert warm == cold
     assert sum(opened is not None for opened, _ in cold) == len(BATCH) + len(OTHER_BATCH)
