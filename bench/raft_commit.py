@@ -10,8 +10,9 @@ the leader, and after a leadership transfer to ``gw2`` (the publisher is then a 
 - ``proposed_serial``: the product's path. Append ONE incident to ``incidents/proposed`` (``EventLog.append``,
   durable), wait until it appears in ``incidents/committed``, repeat. t0 = the append returned (the record
   is visible to the replica); t1 = the benchmark's poll (every ``POLL_S``) saw the committed record.
-- ``propose_entry_serial``: ``ProposeEntry(signed_entry(...))`` sent by the benchmark's ActorSystem straight
-  to the leader (no wait for the publisher's next tick), t0 = before ``tell``, t1 as above.
+- ``propose_entry_serial``: ``ProposeEntry(signed_batch(...)[0])`` (a v2 entry, as replicas propose) sent by
+  the benchmark's ActorSystem straight to the leader (no wait for the publisher's next tick), t0 = before
+  ``tell``, t1 as above.
 - ``proposed_pipelined``: incidents appended to ``incidents/proposed`` in batches of B (one append each)
   while at most K batches are not yet committed; per-incident latency = its batch's append returned -> seen
   committed; throughput = incidents / (first append -> last seen committed).
@@ -62,7 +63,7 @@ from actors.raft.replica import (
     RaftStatus,
     RaftStatusRequest,
     TransferLeadership,
-    signed_entry,
+    signed_batch,
 )
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 from bench.raft_commit_pysyncobj import PySyncObjBenchError, PySyncObjCluster
@@ -297,7 +298,7 @@ class RaftBench:
         address = self.addresses[leader]
         began = time.perf_counter()
         for iid in self._ids(n, tag):
-            entry = signed_entry(NODE, incident(iid, self.counter), self.key)
+            (entry,) = signed_batch(NODE, [incident(iid, self.counter)], self.key)
             t0, res.sent_wall[iid] = time.perf_counter(), time.time()
             self.asys.tell(address, ProposeEntry(entry))
             self._wait_one(watcher, iid, t0, res)
