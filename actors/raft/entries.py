@@ -160,7 +160,8 @@ def _open(data: object, trusted: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(outer, dict):
         raise _Rejected(f"malformed entry: not a map but {type(outer).__name__}")
     version = outer.get("v")
-    if isinstance(version, bool) or version not in (1, 2):  # (== as before v2: a committed 1.0 stays v1)
+    # compared with ==, as before v2 existed: an entry committed with v 1.0 still opens as v1
+    if isinstance(version, bool) or version not in (1, 2):
         raise _Rejected(f"malformed entry: unknown version {_short(version)}")
     body_bytes, sig = outer.get("body"), outer.get("sig")
     if not isinstance(body_bytes, bytes):
