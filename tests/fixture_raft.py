@@ -15,9 +15,16 @@ _encode = msgspec.msgpack.encode
 def malformed_entries(node: str, key: Any) -> list[tuple[str, bytes]]:
     """Entries a bug or an attacker could get committed, each with what is wrong with it. All but the
     last two are correctly signed by ``node``'s own (trusted) key, so only their shape is wrong."""
-    from actors.raft.entries import signed_entry
+    from actors.raft.entries import signed_batch, signed_entry
 
     incident = {"incident_id": "malformed-1", "type": "CO_leak", "sensor": "S9"}
+    # a v2 entry whose proof belongs to another batch of the node: its root's signature cannot verify
+    v2 = msgspec.msgpack.decode(
+        signed_batch(node, [valid_incident(node, f"v2-{i}") for i in range(3)], key)[0]
+    )
+    other = msgspec.msgpack.decode(
+        signed_batch(node, [valid_incident(node, f"w2-{i}") for i in range(3)], key)[0]
+    )
 
     def signed(body: Any) -> bytes:
         raw = _encode(body)
@@ -29,6 +36,7 @@ def malformed_entries(node: str, key: Any) -> list[tuple[str, bytes]]:
         ("string signature", _encode({"v": 1, "body": body, "sig": "not-bytes"})),
         ("node is a list", signed({"node": [node], "incident": incident})),
         ("incident without the schema", signed_entry(node, incident, key)),
+        ("v2 proof of another batch", _encode({**v2, "proof": other["proof"]})),
         ("not a map", _encode([1, 2, 3])),
         ("not msgpack", b"\xc1\xc1"),
     ]
