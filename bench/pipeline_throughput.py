@@ -2,7 +2,9 @@
 
     python -m bench.pipeline_throughput [--steps S] [--batches 1,32,256] [--reps 3] [--min-seconds 2] [--keep]
 
-"Batch size" B means B windows per model call and per durable transaction. The actor's knob is
+"Batch size" B means B windows per model call, and per durable transaction while the disk keeps up (when a
+commit is still in flight as the next batch is scored, the actor groups up to 4 batches into its next
+transaction: group commit, see ``actors/pipeline/inference.py``). The actor's knob is
 ``batch_limit`` = readings per transaction; every channel emits a window every ``STEP`` of its readings, so
 ``batch_limit = B * STEP`` readings carry B windows on average once the buffers are full (the 20 channels of
 the default scenario close their windows in the same simulated step, so one chunk holds 0..~3B).

@@ -36,6 +36,9 @@ from models.readings import ReadingColumns
 
 MODEL_CHECK_S = 2.0
 TURN_S = 0.1  # s of batches per turn before yielding to Thespian (stop requests, other messages)
+# Scored batches that may wait for one commit while the previous commit is still in flight (group commit):
+# bounds what a crash makes the restarted instance score again.
+MAX_UNSAVED_BATCHES = 4
 
 
 def _stat_or_none(path: Path) -> tuple[float, int] | None:
@@ -79,6 +82,10 @@ class InferenceActor(SupervisedActor):
         self.readings_per_record: float | None = None  # learnt from the first batch
         self.writer: ThreadPoolExecutor | None = None
         self.committing: tuple[Future[None], list[dict[str, Any]]] | None = None
+        # scored batches not yet handed to the writer (group commit, see _process_batch): their proposals,
+        # how many batches, and whether the pipeline moved on since the last state handed to the writer
+        self.unsaved: list[dict[str, Any]] = []
+        self.unsaved_batches = 0
         self.detector: Detector = HeuristicDetector()
         self.pipeline = DetectionPipeline(self.detector, self.episodes, saved)
         self.model_stamp: tuple[float, ...] | str | None = "never checked"
@@ -143,7 +150,7 @@ class InferenceActor(SupervisedActor):
             with contextlib.suppress(Exception):  # the batch in flight is a durable prefix: let it land
                 self._settle()
             raise  # the crash is this batch's, reported against its input range
-        self._settle()
+        self._flush()
 
     def _records_for(self, readings: int) -> int:
         """How many records of ``readings`` hold about ``readings`` readings (records are blocks of a
@@ -161,12 +168,36 @@ class InferenceActor(SupervisedActor):
         self.pipeline.detector = self.detector  # a model (re)loaded since the last chunk
         chunk = ReadingColumns.from_records([r.payload for r in self.admit(records)])
         self.readings_per_record = max(1.0, len(chunk) / len(records))
-        proposals = [self._incident(started, reading) for started, reading in self.pipeline.process(chunk)]
-        state = {"offset": records[-1].seq, **self.pipeline.state()}  # a copy: the next chunk moves on
+        self.unsaved += [
+            self._incident(started, reading) for started, reading in self.pipeline.process(chunk)
+        ]
+        self.unsaved_batches += 1
+        self.offset = records[-1].seq
+        # Group commit: while the previous batch's commit is still in flight (the disk is slower than the
+        # model just now), the next batch is scored instead of waited for, and the batches scored meanwhile
+        # go in ONE transaction with the state after the last of them. Exactly once as before: proposals
+        # and the offset that covers them are in the same transaction, commits stay in order, and a crash
+        # loses only batches that were never durable (at most MAX_UNSAVED_BATCHES, scored again).
+        if (
+            self.committing is None
+            or self.committing[0].done()
+            or self.unsaved_batches >= MAX_UNSAVED_BATCHES
+        ):
+            self._hand_to_writer()
+        return len(records) == limit
+
+    def _hand_to_writer(self) -> None:
+        """Commit the unsaved batches (in the writer thread) once the commit in flight is durable."""
+        state = {"offset": self.offset, **self.pipeline.state()}  # a copy: the next chunk moves on
+        proposals, self.unsaved, self.unsaved_batches = self.unsaved, [], 0
         self._settle()  # batches commit in order: the previous one is durable before this one starts
         self.committing = (self._committer().submit(self._commit, proposals, state), proposals)
-        self.offset = records[-1].seq
-        return len(records) == limit
+
+    def _flush(self) -> None:
+        """Everything scored this turn is durable before the handler returns."""
+        if self.unsaved_batches:
+            self._hand_to_writer()
+        self._settle()
 
     def _committer(self) -> ThreadPoolExecutor:
         """One writer thread: batch N's durable commit (its fsync, with the GIL released) runs while batch
