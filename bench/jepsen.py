@@ -1,9 +1,10 @@
 """Jepsen-style runs against a real 3-gateway cluster, as many seeds as you like.
 
-    python -m bench.jepsen [--seeds N] [--seed FIRST] [--seconds S] [--clients K] [--keep]
+    python -m bench.jepsen [--seeds N] [--seed FIRST] [--seconds S] [--clients K] [--edges E] [--keep]
 
 Each seed starts three gateway nodes (`garrison run`) with a fault proxy on every directed peer link,
-runs K clients (POST incidents, linearizable reads of the whole log, each against a random node) while a
+and E edge nodes (no Raft replica: they forward), runs K clients (POST incidents against a random node,
+edges included; linearizable reads of the whole log against a random gateway) while a
 seeded nemesis partitions, SIGKILLs/restarts and SIGSTOPs/SIGCONTs nodes, then heals and checks: the
 history with `garrison check-history --model log`, identical final logs, no incident twice, no
 acknowledged incident lost, no incident answered 4xx/503 in the log (tests/harness/jepsen.py).
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="first seed (default: random, printed)")
     parser.add_argument("--seconds", type=float, default=60.0, help="nemesis + clients time per seed")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--edges", type=int, default=1, help="edge nodes (clients append through them)")
     parser.add_argument("--keep", action="store_true", help="keep every workdir, not only failed ones")
     args = parser.parse_args(argv)
     first = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(first, first + args.seeds):
         workdir = Path(tempfile.mkdtemp(prefix=f"jepsen-{seed}-"))
         try:
-            report = run(workdir, seed, args.seconds, args.clients)
+            edges = tuple(f"edge-{i + 1}" for i in range(args.edges))
+            report = run(workdir, seed, args.seconds, args.clients, edges=edges)
             ok, summary = report.ok, report.summary()
             verdicts, outcomes = report.verdicts, dict(report.outcomes)
         except ClusterError as exc:

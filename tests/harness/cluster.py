@@ -378,8 +378,11 @@ class Cluster:
     def url(self, name: str, path: str) -> str:
         return f"http://127.0.0.1:{self.api_ports[name]}{path}"
 
-    def get(self, name: str, path: str, timeout: float = 3.0) -> tuple[int, dict[str, Any] | None]:
-        """(status, JSON body) of a GET; (0, None) when the node does not answer."""
+    def get(
+        self, name: str, path: str, timeout: float = 3.0, refused: int = 0
+    ) -> tuple[int, dict[str, Any] | None]:
+        """(status, JSON body) of a GET; (0, None) when the node does not answer, (``refused``, None) when
+        nothing listens on its port (the request reached no node)."""
         try:
             with urllib.request.urlopen(self.url(name, path), timeout=timeout) as r:
                 return r.status, json.loads(r.read())
@@ -387,6 +390,8 @@ class Cluster:
             with contextlib.suppress(ValueError):
                 return e.code, json.loads(e.read())
             return e.code, None
+        except urllib.error.URLError as e:
+            return (refused if isinstance(e.reason, ConnectionRefusedError) else 0), None
         except (OSError, ValueError):
             return 0, None
 

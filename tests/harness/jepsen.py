@@ -100,11 +100,10 @@ class Client(threading.Thread):
     def run(self) -> None:
         r = self.run_
         while not r.stop.is_set():
-            node = self.rng.choice(r.cluster.names)
-            if self.rng.random() < 0.65:
-                self.append(node)
-            else:
-                self.read(node)
+            if self.rng.random() < 0.65:  # appends go to any node: an edge forwards them to the leader
+                self.append(self.rng.choice(r.cluster.everyone))
+            else:  # an edge has no log to read
+                self.read(self.rng.choice(r.cluster.names))
             time.sleep(self.rng.uniform(0.0, 0.05))
 
     def append(self, node: str) -> None:
@@ -122,6 +121,8 @@ class Client(threading.Thread):
             r.history.add(self.process, "ok", "append", iid)
             r.acked.add(iid)
             r.outcomes[f"append {code}"] += 1
+            if node in r.cluster.edges:
+                r.outcomes[f"append {code} via edge"] += 1
         elif code == -1 or 400 <= code < 500 or code == 503:
             r.history.add(self.process, "fail", "append", iid)
             r.refused.add(iid)
@@ -135,16 +136,16 @@ class Client(threading.Thread):
         r = self.run_
         r.history.add(self.process, "invoke", "read")
         code, body = r.cluster.get(
-            node, "/v1/incidents?after=0&limit=10000&consistency=linearizable", READ_TIMEOUT_S
+            node, "/v1/incidents?after=0&limit=10000&consistency=linearizable", READ_TIMEOUT_S, refused=-1
         )
         if code == 200 and body is not None and body.get("next_after") is None:
             ids = [rec["incident"]["incident_id"] for rec in body["incidents"]]
             r.history.add(self.process, "ok", "read", ids)
             r.outcomes["read ok"] += 1
             r.read_ok_on[node] += 1
-        elif code in (400, 503):
+        elif code in (-1, 400, 503):  # -1: nothing listens (a killed node): the read never ran
             r.history.add(self.process, "fail", "read")
-            r.outcomes[f"read {code}"] += 1
+            r.outcomes[f"read {'refused' if code == -1 else code}"] += 1
         else:  # no answer or a partial page: the value is unknown (the checker drops it)
             r.history.add(self.process, "info", "read")
             r.outcomes[f"read {code or 'no answer'}"] += 1
@@ -153,7 +154,13 @@ class Client(threading.Thread):
 
 class JepsenRun:
     def __init__(
-        self, workdir: Path, seed: int, seconds: float, clients: int = 4, say: Callable[[str], None] = print
+        self,
+        workdir: Path,
+        seed: int,
+        seconds: float,
+        clients: int = 4,
+        say: Callable[[str], None] = print,
+        edges: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.seed = seed
@@ -161,7 +168,7 @@ class JepsenRun:
         self.clients = clients
         self.say = say
         self.rng = random.Random(seed)
-        self.cluster = Cluster(workdir, seed=seed)
+        self.cluster = Cluster(workdir, seed=seed, edges=edges)
         self.history = History(workdir / "history.jsonl")
         self.report = Report(seed, self.history.path)
         self.outcomes = self.report.outcomes
@@ -191,7 +198,7 @@ class JepsenRun:
     def inject(self, kind: str, leader: str | None, hold: float) -> tuple[str, str]:
         """Apply one fault for ``hold`` seconds and undo it; (the kind really injected, what happened)."""
         c = self.cluster
-        names = c.names
+        names = c.everyone  # an edge is cut off, killed and paused like a gateway follower
         if kind in ("isolate-leader", "leader-outbound") and leader is None:
             kind = "isolate-follower"  # no leader to target now: cut someone off anyway
         if kind == "isolate-follower":
@@ -208,8 +215,8 @@ class JepsenRun:
                 for src, dst in links:
                     c.proxies[(src, dst)].blackhole("to_target" if src == victim else "to_client")
                     c.cut.add((src, dst))
-            else:
-                links = c.isolate(victim)
+            else:  # from every other node, edges included
+                links = c.partition([victim], [n for n in names if n != victim])
             before = c.dropped(links)
             time.sleep(hold)
             dropped = c.dropped(links) - before
@@ -331,11 +338,17 @@ class JepsenRun:
 
 
 def run(
-    workdir: Path, seed: int, seconds: float, clients: int = 4, say: Callable[[str], None] = print
+    workdir: Path,
+    seed: int,
+    seconds: float,
+    clients: int = 4,
+    say: Callable[[str], None] = print,
+    edges: tuple[str, ...] = (),
 ) -> Report:
-    """One seeded run; raises :class:`ClusterError` only if the cluster never came up or never converged."""
+    """One seeded run (with ``edges``: edge nodes too, which clients append through and the nemesis hits);
+    raises :class:`ClusterError` only if the cluster never came up or never converged."""
     workdir.mkdir(parents=True, exist_ok=True)
-    return JepsenRun(workdir, seed, seconds, clients, say).execute()
+    return JepsenRun(workdir, seed, seconds, clients, say, edges).execute()
 
 
 __all__ = ["FAULTS", "ClusterError", "JepsenRun", "Report", "run"]
