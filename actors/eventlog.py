@@ -5,9 +5,16 @@ process of the node that needs it opens it itself (LMDB handles must not cross `
 process (:func:`open_event_log` caches per process), and LMDB's lock file arbitrates between processes.
 
 Durability contract: when :meth:`EventLog.append` or a :class:`WriteBatch` returns, the records are on
-stable storage (LMDB ``sync=True, metasync=True``; ``writemap`` and ``map_async`` stay off). Speed comes
-from group commit: put many records (of any streams, plus consumer offsets) in one batch, which is one
-durable transaction.
+stable storage (``writemap`` and ``map_async`` stay off). Speed comes from group commit: put many records
+(of any streams, plus consumer offsets) in one batch, which is one durable transaction.
+
+How: LMDB ``sync=True, metasync=False`` fdatasyncs a transaction's pages before it writes the meta page
+that makes them current, so the file is never torn (LMDB's documented NOMETASYNC guarantee); a durable
+batch then syncs that meta page too (``env.sync``), which is what ``metasync=True`` did inside the
+commit, at the same cost. ``batch(durable=False)`` skips that last sync and nothing else: a crash of the
+machine (not of the process: the page cache survives a SIGKILL) may undo it until the next durable
+commit of any process, never tear it. Only for writes that are replayed anyway (the Raft replica's
+apply of committed entries and commit index, etcd's MustSync: see actors/raft/replica.py).
 
 Records are versioned envelopes: ``version (1 byte) | codec (1 byte) | crc32 (4 bytes) | msgpack body``.
 A record whose checksum does not match raises :class:`CorruptRecord` naming the file, stream and sequence.
@@ -157,8 +164,10 @@ class WriteBatch:
     records its input offset atomically with its output (exactly-once processing).
     """
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, *, durable: bool = True, ring: bool = True) -> None:
         self._log = log
+        self.durable = durable  # False: LMDB may undo it on a machine crash (see the module docstring)
+        self._ring = ring  # False: the caller rings ``assigned`` itself (e.g. after sending its acks)
         self._appends: dict[str, list[bytes]] = {}
         self._values: dict[str, bytes | None] = {}
         self._snapshots: dict[str, bytes] = {}
@@ -207,7 +216,7 @@ class WriteBatch:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.assigned = self._log._commit(self)
-            if self.assigned:  # durable now: wake the consumers of what was appended
+            if self.assigned and self._ring:  # committed now: wake the consumers of what was appended
                 self._log.ring(self.assigned)
 
 
@@ -230,7 +239,7 @@ class EventLog:
                 map_size=map_size,
                 max_dbs=8,
                 sync=True,
-                metasync=True,
+                metasync=False,  # synced explicitly after each durable commit (module docstring)
                 writemap=False,
                 map_async=False,
                 subdir=True,
@@ -272,11 +281,15 @@ class EventLog:
             )
         with self._env.begin(write=True) as txn:
             txn.put(_MARKER_KEY, expected)
+        self._env.sync(True)
 
     # -- writes -------------------------------------------------------------------------------------
 
-    def batch(self) -> WriteBatch:
-        return WriteBatch(self)
+    def batch(self, *, durable: bool = True, ring: bool = True) -> WriteBatch:
+        """A :class:`WriteBatch`. ``durable=False``: one fsync fewer, may be undone by a machine crash
+        (never torn); only for what is rebuilt at boot anyway. ``ring=False``: the caller calls
+        :meth:`ring` with ``batch.assigned`` when it wants the consumers woken."""
+        return WriteBatch(self, durable=durable, ring=ring)
 
     def append(self, stream: str, payloads: Sequence[Any]) -> list[int]:
         """Append ``payloads`` to ``stream`` in one durable transaction; returns their sequence numbers."""
@@ -291,7 +304,10 @@ class EventLog:
     def _commit(self, batch: WriteBatch) -> dict[str, list[int]]:
         while True:
             try:
-                return self._commit_once(batch)
+                assigned = self._commit_once(batch)
+                if batch.durable:  # the meta page (metasync=False); its pages were synced in the commit
+                    self._env.sync(True)
+                return assigned
             except lmdb.MapFullError:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
@@ -331,6 +347,7 @@ class EventLog:
             try:
                 with self._env.begin(write=True) as txn:
                     token = self._bump_fence(txn, owner)
+                self._env.sync(True)  # durable before it is used (metasync=False)
                 break
             except lmdb.MapFullError:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)

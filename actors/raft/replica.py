@@ -625,9 +625,14 @@ class RaftReplicaActor(SupervisedActor):
             early, late = self._split_messages(rd)
             for m in early:  # a leader's appends go out while it writes its own log (thesis 10.2.1)
                 self._send_raft(m.to, encode_message(m))
-            newly = self._persist_and_apply(rd)  # durable BEFORE any message that depends on it
+            # durable BEFORE any message that depends on it; the apply after them when it may be
+            newly, assigned = self._persist(rd)
             for m in late:
                 self._send_raft(m.to, encode_message(m))
+            if newly is None:
+                newly, assigned = self._apply_unsynced(rd)
+            if assigned:  # the consumers (the gateway's API tail) wake after our acks left, not before
+                self.event_log.ring(assigned)
             self._applied(newly)
             self.core.advance(rd)
             for state in rd.read_states:
@@ -670,20 +675,41 @@ class RaftReplicaActor(SupervisedActor):
         late = [m for m in rd.messages if m.type not in _LEADER_EARLY]
         return early, late
 
-    def _persist_and_apply(self, rd: Ready) -> list[tuple[int, dict[str, Any]]]:
-        """Steps 1 and 3 of the Ready contract in ONE durable transaction: the Raft log and hard state,
-        and the state machine's apply of what committed (which may include entries of this same Ready:
-        atomic either way). One fsync per Ready instead of two halves the writes on the commit path. A
-        Ready with nothing to write (messages only; the proposal offset unchanged) writes nothing."""
+    def _persist(self, rd: Ready) -> tuple[list[tuple[int, dict[str, Any]]] | None, list[str]]:
+        """Step 1 of the Ready contract (and step 3, the apply of what committed, when it can share the
+        transaction); returns the incidents newly applied, or None when the apply is left to
+        :meth:`_apply_unsynced` (after the messages), and the streams appended (to ring).
+
+        etcd's MustSync: only new entries, a snapshot or a new term/vote must be on disk before the
+        messages leave. A Ready that only moves the commit index and applies (the leader's commit of
+        what a quorum acknowledged) is written without the last fsync (``durable=False``: a machine
+        crash may undo it, never tear it) and the apply is replayed from the durable log at boot, where
+        the applied index restarts at the snapshot and ``applied/<incident_id>`` deduplicates. A
+        must-sync Ready's apply is not on the path of its acknowledgement: a follower acks its new entry
+        first, then applies what the leader told it was committed (also ``durable=False``). A snapshot
+        stays ONE durable transaction with its apply: at boot the applied index starts at the snapshot,
+        so its state machine must be on disk with it."""
         apply = bool(rd.committed_entries) or rd.snapshot is not None
         offset_moved = self.publish and self._done_offset() != self.offset
-        if not (needs_persist(rd) or apply or offset_moved):
-            return []
-        with self.event_log.batch() as batch:
+        if not needs_persist(rd):
+            return (None if apply or offset_moved else []), []
+        together = rd.snapshot is not None or not rd.must_sync
+        with self.event_log.batch(durable=rd.must_sync, ring=False) as batch:
             self.storage.stage_ready(batch, rd)
-            newly = self._stage_apply(rd, batch)
+            newly = self._stage_apply(rd, batch) if together else None
         self.storage.mirror_ready(rd)
-        return newly
+        return newly, list(batch.assigned)
+
+    def _apply_unsynced(self, rd: Ready) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+        """Step 3 on its own: the apply of ``rd``'s committed entries (and the proposal offset), without
+        the last fsync (see :meth:`_persist`). Writes nothing when there is nothing to apply."""
+        apply = bool(rd.committed_entries)
+        offset_moved = self.publish and self._done_offset() != self.offset
+        if not (apply or offset_moved):
+            return [], []
+        with self.event_log.batch(durable=False, ring=False) as batch:
+            newly = self._stage_apply(rd, batch)
+        return newly, list(batch.assigned)
 
     def _stage_apply(self, rd: Ready, batch: WriteBatch) -> list[tuple[int, dict[str, Any]]]:
         """Stage the apply of ``rd``'s snapshot and committed entries in ``batch``; the incidents newly

@@ -50,6 +50,9 @@ from supervisors.peer.tls import PeerRefused, client_context, dns_names, identif
 DATA_LANES: Final = tuple(DEFAULT_QUEUE_SIZES)  # the queued lanes, in round-robin order
 ECHO_BUFFER_LIMIT: Final = 64 << 10  # skip echoing heartbeats to a peer that does not read them
 LOG_DROP_EVERY: Final = 1000  # after the first drop of an episode, log every Nth
+# a frame goes straight to an idle link's transport while it holds less than this (else it is queued and
+# the write loop, which awaits drain(), is the flow control)
+DIRECT_WRITE_BELOW: Final = 64 << 10
 # Handshakes in progress at once: an unauthenticated client costs a socket and a TLS state until its
 # handshake times out, so a flood of them is capped instead of exhausting file descriptors.
 MAX_PENDING_HANDSHAKES: Final = 64
@@ -244,6 +247,16 @@ class PeerLinks:
             if self._on_unreachable is not None:
                 self._on_unreachable(peer, lane)
             return False
+        writer = link.out_writer
+        if writer is not None and link.ping is None and not any(link.queues.values()):
+            # Idle link: write now. Queued, the frame waited for the write loop's task to be scheduled,
+            # one more event-loop turn per hop (~0.5-1 ms per gateway on a loaded box, 2 per commit way).
+            # In order: every frame popped before was written before its drain() was awaited.
+            transport = writer.transport
+            if not transport.is_closing() and transport.get_write_buffer_size() < DIRECT_WRITE_BELOW:
+                writer.write(frame)
+                link.sent[lane] += 1
+                return True
         queue.append(frame)
         link.wake.set()
         return True
