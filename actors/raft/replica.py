@@ -1,18 +1,25 @@
 """``RaftReplicaActor``: one replica of the incident log; the Thespian shell around ``RaftCore``.
 
 The node.go loop of etcd-raft, driven by Thespian messages, the gateway socket and timer ticks. For every
-``Ready``: persist snapshot, entries and hard state, and apply the committed entries, in ONE fsynced LMDB
-transaction (``DurableRaftStorage.stage_ready`` + the state machine), only then send the messages, then
-advance. A leader's appends and heartbeats leave before that write (see ``_split_messages``). A replica
-restarted by its supervisor, or on a rebooted node, reloads everything from LMDB, so it never votes twice
-in a term nor forgets an entry it acknowledged.
+``Ready`` (``_drain``): a leader's appends and heartbeats leave first (see ``_split_messages``); then what
+the messages promise is made durable (snapshot, entries, hard state: one fsynced LMDB transaction), only
+then the other messages leave, then the committed entries are applied, then advance. etcd's MustSync: a
+Ready with no new entry, snapshot, term or vote (a leader's commit of what a quorum acknowledged) needs no
+fsync before its messages, and an apply is replayed from the durable log at boot (deduplicated by
+``incident_id``), so both are written ``durable=False`` (one fsync fewer; a machine crash may undo them,
+never tear them: ``actors/eventlog.py``), and a follower acknowledges a new entry before it applies what
+was committed before it. A replica restarted by its supervisor, or on a rebooted node, reloads everything
+from LMDB, so it never votes twice in a term nor forgets an entry it acknowledged.
 
-Where the time of one commit goes (3 gateway nodes on loopback, a loaded 2-core box, fsync on; p50 of 40
-serial commits on the leader, ``python -m bench.cluster_commit``): the proposal's doorbell wakes the leader
-~0.9 ms after the append; the leader's own write (~3.4 ms) runs while the append crosses to a follower
-(~1.8 ms: replica -> raft.sock -> gateway -> TLS -> gateway -> raft.sock -> replica), the follower writes
-(~3.3 ms) and answers (~1.6 ms); the leader's commit + apply write (~2.2 ms); the benchmark sees it ~0.5 ms
-later: ~12 ms, two fsyncs and a round trip. No timer is on that path.
+Where the time of one commit goes (3 gateway nodes on loopback, 2-core box at load ~2-3 shared with other
+work, fsync on; p50 of 60 serial commits on the leader, cross-process ``perf_counter`` stamps; before ->
+after the MustSync change): bench append -> leader wakes 0.3; propose, sign, appends out 0.5; replica ->
+gateway (raft.sock) 0.5; gateway -> TLS -> follower's gateway 0.9-1.0; -> follower replica 0.8; follower
+step + durable write -> ack 3.8 -> 2.2 (it no longer applies and fsyncs the previous entry first); -> its
+gateway 1.3 -> 1.0; -> TLS -> leader's gateway 0.8-0.9; -> leader replica 0.6-0.8; leader step + commit
+and apply write 3.2 -> 2.6 (one fsync, not two); the benchmark's 0.5 ms poll sees it 0.6 later. Each hop
+between processes is mostly the wake-up of the receiving process on a busy box, not work; no timer is on
+that path.
 
 In cluster mode the messages for other nodes go to the node's gateway process over ``<data_dir>/raft.sock``
 (``gateway_link.py``), and what the gateway receives for this replica comes back on it; while the socket
