@@ -1,0 +1,343 @@
+"""FROZEN copy of ``actors/raft/entries.py`` as of commit 9afab25 (before the fast path of issue 9): the
+oracle that ``test_entry_equivalence.py`` compares the current ``open_entry`` with. Do not edit or
+optimise it: its answers (accept/reject and the exact reason text) are the contract.
+
+Incident entries of the Raft log: how a node signs them, and the TOTAL check every replica applies.
+
+One incident per entry (the API's ``index`` is the Raft index). Two versions, both valid forever (committed
+logs hold them):
+
+- v1: ``msgpack({"v": 1, "body": msgpack({"node", "incident"}), "sig": Ed25519(body)})``.
+- v2 (what replicas propose): the incidents a node proposes in one go are signed ONCE. Each entry is
+  ``msgpack({"v": 2, "body", "pos": i, "n": B, "proof": [sibling hashes], "sig"})`` where ``sig`` is
+  Ed25519 over ``b"garrison-batch-v2" + B (8 bytes) + root`` and ``root`` is the RFC 9162 Merkle tree
+  hash of the batch's bodies with domain-separated hashes (``sha256(b"garrison-leaf" + body)``,
+  ``sha256(b"garrison-node" + left + right)``): a leaf can never pass for an inner node. ``proof`` is the
+  body's inclusion path (RFC 9162 2.1.3), so each entry is checked on its own: the root it implies must
+  carry a valid signature of the node its body names. One Ed25519 verify (~175 us) then covers a whole
+  batch instead of one per entry, which was ~half of a follower's CPU when pipelining.
+
+Verified signatures are memoised (:func:`_signature_ok`): a bounded in-process cache of (public key,
+batch size, root, sig) whose Ed25519 verify returned True. It is a pure function's memo, seeded only with
+the same True that verify would return (signatures this process made with the matching private key), so
+the answer never depends on it: a replica with a warm cache and one just started give identical answers.
+
+Why total: a committed entry stays in the log and is applied again at every boot (``applied`` restarts at
+the snapshot). If checking it raised, the replica would crash on it at every start, forever, and take the
+node down with it. So :func:`open_entry` never raises: whatever the bytes are, it returns the incident or
+the reason for rejecting it. The decision depends only on the entry and the trusted keys (no clock, no
+local state), so every replica rejects the same entries with the same reasons, and the replicated state
+machines stay equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from actors.raft.node_keys import verify
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_ENTRY_BYTES",
+    "REQUIRED_FIELDS",
+    "open_entry",
+    "open_snapshot",
+    "signed_batch",
+    "signed_entry",
+]
+
+_encode = msgspec.msgpack.Encoder(order="deterministic").encode
+_decode = msgspec.msgpack.decode
+
+# An incident is ~500 bytes; a bound keeps decoding a hostile entry cheap and its cost the same everywhere.
+MAX_ENTRY_BYTES = 256 * 1024
+# incident_id is part of an LMDB key (``raft/<replica>/applied/<id>``); LMDB keys are at most 511 bytes
+MAX_ID_BYTES = 200
+MAX_NAME_CHARS = 256  # a node name
+MAX_DEPTH = 16  # of the incident's nested payload
+SIGNATURE_BYTES = 64  # Ed25519
+HASH_BYTES = 32  # SHA-256
+# Entries signed together (v2). A proposer signs at most this many at once; a proof for a batch this big has
+# at most MAX_PROOF hashes, so a longer proof list is rejected before any hashing.
+MAX_BATCH = 4096
+MAX_PROOF = 12  # ceil(log2(MAX_BATCH))
+_LEAF, _NODE, _ROOT = b"garrison-leaf", b"garrison-node", b"garrison-batch-v2"
+# (public key, n, root, sig) whose verify returned True; bounded: oldest dropped first (dicts keep order)
+_VERIFIED: dict[tuple[bytes, int, bytes, bytes], None] = {}
+VERIFIED_CACHE_SIZE = 4096
+_PATHS: dict[bytes, bytes] = {}  # left + right -> inner node hash (see _path_node)
+PATH_CACHE_SIZE = 8192
+# The fields every incident carries (as the inference actor writes them) and their types.
+REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
+    "incident_id": (str,),
+    "timestamp": (int, float),
+    "type": (str,),
+    "source_node": (str,),
+    "sensor": (str,),
+    "confidence": (int, float),
+    "payload": (dict,),
+}
+_TYPE_NAMES = {str: "a string", int: "a number", float: "a number", dict: "a map"}
+
+
+class _Rejected(Exception):
+    """Internal: the reason an entry is rejected."""
+
+
+def signed_entry(node: str, incident: dict[str, Any], key: Ed25519PrivateKey) -> bytes:
+    """The v1 log entry for ``incident``, proposed by ``node`` and signed with its key (one signature per
+    entry; replicas propose with :func:`signed_batch`)."""
+    body = _encode({"node": node, "incident": incident})
+    return _encode({"v": 1, "body": body, "sig": key.sign(body)})
+
+
+def signed_batch(node: str, incidents: Sequence[dict[str, Any]], key: Ed25519PrivateKey) -> list[bytes]:
+    """The v2 log entries for ``incidents`` (one each, in order), proposed by ``node``, with ONE Ed25519
+    signature over the Merkle root of their bodies. Raises ValueError past MAX_BATCH: split the batch."""
+    if not 0 < len(incidents) <= MAX_BATCH:
+        raise ValueError(f"a signed batch holds 1..{MAX_BATCH} incidents, not {len(incidents)}: split it")
+    bodies = [_encode({"node": node, "incident": incident}) for incident in incidents]
+    root, proofs = _tree([_leaf(body) for body in bodies])
+    n = len(bodies)
+    sig = key.sign(_signed_message(n, root))
+    # the matching public key verifies this signature: the memo's answer is verify's answer
+    _remember(key.public_key().public_bytes_raw(), n, root, sig)
+    return [
+        _encode({"v": 2, "body": body, "pos": pos, "n": n, "proof": proof, "sig": sig})
+        for pos, (body, proof) in enumerate(zip(bodies, proofs, strict=True))
+    ]
+
+
+def open_entry(data: object, trusted: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The incident in an entry (v1 or v2), or None and why it is rejected (the same answer on every
+    replica, whatever its signature memo holds). Never raises: see the module docstring."""
+    try:
+        return _open(data, trusted), ""
+    except _Rejected as exc:
+        return None, str(exc)
+    except Exception as exc:  # a case the checks below missed: still a rejection, never a crash
+        return None, f"malformed entry: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def open_snapshot(data: object) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
+    """The (raft index, incident) pairs of a state-machine snapshot, and the (index, reason) of those it
+    holds that are not incidents. Never raises: a snapshot that is not one at all is one rejection at
+    index 0. Its incidents were verified when their entries were applied, so only the schema is checked."""
+    try:
+        if not isinstance(data, bytes):
+            raise _Rejected(f"malformed snapshot: data is {type(data).__name__}, not bytes")
+        doc = _msgpack(data, "snapshot")
+        items = doc.get("incidents") if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            raise _Rejected("malformed snapshot: no list of incidents")
+    except _Rejected as exc:
+        return [], [(0, str(exc))]
+    except Exception as exc:
+        return [], [(0, f"malformed snapshot: {type(exc).__name__}: {str(exc)[:200]}")]
+    good: list[tuple[int, dict[str, Any]]] = []
+    bad: list[tuple[int, str]] = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and item[0] > 0):
+            bad.append((0, f"malformed snapshot item: {_short(item)}"))
+            continue
+        try:
+            good.append((item[0], check_incident(item[1])))
+        except _Rejected as exc:
+            bad.append((item[0], str(exc)))
+        except Exception as exc:
+            bad.append((item[0], f"malformed snapshot item: {type(exc).__name__}: {str(exc)[:200]}"))
+    return good, bad
+
+
+def _open(data: object, trusted: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(data, bytes):
+        raise _Rejected(f"malformed entry: data is {type(data).__name__}, not bytes")
+    if len(data) > MAX_ENTRY_BYTES:
+        raise _Rejected(f"malformed entry: {len(data)} bytes, more than {MAX_ENTRY_BYTES}")
+    outer = _msgpack(data, "entry")
+    if not isinstance(outer, dict):
+        raise _Rejected(f"malformed entry: not a map but {type(outer).__name__}")
+    version = outer.get("v")
+    # compared with ==, as before v2 existed: an entry committed with v 1.0 still opens as v1
+    if isinstance(version, bool) or version not in (1, 2):
+        raise _Rejected(f"malformed entry: unknown version {_short(version)}")
+    body_bytes, sig = outer.get("body"), outer.get("sig")
+    if not isinstance(body_bytes, bytes):
+        raise _Rejected(f"malformed entry: body is {_kind(body_bytes)}, not bytes")
+    if not isinstance(sig, bytes) or len(sig) != SIGNATURE_BYTES:
+        raise _Rejected(f"malformed entry: sig is {_kind(sig)}, not {SIGNATURE_BYTES} bytes")
+    body = _msgpack(body_bytes, "body")
+    if not isinstance(body, dict):
+        raise _Rejected(f"malformed entry: body is not a map but {type(body).__name__}")
+    node, incident = body.get("node"), body.get("incident")
+    if not isinstance(node, str) or not node or len(node) > MAX_NAME_CHARS:
+        raise _Rejected(f"malformed entry: node is {_short(node)}, not a node name")
+    # signature before schema: a forged or untrusted entry is rejected as such whatever it claims
+    public = trusted.get(node)
+    label = _label(incident)
+    if public is None:
+        raise _Rejected(f"entry {label} signed by {node!r}, which has no trusted key")
+    if version == 1:
+        if not verify(public, sig, body_bytes):
+            raise _Rejected(f"entry {label}: signature does not verify against {node!r}'s key")
+    else:
+        n, root = _batch_root(outer, body_bytes, label)
+        if not _signature_ok(public, n, root, sig):
+            raise _Rejected(f"entry {label}: batch signature does not verify against {node!r}'s key")
+    return check_incident(incident, label)
+
+
+def _batch_root(outer: dict[Any, Any], body: bytes, label: str) -> tuple[int, bytes]:
+    """The batch size and the Merkle root that a v2 entry's body and proof imply (RFC 9162 2.1.3.2)."""
+    pos, n, proof = outer.get("pos"), outer.get("n"), outer.get("proof")
+    if type(n) is not int or not 0 < n <= MAX_BATCH:
+        raise _Rejected(f"malformed entry {label}: n is {_short(n)}, not 1..{MAX_BATCH}")
+    if type(pos) is not int or not 0 <= pos < n:
+        raise _Rejected(f"malformed entry {label}: pos is {_short(pos)}, not 0..{n - 1}")
+    if not isinstance(proof, list) or len(proof) > MAX_PROOF:
+        raise _Rejected(f"malformed entry {label}: proof is {_kind(proof)}, not a list of <= {MAX_PROOF}")
+    if not all(isinstance(h, bytes) and len(h) == HASH_BYTES for h in proof):
+        raise _Rejected(f"malformed entry {label}: proof holds something other than {HASH_BYTES}-byte hashes")
+    fn, sn, r = pos, n - 1, _leaf(body)
+    for sibling in proof:
+        if sn == 0:
+            raise _Rejected(f"malformed entry {label}: proof longer than the path of {pos} in {n}")
+        if fn & 1 or fn == sn:
+            r = _path_node(sibling, r)
+            while not fn & 1 and fn:  # the last node of its level was promoted: skip those levels
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = _path_node(r, sibling)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise _Rejected(f"malformed entry {label}: proof shorter than the path of {pos} in {n}")
+    return n, r
+
+
+def _signature_ok(public: Any, n: int, root: bytes, sig: bytes) -> bool:
+    """verify(public, sig, message of (n, root)), memoised: see the module docstring."""
+    raw = public.public_bytes_raw()
+    if (raw, n, root, sig) in _VERIFIED:
+        return True
+    if not verify(public, sig, _signed_message(n, root)):
+        return False
+    _remember(raw, n, root, sig)
+    return True
+
+
+def _remember(raw: bytes, n: int, root: bytes, sig: bytes) -> None:
+    if len(_VERIFIED) >= VERIFIED_CACHE_SIZE:
+        del _VERIFIED[next(iter(_VERIFIED))]
+    _VERIFIED[(raw, n, root, sig)] = None
+
+
+def _signed_message(n: int, root: bytes) -> bytes:
+    return _ROOT + n.to_bytes(8, "big") + root
+
+
+def _leaf(body: bytes) -> bytes:
+    return hashlib.sha256(_LEAF + body).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(_NODE + left + right).digest()
+
+
+def _path_node(left: bytes, right: bytes) -> bytes:
+    """``_node`` memoised while checking proofs: the entries of one batch share their upper path (a batch
+    of B has B - 1 inner nodes, and checking its B proofs one by one would hash ~B log2 B). SHA-256 is
+    pure, so the memo changes no answer; it is emptied when full."""
+    pair = left + right
+    parent = _PATHS.get(pair)
+    if parent is None:
+        if len(_PATHS) >= PATH_CACHE_SIZE:
+            _PATHS.clear()
+        parent = _PATHS[pair] = hashlib.sha256(_NODE + pair).digest()
+    return parent
+
+
+def _tree(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The RFC 9162 Merkle tree hash of ``leaves`` (>= 1) and each leaf's inclusion proof (bottom up)."""
+    if len(leaves) == 1:
+        return leaves[0], [[]]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)  # the largest power of two below len(leaves)
+    left, left_proofs = _tree(leaves[:k])
+    right, right_proofs = _tree(leaves[k:])
+    return _node(left, right), [[*p, right] for p in left_proofs] + [[*p, left] for p in right_proofs]
+
+
+def check_incident(incident: object, label: str = "") -> dict[str, Any]:
+    """``incident`` if it has the incident schema (also used for a snapshot's incidents)."""
+    where = f"entry {label or _label(incident)}"
+    if not isinstance(incident, dict):
+        raise _Rejected(f"{where}: incident is {_kind(incident)}, not a map")
+    for name, types in REQUIRED_FIELDS.items():
+        if name not in incident:
+            raise _Rejected(f"{where}: incident has no {name!r}")
+        value = incident[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise _Rejected(f"{where}: incident {name!r} is {_kind(value)}, not {_TYPE_NAMES[types[0]]}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _Rejected(f"{where}: incident {name!r} is {value!r}, not a finite number")
+    iid = incident["incident_id"]
+    if not iid or len(iid.encode("utf-8", errors="replace")) > MAX_ID_BYTES or "/" in iid:
+        raise _Rejected(f"{where}: incident_id must be 1..{MAX_ID_BYTES} bytes without '/'")
+    _check_tree(incident, where, 0)
+    return incident
+
+
+# a tuple, not ``str | int | ...``: isinstance against a union is ~7x slower, and this runs for every value
+# of every applied incident
+_SCALARS = (str, int, float, bool)
+
+
+def _check_tree(value: object, where: str, depth: int) -> None:
+    """Plain data only (what every sink can serialize): maps with string keys, lists, strings, numbers."""
+    if depth > MAX_DEPTH:
+        raise _Rejected(f"{where}: incident nested deeper than {MAX_DEPTH}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _Rejected(f"{where}: incident has a key of type {type(key).__name__}")
+            if depth >= MAX_DEPTH or not isinstance(item, _SCALARS):  # a leaf above the limit is fine
+                _check_tree(item, where, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            if depth >= MAX_DEPTH or not isinstance(item, _SCALARS):
+                _check_tree(item, where, depth + 1)
+    elif not (value is None or isinstance(value, _SCALARS)):
+        raise _Rejected(f"{where}: incident holds {type(value).__name__}, not plain data")
+
+
+def _msgpack(data: bytes, what: str) -> Any:
+    try:
+        return _decode(data)
+    except Exception as exc:  # DecodeError, but also UnicodeDecodeError for a str that is not UTF-8
+        whole = "snapshot" if what == "snapshot" else "entry"
+        raise _Rejected(f"malformed {whole}: {what} is not msgpack ({str(exc)[:200]})") from None
+
+
+def _label(incident: object) -> str:
+    """How a rejection names the entry: its incident_id when it has a plain one."""
+    iid = incident.get("incident_id") if isinstance(incident, dict) else None
+    return repr(iid[:MAX_ID_BYTES]) if isinstance(iid, str) else "<no incident_id>"
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    return "missing" if value is None else type(value).__name__
+
+
+def _short(value: object) -> str:
+    # repr only of scalars: a hostile container may be nested too deep for repr()
+    if value is None or isinstance(value, str | int | float | bool | bytes):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"a {type(value).__name__}"
