@@ -5,7 +5,10 @@
 - ``warm``: the batch's signature and path hashes are in the memos (a leader applying what it signed, or a
   follower's 2nd..Bth entry of a batch): decoding, the Merkle path and the schema check only.
 - ``cold_path``: signature memo warm, path memo emptied before each batch (a follower's first pass).
-- ``cold``: both memos emptied before each batch: one Ed25519 verify per batch, amortised over B entries.
+- ``cold``: both memos emptied before each batch: one Ed25519 verify per batch, amortised over B entries
+  (a follower applying a batch it did not sign).
+- ``leader``: both memos emptied, the batch signed (not timed), then opened (the leader applying its own
+  proposals: the signature memo is seeded by signing).
 
 ``--legacy`` also times the frozen pre-issue-9 copy (``tests/unit/raft/legacy_entries.py``) in the same run,
 alternating, so both see the same load. The figures are the best of ``--repeat`` runs (the machine is
@@ -32,23 +35,29 @@ from bench.raft_commit import incident
 NODE = "gw-1"
 
 
-def _batches(batch: int, batches: int, key: Ed25519PrivateKey) -> list[list[bytes]]:
-    return [
-        entries.signed_batch(NODE, [incident(f"{b:04d}-{i:05d}", i) for i in range(batch)], key)
-        for b in range(batches)
-    ]
+def _incidents(batch: int, batches: int) -> list[list[dict[str, Any]]]:
+    return [[incident(f"{b:04d}-{i:05d}", i) for i in range(batch)] for b in range(batches)]
 
 
-def _time(module: types.ModuleType, data: list[list[bytes]], trusted: dict[str, Any], case: str) -> float:
+def _time(
+    module: types.ModuleType,
+    data: list[list[bytes]],
+    trusted: dict[str, Any],
+    case: str,
+    key: Ed25519PrivateKey,
+    incidents: list[list[dict[str, Any]]],
+) -> float:
     """Microseconds per entry for one pass over all batches."""
     open_entry: Callable[[object, dict[str, Any]], tuple[Any, str]] = module.open_entry
     spent = 0.0
     count = 0
-    for batch in data:
-        if case == "cold":
-            module._VERIFIED.clear()  # type: ignore[attr-defined]
-        if case in ("cold", "cold_path"):
-            module._PATHS.clear()  # type: ignore[attr-defined]
+    for b, batch in enumerate(data):
+        if case in ("cold", "leader"):
+            module._VERIFIED.clear()
+        if case in ("cold", "cold_path", "leader"):
+            module._PATHS.clear()
+        if case == "leader":
+            batch = module.signed_batch(NODE, incidents[b], key)
         t0 = time.perf_counter()
         for entry in batch:
             opened, why = open_entry(entry, trusted)
@@ -75,7 +84,8 @@ def main() -> None:
     args = parser.parse_args()
     key = Ed25519PrivateKey.generate()
     trusted = {NODE: key.public_key()}
-    data = _batches(args.batch, args.batches, key)
+    incidents = _incidents(args.batch, args.batches)
+    data = [entries.signed_batch(NODE, batch, key) for batch in incidents]
     modules: dict[str, types.ModuleType] = {"current": entries}
     if args.legacy:
         from tests.unit.raft import legacy_entries
@@ -93,12 +103,12 @@ def main() -> None:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
     results: dict[str, dict[str, float]] = {name: {} for name in modules}
     load = os.getloadavg()[0]
-    for case in ("warm", "cold_path", "cold"):
+    for case in ("warm", "cold_path", "cold", "leader"):
         best: dict[str, float] = {name: float("inf") for name in modules}
         for _ in range(args.repeat):
             for name, module in modules.items():  # alternate: both see the same load
                 _warm(module, data, trusted)
-                best[name] = min(best[name], _time(module, data, trusted, case))
+                best[name] = min(best[name], _time(module, data, trusted, case, key, incidents))
         for name in modules:
             results[name][case] = round(best[name], 2)
     for name, cases in results.items():

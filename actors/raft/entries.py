@@ -274,12 +274,8 @@ def _leaf(body: bytes) -> bytes:
     return hashlib.sha256(_LEAF + body).digest()
 
 
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(_NODE + left + right).digest()
-
-
 def _path_node(left: bytes, right: bytes) -> bytes:
-    """``_node`` memoised while checking proofs: the entries of one batch share their upper path (a batch
+    """An inner node (``sha256(b"garrison-node" + left + right)``) memoised while checking proofs: the entries of one batch share their upper path (a batch
     of B has B - 1 inner nodes, and checking its B proofs one by one would hash ~B log2 B). SHA-256 is
     pure, so the memo changes no answer; it is emptied when full."""
     pair = left + right
@@ -296,13 +292,15 @@ def _path_pair(pair: bytes) -> bytes:
 
 
 def _tree(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """The RFC 9162 Merkle tree hash of ``leaves`` (>= 1) and each leaf's inclusion proof (bottom up)."""
+    """The RFC 9162 Merkle tree hash of ``leaves`` (>= 1) and each leaf's inclusion proof (bottom up). Its
+    inner nodes go to the path memo: the signer (the leader) then checks its own entries' proofs without
+    hashing them again."""
     if len(leaves) == 1:
         return leaves[0], [[]]
     k = 1 << ((len(leaves) - 1).bit_length() - 1)  # the largest power of two below len(leaves)
     left, left_proofs = _tree(leaves[:k])
     right, right_proofs = _tree(leaves[k:])
-    return _node(left, right), [[*p, right] for p in left_proofs] + [[*p, left] for p in right_proofs]
+    return _path_node(left, right), [[*p, right] for p in left_proofs] + [[*p, left] for p in right_proofs]
 
 
 def check_incident(incident: object, label: str = "") -> dict[str, Any]:

@@ -143,7 +143,7 @@ def _incident(rng: random.Random) -> dict[str, Any]:
     if roll < 0.3:
         incident["payload"]["extra"] = _plain(rng, 2, rng.randrange(2, 19))
     elif roll < 0.5:  # around the depth limit: an empty or a non-empty container at depth 15..17
-        leaf = rng.choice([None, 1, None, [], {}, "s"])
+        leaf: Any = rng.choice([None, 1, None, [], {}, "s"])
         incident["payload"] = _chain(rng.randrange(14, 18), leaf, rng)
     if rng.random() < 0.1:
         incident[rng.choice(["extra", "zone", "é"])] = _plain(rng, 1, 4)
@@ -408,7 +408,8 @@ def test_hand_made_encodings_answer_identically() -> None:
         ),
     ]
     for depth in range(13, 19):
-        for leaf in (None, 0, "s", [], {}):
+        leaves: list[Any] = [None, 0, "s", [], {}]
+        for leaf in leaves:
             payload = _chain(depth, leaf, rng)
             body_variants.append(_encode({"node": "gw-1", "incident": {**incidents[0], "payload": payload}}))
     for body in body_variants:
