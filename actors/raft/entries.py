@@ -41,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -275,9 +275,10 @@ def _leaf(body: bytes) -> bytes:
 
 
 def _path_node(left: bytes, right: bytes) -> bytes:
-    """An inner node (``sha256(b"garrison-node" + left + right)``) memoised while checking proofs: the entries of one batch share their upper path (a batch
-    of B has B - 1 inner nodes, and checking its B proofs one by one would hash ~B log2 B). SHA-256 is
-    pure, so the memo changes no answer; it is emptied when full."""
+    """The inner node ``sha256(b"garrison-node" + left + right)``, memoised while checking proofs: the
+    entries of one batch share their upper path (a batch of B has B - 1 inner nodes, and checking its B
+    proofs one by one would hash ~B log2 B). SHA-256 is pure, so the memo changes no answer; it is emptied
+    when full."""
     pair = left + right
     parent = _PATHS.get(pair)
     return _path_pair(pair) if parent is None else parent
@@ -357,9 +358,9 @@ def _plain_at(depth: int) -> Any:
     if depth >= MAX_DEPTH:
         empty_list = Annotated[list[Any], msgspec.Meta(max_length=0)]
         empty_map = Annotated[dict[str, Any], msgspec.Meta(max_length=0)]
-        return Union[str, int, float, bool, None, empty_list, empty_map]  # noqa: UP007 (a runtime type)
-    inner = _plain_at(depth + 1)
-    return Union[str, int, float, bool, None, list[inner], dict[str, inner]]  # type: ignore[valid-type]  # noqa: UP007
+        return str | int | float | bool | None | empty_list | empty_map
+    inner = _plain_at(depth + 1)  # a type built at run time: mypy cannot follow it
+    return str | int | float | bool | None | list[inner] | dict[str, inner]  # type: ignore[valid-type]
 
 
 _Hash = Annotated[bytes, msgspec.Meta(min_length=HASH_BYTES, max_length=HASH_BYTES)]
