@@ -74,6 +74,7 @@ HASH_BYTES = 32  # SHA-256
 MAX_BATCH = 4096
 MAX_PROOF = 12  # ceil(log2(MAX_BATCH))
 _LEAF, _NODE, _ROOT = b"garrison-leaf", b"garrison-node", b"garrison-batch-v2"
+_LEAF_STATE = hashlib.sha256(_LEAF)  # copied by _leaf, never updated itself
 # (public key, n, root, sig) whose verify returned True; bounded: oldest dropped first (dicts keep order)
 _VERIFIED: dict[tuple[bytes, int, bytes, bytes], None] = {}
 VERIFIED_CACHE_SIZE = 4096
@@ -271,7 +272,11 @@ def _signed_message(n: int, root: bytes) -> bytes:
 
 
 def _leaf(body: bytes) -> bytes:
-    return hashlib.sha256(_LEAF + body).digest()
+    """``sha256(b"garrison-leaf" + body)``: the prefix is hashed once and the state copied (no concatenation
+    of the ~300-byte body; ~0.3 us an entry)."""
+    leaf = _LEAF_STATE.copy()
+    leaf.update(body)
+    return leaf.digest()
 
 
 def _path_node(left: bytes, right: bytes) -> bytes:
