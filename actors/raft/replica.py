@@ -1,25 +1,24 @@
 """``RaftReplicaActor``: one replica of the incident log; the Thespian shell around ``RaftCore``.
 
 The node.go loop of etcd-raft, driven by Thespian messages, the gateway socket and timer ticks. For every
-``Ready`` (``_drain``): a leader's appends and heartbeats leave first (see ``_split_messages``); then what
-the messages promise is made durable (snapshot, entries, hard state: one fsynced LMDB transaction), only
-then the other messages leave, then the committed entries are applied, then advance. etcd's MustSync: a
-Ready with no new entry, snapshot, term or vote (a leader's commit of what a quorum acknowledged) needs no
-fsync before its messages, and an apply is replayed from the durable log at boot (deduplicated by
-``incident_id``), so both are written ``durable=False`` (one fsync fewer; a machine crash may undo them,
-never tear them: ``actors/eventlog.py``), and a follower acknowledges a new entry before it applies what
-was committed before it. A replica restarted by its supervisor, or on a rebooted node, reloads everything
-from LMDB, so it never votes twice in a term nor forgets an entry it acknowledged.
+``Ready`` (``_drain``): a leader's appends and heartbeats leave first (see ``_split_messages``); then ONE
+LMDB transaction writes the snapshot, entries and hard state with the apply of what committed; only then
+the other messages leave, then the consumers of what was appended are rung, then advance. etcd's
+MustSync: a Ready with no new entry, snapshot, term or vote (a leader's commit of what a quorum
+acknowledged) needs no fsync before its messages, and an apply is replayed from the durable log at boot
+(deduplicated by ``incident_id``), so such a Ready is written ``durable=False`` (one fsync fewer; a
+machine crash may undo it, never tear it: ``actors/eventlog.py``). A replica restarted by its supervisor,
+or on a rebooted node, reloads everything from LMDB, so it never votes twice in a term nor forgets an
+entry it acknowledged.
 
-Where the time of one commit goes (3 gateway nodes on loopback, 2-core box at load ~2-3 shared with other
-work, fsync on; p50 of 60 serial commits on the leader, cross-process ``perf_counter`` stamps; before ->
-after the MustSync change): bench append -> leader wakes 0.3; propose, sign, appends out 0.5; replica ->
-gateway (raft.sock) 0.5; gateway -> TLS -> follower's gateway 0.9-1.0; -> follower replica 0.8; follower
-step + durable write -> ack 3.8 -> 2.2 (it no longer applies and fsyncs the previous entry first); -> its
-gateway 1.3 -> 1.0; -> TLS -> leader's gateway 0.8-0.9; -> leader replica 0.6-0.8; leader step + commit
-and apply write 3.2 -> 2.6 (one fsync, not two); the benchmark's 0.5 ms poll sees it 0.6 later. Each hop
-between processes is mostly the wake-up of the receiving process on a busy box, not work; no timer is on
-that path.
+Where the time of one commit goes (3 gateway nodes on loopback, 2-core box at load ~2-4 shared with other
+work, fsync on; p50 of 60 serial commits on the leader, cross-process ``perf_counter`` stamps): bench
+append -> leader wakes 0.3 ms; propose, sign, appends out 0.5; replica -> gateway (raft.sock) 0.5;
+gateway -> TLS -> follower's gateway 0.9-1.0; -> follower replica 0.8; follower step + durable write ->
+ack 2.2-3.8 (two fsyncs: LMDB's pages, then its meta page); -> its gateway ~1.0; -> TLS -> leader's
+gateway 0.8-0.9; -> leader replica 0.6-0.8; leader step + commit and apply write 2.6 (one fsync; 3.2
+with two before MustSync); the benchmark's 0.5 ms poll sees it 0.6 later. Each hop between processes is
+mostly the wake-up of the receiving process on a busy box, not work; no timer is on that path.
 
 In cluster mode the messages for other nodes go to the node's gateway process over ``<data_dir>/raft.sock``
 (``gateway_link.py``), and what the gateway receives for this replica comes back on it; while the socket
@@ -632,12 +631,9 @@ class RaftReplicaActor(SupervisedActor):
             early, late = self._split_messages(rd)
             for m in early:  # a leader's appends go out while it writes its own log (thesis 10.2.1)
                 self._send_raft(m.to, encode_message(m))
-            # durable BEFORE any message that depends on it; the apply after them when it may be
-            newly, assigned = self._persist(rd)
+            newly, assigned = self._persist_and_apply(rd)  # durable BEFORE any message that depends on it
             for m in late:
                 self._send_raft(m.to, encode_message(m))
-            if newly is None:
-                newly, assigned = self._apply_unsynced(rd)
             if assigned:  # the consumers (the gateway's API tail) wake after our acks left, not before
                 self.event_log.ring(assigned)
             self._applied(newly)
@@ -682,40 +678,29 @@ class RaftReplicaActor(SupervisedActor):
         late = [m for m in rd.messages if m.type not in _LEADER_EARLY]
         return early, late
 
-    def _persist(self, rd: Ready) -> tuple[list[tuple[int, dict[str, Any]]] | None, list[str]]:
-        """Step 1 of the Ready contract (and step 3, the apply of what committed, when it can share the
-        transaction); returns the incidents newly applied, or None when the apply is left to
-        :meth:`_apply_unsynced` (after the messages), and the streams appended (to ring).
+    def _persist_and_apply(self, rd: Ready) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+        """Steps 1 and 3 of the Ready contract in ONE transaction: the Raft log and hard state, and the state
+        machine's apply of what committed (which may include entries of this same Ready: atomic either
+        way); returns the incidents newly applied and the streams appended (the caller rings them once
+        its messages left). A Ready with nothing to write (messages only; the proposal offset unchanged)
+        writes nothing.
 
-        etcd's MustSync: only new entries, a snapshot or a new term/vote must be on disk before the
-        messages leave. A Ready that only moves the commit index and applies (the leader's commit of
-        what a quorum acknowledged) is written without the last fsync (``durable=False``: a machine
-        crash may undo it, never tear it) and the apply is replayed from the durable log at boot, where
-        the applied index restarts at the snapshot and ``applied/<incident_id>`` deduplicates. A
-        must-sync Ready's apply is not on the path of its acknowledgement: a follower acks its new entry
-        first, then applies what the leader told it was committed (also ``durable=False``). A snapshot
-        stays ONE durable transaction with its apply: at boot the applied index starts at the snapshot,
-        so its state machine must be on disk with it."""
+        etcd's MustSync: only a new entry, a snapshot or a new term/vote must be on disk before the
+        messages leave. A Ready that only moves the commit index and applies (the leader's commit of what
+        a quorum acknowledged, a follower learning the commit index from a heartbeat) is written with
+        ``durable=False``, one fsync fewer (a machine crash may undo it, never tear it; a SIGKILL loses
+        nothing): at boot the applied index restarts at the snapshot and the committed entries are
+        applied again from the durable log, deduplicated by ``applied/<incident_id>``. (Splitting a
+        follower's apply from its must-sync write, to acknowledge first, measured no faster end to end
+        and cost a third fsync per Ready.)"""
         apply = bool(rd.committed_entries) or rd.snapshot is not None
         offset_moved = self.publish and self._done_offset() != self.offset
-        if not needs_persist(rd):
-            return (None if apply or offset_moved else []), []
-        together = rd.snapshot is not None or not rd.must_sync
+        if not (needs_persist(rd) or apply or offset_moved):
+            return [], []
         with self.event_log.batch(durable=rd.must_sync, ring=False) as batch:
             self.storage.stage_ready(batch, rd)
-            newly = self._stage_apply(rd, batch) if together else None
-        self.storage.mirror_ready(rd)
-        return newly, list(batch.assigned)
-
-    def _apply_unsynced(self, rd: Ready) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-        """Step 3 on its own: the apply of ``rd``'s committed entries (and the proposal offset), without
-        the last fsync (see :meth:`_persist`). Writes nothing when there is nothing to apply."""
-        apply = bool(rd.committed_entries)
-        offset_moved = self.publish and self._done_offset() != self.offset
-        if not (apply or offset_moved):
-            return [], []
-        with self.event_log.batch(durable=False, ring=False) as batch:
             newly = self._stage_apply(rd, batch)
+        self.storage.mirror_ready(rd)
         return newly, list(batch.assigned)
 
     def _stage_apply(self, rd: Ready, batch: WriteBatch) -> list[tuple[int, dict[str, Any]]]:
