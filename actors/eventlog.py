@@ -302,12 +302,22 @@ class EventLog:
             batch.put_value(key, value)
 
     def _commit(self, batch: WriteBatch) -> dict[str, list[int]]:
+        assigned = self._commit_retrying(batch)
+        if batch.durable:  # the meta page (metasync=False); its pages were synced in the commit
+            try:
+                self._env.sync(True)
+            except lmdb.Error as exc:  # committed and visible already: never retried, never DiskFull
+                raise EventLogError(
+                    f"{self.path}: a commit was written but the disk failed to sync it ({exc}); stop this "
+                    "process (it may not survive a machine crash) and check the disk: a restart re-reads "
+                    "the log"
+                ) from exc
+        return assigned
+
+    def _commit_retrying(self, batch: WriteBatch) -> dict[str, list[int]]:
         while True:
             try:
-                assigned = self._commit_once(batch)
-                if batch.durable:  # the meta page (metasync=False); its pages were synced in the commit
-                    self._env.sync(True)
-                return assigned
+                return self._commit_once(batch)
             except lmdb.MapFullError:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
