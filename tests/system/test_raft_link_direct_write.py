@@ -14,22 +14,14 @@ from supervisors.peer import Lane, PeerConfig, PeerLinks, PeerNode, RaftFrame
 from supervisors.peer.config import DEFAULT_QUEUE_SIZES
 from supervisors.peer.frames import Body, encode_frame
 from supervisors.thespian_env import free_loopback_port
+from tests.system.test_peer_links import config
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
 
 def _config(certs_dir: Path, node: str, nodes: tuple[PeerNode, ...]) -> PeerConfig:
-    files = certs.node_files(certs_dir, node)
     # a queue deep enough for the whole burst: this test is about order, not about drops
-    return PeerConfig(
-        node=node,
-        nodes=nodes,
-        ca=files.ca,
-        cert=files.cert,
-        key=files.key,
-        heartbeat_ms=200,
-        queue_sizes={**DEFAULT_QUEUE_SIZES, Lane.RAFT: 10_000},
-    )
+    return config(certs_dir, node, nodes, queue_sizes={**DEFAULT_QUEUE_SIZES, Lane.RAFT: 10_000})
 
 
 async def _burst(certs_dir: Path) -> tuple[list[int], int, dict[str, int]]:
