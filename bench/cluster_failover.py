@@ -40,7 +40,7 @@ from bench.cluster_commit import GATEWAYS, BenchCluster
 from bench.raft_commit import incident
 from bench.raft_commit_pysyncobj import PySyncObjBenchError, _make_store
 from bench.restart_latency import BenchError, summarize
-from supervisors.thespian_env import LOOPBACK, free_loopback_port
+from supervisors.thespian_env import LOOPBACK, free_loopback_ports
 
 WRITE_WAIT_S = 60.0
 REJOIN_WAIT_S = 120.0
@@ -168,7 +168,7 @@ class PsoCluster:
 
     def __init__(self) -> None:
         self.ctx = mp.get_context("spawn")  # a clean interpreter: nothing of this process inherited
-        self.addresses = [f"{LOOPBACK}:{free_loopback_port()}" for _ in range(3)]
+        self.addresses = [f"{LOOPBACK}:{port}" for port in free_loopback_ports(3)]
         self.procs: list[Any] = [None] * 3
         self.pipes: list[Any] = [None] * 3
         for i in range(3):

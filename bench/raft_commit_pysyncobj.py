@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from supervisors.thespian_env import LOOPBACK, free_loopback_port
+from supervisors.thespian_env import LOOPBACK, free_loopback_ports
 
 LEADER_WAIT_S = 20.0
 REPLY_WAIT_S = 120.0
@@ -158,7 +158,7 @@ class PySyncObjCluster:
     @classmethod
     def start(cls, conf_kwargs: dict[str, Any], size: int = 3) -> PySyncObjCluster:
         ctx = mp.get_context("spawn")  # a clean interpreter: nothing of Thespian or LMDB inherited
-        addresses = [f"{LOOPBACK}:{free_loopback_port()}" for _ in range(size)]
+        addresses = [f"{LOOPBACK}:{port}" for port in free_loopback_ports(size)]
         processes, pipes = [], []
         for addr in addresses:
             ours, theirs = ctx.Pipe()

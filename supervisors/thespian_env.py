@@ -73,6 +73,17 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_loopback_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: two draws of :func:`free_loopback_port` can return the same port
+    (each is free when drawn, none is held), which gave a test node its API on its own peer port."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_loopback_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def prepare_environment(data_dir: Path) -> dict[str, Any]:
     """Environment and ``logDefs`` for a node's ActorSystem; Thespian's own log goes to ``data_dir``."""
     os.environ["THESPIAN_BASE_IPADDR"] = LOOPBACK

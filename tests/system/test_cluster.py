@@ -26,7 +26,7 @@ from actors.eventlog import EventLog
 from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 from supervisors.certs import ensure_cluster_certs
-from supervisors.thespian_env import free_loopback_port, processes_in_session
+from supervisors.thespian_env import free_loopback_ports, processes_in_session
 from tests.harness.cluster import edge_tree as harness_edge_tree
 from tests.harness.cluster import gateway_tree as harness_gateway_tree
 from tests.system.nodes import REPO
@@ -57,8 +57,9 @@ class Cluster:
         self.tmp = tmp_path
         self.names = [*gateways, *edges]
         self.roles = {**dict.fromkeys(gateways, "gateway"), **dict.fromkeys(edges, "edge")}
-        self.ports = {n: free_loopback_port() for n in self.names}
-        self.api_ports = {n: free_loopback_port() for n in self.names}
+        picked = free_loopback_ports(2 * len(self.names))  # the peer ports, then the API ports
+        self.ports = dict(zip(self.names, picked[: len(self.names)], strict=True))
+        self.api_ports = dict(zip(self.names, picked[len(self.names) :], strict=True))
         keys = {}
         for name in self.names:
             keys[name] = public_key_b64(load_or_create_signing_key(self.data_dir(name), name))
@@ -585,8 +586,9 @@ def shipped_city(tmp_path: Path) -> Path:
     ``tmp_path``) changed, so that the test runs next to anything else on the machine."""
     city = yaml.safe_load((REPO / "config" / "city.yaml").read_text())
     for node in city["nodes"]:
-        node["peer"] = f"127.0.0.1:{free_loopback_port()}"
-        node["api"] = f"127.0.0.1:{free_loopback_port()}"
+        peer_port, api_port = free_loopback_ports(2)
+        node["peer"] = f"127.0.0.1:{peer_port}"
+        node["api"] = f"127.0.0.1:{api_port}"
         node["data_dir"] = str(tmp_path / "data" / node["name"])
     city["cluster"]["certs_dir"] = "certs"  # relative to the copy: created by `garrison up`
     path = tmp_path / "city.yaml"

@@ -29,7 +29,7 @@ import pytest
 from supervisors import certs
 from supervisors.peer import Lane, PeerConfig, PeerNode
 from supervisors.peer.frames import GossipFrame, Heartbeat, RaftFrame, encode_frame
-from supervisors.thespian_env import free_loopback_port
+from supervisors.thespian_env import free_loopback_port, free_loopback_ports
 from tests.harness.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
@@ -173,7 +173,11 @@ def config(
 
 
 def topology(**roles: str) -> tuple[PeerNode, ...]:
-    return tuple(PeerNode(name, role, "127.0.0.1", free_loopback_port()) for name, role in roles.items())
+    ports = free_loopback_ports(len(roles))
+    return tuple(
+        PeerNode(name, role, "127.0.0.1", port)
+        for (name, role), port in zip(roles.items(), ports, strict=True)
+    )
 
 
 def peer_up(proc: PeerProc, peer: str) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from supervisors import certs
 from supervisors.peer import Lane, PeerConfig, PeerLinks, PeerNode, RaftFrame
 from supervisors.peer.config import DEFAULT_QUEUE_SIZES
 from supervisors.peer.frames import Body, encode_frame
-from supervisors.thespian_env import free_loopback_port
+from supervisors.thespian_env import free_loopback_ports
 from tests.system.test_peer_links import config
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
@@ -25,9 +25,10 @@ def _config(certs_dir: Path, node: str, nodes: tuple[PeerNode, ...]) -> PeerConf
 
 
 async def _burst(certs_dir: Path) -> tuple[list[int], int, dict[str, int]]:
+    port_a, port_b = free_loopback_ports(2)
     nodes = (
-        PeerNode("a", "gateway", "127.0.0.1", free_loopback_port()),
-        PeerNode("b", "gateway", "127.0.0.1", free_loopback_port()),
+        PeerNode("a", "gateway", "127.0.0.1", port_a),
+        PeerNode("b", "gateway", "127.0.0.1", port_b),
     )
     got: list[int] = []
     arrived = asyncio.Event()

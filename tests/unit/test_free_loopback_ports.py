@@ -1,0 +1,23 @@
+"""``free_loopback_ports(n)``: n distinct ports, each free to bind on loopback when drawn (two separate draws
+of ``free_loopback_port`` once gave a test node its API on its own peer port)."""
+
+from __future__ import annotations
+
+import socket
+
+from supervisors import thespian_env
+from supervisors.thespian_env import LOOPBACK, free_loopback_ports
+
+
+def test_the_ports_are_distinct_even_when_draws_repeat(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    draws = iter([40001, 40001, 40002, 40001, 40003])  # what two independent draws can do
+    monkeypatch.setattr(thespian_env, "free_loopback_port", lambda: next(draws))
+    assert free_loopback_ports(3) == [40001, 40002, 40003]
+
+
+def test_real_ports_are_distinct_and_bindable() -> None:
+    ports = free_loopback_ports(20)
+    assert len(set(ports)) == 20
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, port))
