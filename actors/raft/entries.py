@@ -221,20 +221,23 @@ def _batch_root(outer: dict[Any, Any], body: bytes, label: str) -> tuple[int, by
         raise _Rejected(f"malformed entry {label}: proof is {_kind(proof)}, not a list of <= {MAX_PROOF}")
     if not all(isinstance(h, bytes) and len(h) == HASH_BYTES for h in proof):
         raise _Rejected(f"malformed entry {label}: proof holds something other than {HASH_BYTES}-byte hashes")
-    fn, sn, r = pos, n - 1, _leaf(body)
-    for sibling in proof:
-        if sn == 0:
-            raise _Rejected(f"malformed entry {label}: proof longer than the path of {pos} in {n}")
-        if fn & 1 or fn == sn:
-            r = _path_node(sibling, r)
-            while not fn & 1 and fn:  # the last node of its level was promoted: skip those levels
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            r = _path_node(r, sibling)
-        fn, sn = fn >> 1, sn >> 1
-    if sn != 0:
+    sides = _sides(pos, n)
+    if len(proof) > len(sides):
+        raise _Rejected(f"malformed entry {label}: proof longer than the path of {pos} in {n}")
+    if len(proof) < len(sides):
         raise _Rejected(f"malformed entry {label}: proof shorter than the path of {pos} in {n}")
-    return n, r
+    return n, _proof_root(body, proof, sides)
+
+
+def _proof_root(body: bytes, proof: list[bytes], sides: tuple[bool, ...]) -> bytes:
+    """The root that ``body``'s leaf and its inclusion ``proof`` imply, ``sides`` saying at each level
+    whether the proof's hash is the left child (:func:`_sides`)."""
+    root, paths = _leaf(body), _PATHS
+    for sibling, on_left in zip(proof, sides, strict=True):
+        pair = sibling + root if on_left else root + sibling
+        parent = paths.get(pair)
+        root = _path_pair(pair) if parent is None else parent
+    return root
 
 
 def _signature_ok(public: Any, n: int, root: bytes, sig: bytes) -> bool:
@@ -419,11 +422,7 @@ def _open_v2_fast(data: object, trusted: dict[str, Any]) -> tuple[dict[str, Any]
     sides = _sides(pos, n)
     if public is None or len(proof) != len(sides):
         return None
-    root, paths = _leaf(entry.body), _PATHS
-    for sibling, on_left in zip(proof, sides, strict=True):
-        pair = sibling + root if on_left else root + sibling
-        parent = paths.get(pair)
-        root = _path_pair(pair) if parent is None else parent
+    root = _proof_root(entry.body, proof, sides)
     if _signature_ok(public, n, root, entry.sig):
         return incident, ""
     return None, f"entry {_label(incident)}: batch signature does not verify against {node!r}'s key"
@@ -431,7 +430,7 @@ def _open_v2_fast(data: object, trusted: dict[str, Any]) -> tuple[dict[str, Any]
 
 def _sides(pos: int, n: int) -> tuple[bool, ...]:
     """For each level of the inclusion path of ``pos`` in a batch of ``n``, whether the proof's hash is the
-    LEFT child: _batch_root's walk, which depends on (pos, n) only; its length is the proof's length.
+    LEFT child (RFC 9162 2.1.3.2's walk, which depends on (pos, n) only); its length is the proof's length.
     Memoised (a batch's entries share n), emptied when full."""
     sides = _SIDES.get((pos, n))
     if sides is not None:
@@ -441,7 +440,7 @@ def _sides(pos: int, n: int) -> tuple[bool, ...]:
     while sn:
         if fn & 1 or fn == sn:
             out.append(True)
-            while not fn & 1 and fn:
+            while not fn & 1 and fn:  # the last node of its level was promoted: skip those levels
                 fn, sn = fn >> 1, sn >> 1
         else:
             out.append(False)
