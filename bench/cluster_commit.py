@@ -52,7 +52,7 @@ from bench.raft_commit_pysyncobj import PySyncObjBenchError
 from bench.restart_latency import BenchError, summarize
 from supervisors.certs import ensure_cluster_certs
 from supervisors.client import ControlError, connect
-from supervisors.thespian_env import free_loopback_ports, processes_in_session
+from supervisors.thespian_env import free_peer_and_api_ports, processes_in_session
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAYS = ("gw-1", "gw-2", "gw-3")
@@ -152,9 +152,7 @@ class BenchCluster:
 
     def __init__(self, tmp: Path, tick_s: float = 0.05, election_ticks: int = 15) -> None:
         self.tmp = tmp
-        picked = free_loopback_ports(2 * len(GATEWAYS))  # the peer ports, then the API ports
-        self.ports = dict(zip(GATEWAYS, picked[: len(GATEWAYS)], strict=True))
-        self.api_ports = dict(zip(GATEWAYS, picked[len(GATEWAYS) :], strict=True))
+        self.ports, self.api_ports = free_peer_and_api_ports(GATEWAYS)
         keys = {n: public_key_b64(load_or_create_signing_key(self.data_dir(n), n)) for n in GATEWAYS}
         ensure_cluster_certs(tmp / "certs", GATEWAYS)
         nodes = [

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,14 @@ def free_loopback_ports(n: int) -> list[int]:
         if port not in ports:
             ports.append(port)
     return ports
+
+
+def free_peer_and_api_ports(names: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """A peer port and an API port for each node of a loopback cluster, all distinct."""
+    picked = free_loopback_ports(2 * len(names))
+    return dict(zip(names, picked[: len(names)], strict=True)), dict(
+        zip(names, picked[len(names) :], strict=True)
+    )
 
 
 def prepare_environment(data_dir: Path) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import yaml
 
 from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from supervisors.certs import ensure_cluster_certs
-from supervisors.thespian_env import free_loopback_ports, processes_in_session
+from supervisors.thespian_env import free_peer_and_api_ports, processes_in_session
 from tests.harness.fault_proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -235,9 +235,7 @@ class Cluster:
         self.everyone = [*self.names, *self.edges]
         self.snapshot_every = snapshot_every
         self.consume_readings = consume_readings  # each gateway's CRDT counts its node's `readings`
-        picked = free_loopback_ports(2 * len(self.everyone))  # the real peer ports, then the API ports
-        self.ports = dict(zip(self.everyone, picked[: len(self.everyone)], strict=True))
-        self.api_ports = dict(zip(self.everyone, picked[len(self.everyone) :], strict=True))
+        self.ports, self.api_ports = free_peer_and_api_ports(self.everyone)  # the real peer ports
         self.proxies: dict[tuple[str, str], FaultProxy] = {}
         for i, src in enumerate(self.everyone):
             for j, dst in enumerate(self.everyone):

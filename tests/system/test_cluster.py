@@ -26,7 +26,7 @@ from actors.eventlog import EventLog
 from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 from supervisors.certs import ensure_cluster_certs
-from supervisors.thespian_env import free_loopback_ports, processes_in_session
+from supervisors.thespian_env import free_loopback_ports, free_peer_and_api_ports, processes_in_session
 from tests.harness.cluster import edge_tree as harness_edge_tree
 from tests.harness.cluster import gateway_tree as harness_gateway_tree
 from tests.system.nodes import REPO
@@ -57,9 +57,7 @@ class Cluster:
         self.tmp = tmp_path
         self.names = [*gateways, *edges]
         self.roles = {**dict.fromkeys(gateways, "gateway"), **dict.fromkeys(edges, "edge")}
-        picked = free_loopback_ports(2 * len(self.names))  # the peer ports, then the API ports
-        self.ports = dict(zip(self.names, picked[: len(self.names)], strict=True))
-        self.api_ports = dict(zip(self.names, picked[len(self.names) :], strict=True))
+        self.ports, self.api_ports = free_peer_and_api_ports(self.names)
         keys = {}
         for name in self.names:
             keys[name] = public_key_b64(load_or_create_signing_key(self.data_dir(name), name))

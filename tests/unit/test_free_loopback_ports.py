@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 from supervisors import thespian_env
-from supervisors.thespian_env import LOOPBACK, free_loopback_ports
+from supervisors.thespian_env import LOOPBACK, free_loopback_ports, free_peer_and_api_ports
 
 
 def test_the_ports_are_distinct_even_when_draws_repeat(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -21,3 +21,10 @@ def test_real_ports_are_distinct_and_bindable() -> None:
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((LOOPBACK, port))
+
+
+def test_peer_and_api_ports_are_one_distinct_set(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    draws = iter([40001, 40001, 40002, 40002, 40003, 40004])
+    monkeypatch.setattr(thespian_env, "free_loopback_port", lambda: next(draws))
+    peer, api = free_peer_and_api_ports(["a", "b"])
+    assert peer == {"a": 40001, "b": 40002} and api == {"a": 40003, "b": 40004}
