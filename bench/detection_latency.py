@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from bench.raft_commit import durable_commit_probe, kill_session_leftovers
+from bench.raft_commit import committed_ids, durable_commit_probe, kill_session_leftovers
 from bench.restart_latency import read_log_events, summarize
 from models.simulator import DEFAULT_INTERVAL_S
 
@@ -164,11 +164,8 @@ def run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     session = int(node_started[0]["session"]) if node_started and node_started[0].get("session") else None
     leftovers = kill_session_leftovers(session)
     detected = {e["incident_id"]: _ts(e) for e in events if e.get("event") == "detection"}
-    committed = {  # the Raft replica logs one incident_committed line per applied batch: its incident_ids
-        iid: _ts(e)
-        for e in events
-        if e.get("event") == "incident_committed"
-        for iid in e.get("incident_ids") or [e["incident_id"]]
+    committed = {
+        iid: _ts(e) for e in events if e.get("event") == "incident_committed" for iid in committed_ids(e)
     }
     samples: list[dict[str, Any]] = []
     for seen, line in watcher.lines:

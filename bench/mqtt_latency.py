@@ -56,7 +56,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import yaml
 
-from bench.raft_commit import durable_commit_probe, kill_session_leftovers
+from bench.raft_commit import committed_ids, durable_commit_probe, kill_session_leftovers
 from bench.restart_latency import summarize
 from models.detector import DEFAULT_MODEL_PATH, load_detector
 from models.episodes import EpisodeConfig
@@ -471,11 +471,8 @@ def match(
     events: list[dict[str, Any]],
 ) -> dict[str, Any]:
     proposed = {e["incident_id"]: _ts(e) for e in events if e.get("event") == "detection"}
-    committed = {  # the Raft replica logs one incident_committed line per applied batch: its incident_ids
-        iid: _ts(e)
-        for e in events
-        if e.get("event") == "incident_committed"
-        for iid in e.get("incident_ids") or [e["incident_id"]]
+    committed = {
+        iid: _ts(e) for e in events if e.get("event") == "incident_committed" for iid in committed_ids(e)
     }
     samples: list[dict[str, float]] = []
     seen_ids: list[str] = []

@@ -329,14 +329,20 @@ class RaftBench:
         res.count, res.elapsed_s = n, time.perf_counter() - began
 
 
+def committed_ids(event: dict[str, Any]) -> list[Any]:
+    """The incident ids an ``incident_committed`` line names: a Raft replica logs one line per applied batch
+    (``incident_ids``), the single-node incident log one per incident (``incident_id``)."""
+    return event.get("incident_ids") or [event.get("incident_id")]
+
+
 def attach_leader_apply_times(
     results: dict[str, CaseResult], leaders: dict[str, str], events: list[dict[str, Any]]
 ) -> None:
     """t0 -> the leader's ``incident_committed`` log line, per incident (wall clocks of one machine)."""
     applied: dict[tuple[str, str], float] = {}
     for e in events:
-        if e.get("event") == "incident_committed":  # one line per applied batch: its incident_ids
-            for iid in e.get("incident_ids") or [e.get("incident_id")]:
+        if e.get("event") == "incident_committed":
+            for iid in committed_ids(e):
                 applied.setdefault((e.get("replica"), iid), datetime.fromisoformat(e["ts"]).timestamp())
     for name, res in results.items():
         leader = leaders[name]
