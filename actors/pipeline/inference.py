@@ -82,8 +82,8 @@ class InferenceActor(SupervisedActor):
         self.readings_per_record: float | None = None  # learnt from the first batch
         self.writer: ThreadPoolExecutor | None = None
         self.committing: tuple[Future[None], list[dict[str, Any]]] | None = None
-        # scored batches not yet handed to the writer (group commit, see _process_batch): their proposals,
-        # how many batches, and whether the pipeline moved on since the last state handed to the writer
+        # scored batches not yet handed to the writer (group commit, see _process_batch): their proposals
+        # and how many batches they are
         self.unsaved: list[dict[str, Any]] = []
         self.unsaved_batches = 0
         self.detector: Detector = HeuristicDetector()
