@@ -30,7 +30,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str, 
     return got
 
 
-@pytest.mark.parametrize("seed", [20250701, 7351])
+# one seed in CI (the first faults cover every kind of the plan); `python -m bench.chaos_soak` runs more,
+# e.g. --seed 7351
+@pytest.mark.parametrize("seed", [20250701])
 def test_pipeline_keeps_its_promise_under_a_seeded_nemesis(
     seed: int, tmp_path: Path, broker: int, reference: list[tuple[str, str, float]]
 ) -> None:

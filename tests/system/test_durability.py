@@ -18,7 +18,7 @@ from tests.system.nodes import REPO
 
 pytestmark = pytest.mark.system
 
-KILLS = 40
+KILLS = 30
 
 
 def test_acknowledged_records_survive_sigkill_at_random_moments(tmp_path: Path) -> None:
