@@ -76,7 +76,7 @@ def _follower(log: EventLog, key: Ed25519PrivateKey) -> tuple[RaftReplicaActor, 
     )
     r.publish, r.pending, r.prefix = True, {}, "raft/b/"
     r.offset_key, r.offset, r.read_upto = "offset/raft/b", 0, 0
-    r.snap_tail, r.dispatched, r.published, r.applied_count = None, 0, 0, 0
+    r.sent_snapshot, r.dispatched, r.published, r.applied_count = None, 0, 0, 0
     r.trusted = {"node-a": key.public_key()}
     r.pending_reads, r.read_waiters, r.last_role, r.snapshot_every = [], {}, None, 0
     sent: list[Message] = []

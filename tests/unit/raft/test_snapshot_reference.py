@@ -1,0 +1,90 @@
+"""A compaction keeps its snapshot as a reference to the replica's own event log (O(1) however long the
+log); the incidents are read from LMDB only when a snapshot leaves for a follower, which receives exactly
+the state machine up to the snapshot's index, as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from actors.eventlog import EventLog
+from actors.raft.durable_storage import DurableRaftStorage
+from actors.raft.entries import open_snapshot
+from actors.raft.replica import RaftReplicaActor, _is_reference
+from actors.raft.types import ConfState, Message, Snapshot
+from tests.harness.cluster import incident
+
+
+def _replica(log: EventLog) -> RaftReplicaActor:
+    replica = RaftReplicaActor.__new__(RaftReplicaActor)  # only the snapshot state, no actor
+    replica._event_log = log
+    replica.prefix = "raft/gw-1/"
+    replica.storage = DurableRaftStorage(log, "gw-1")
+    replica.sent_snapshot = None
+    return replica
+
+
+def _apply(replica: RaftReplicaActor, log: EventLog, lo: int, hi: int) -> None:
+    """What ``_stage_apply`` records for incidents at raft indexes lo..hi (a dispatch mark included)."""
+    with log.batch() as batch:
+        for index in range(lo, hi + 1):
+            inc = incident(f"i-{index}")
+            if index % 3 == 0:  # the dispatcher's progress (actors/dispatch/actor.py), an incident in form
+                inc = {**inc, "type": "dispatch_mark", "payload": {"through": index - 1}}
+            batch.put_value(f"{replica.prefix}incident/{index:020d}", inc)
+
+
+def _snapshot_message(data: bytes, index: int) -> Message:
+    snap = Snapshot(index=index, term=1, conf_state=ConfState(("gw-1", "gw-2")), data=data)
+    return Message(type="snapshot", sender="gw-1", to="gw-2", term=1, snapshot=snap)
+
+
+def test_a_compaction_keeps_a_constant_size_reference_whatever_the_history(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "eventlog")
+    try:
+        replica = _replica(log)
+        _apply(replica, log, 1, 2000)
+        data = replica._snapshot_data(2000)
+        assert _is_reference(data) and len(data) < 64, data
+        assert msgspec.msgpack.decode(data) == {"applied_index": 2000, "incidents_in": "event_log"}
+        assert open_snapshot(data)[0] == []  # a follower could do nothing with it: it must never leave
+    finally:
+        log.close()
+
+
+def test_a_sent_snapshot_carries_the_state_machine_up_to_its_index(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "eventlog")
+    try:
+        replica = _replica(log)
+        _apply(replica, log, 1, 9)  # index 9 is applied after the snapshot point (8)
+        sent = replica._outgoing(_snapshot_message(replica._snapshot_data(8), 8))
+        assert sent.snapshot is not None and not _is_reference(sent.snapshot.data)
+        assert (sent.snapshot.index, sent.snapshot.term, sent.to) == (8, 1, "gw-2")
+        incidents, bad = open_snapshot(sent.snapshot.data)
+        assert bad == []
+        assert [index for index, _ in incidents] == list(range(1, 9))
+        assert incidents[0][1]["incident_id"] == "i-1" and incidents[2][1]["type"] == "dispatch_mark"
+        assert msgspec.msgpack.decode(sent.snapshot.data)["applied_index"] == 8
+        # a retry of the same snapshot reuses what was read; a newer one is read again
+        again = replica._outgoing(_snapshot_message(replica._snapshot_data(8), 8))
+        assert again.snapshot is not None and again.snapshot.data is sent.snapshot.data
+        newer = replica._outgoing(_snapshot_message(replica._snapshot_data(9), 9))
+        assert newer.snapshot is not None
+        assert [index for index, _ in open_snapshot(newer.snapshot.data)[0]] == list(range(1, 10))
+    finally:
+        log.close()
+
+
+def test_messages_without_a_reference_leave_unchanged(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "eventlog")
+    try:
+        replica = _replica(log)
+        _apply(replica, log, 1, 3)
+        installed = msgspec.msgpack.encode({"applied_index": 3, "incidents": [[1, incident("from-leader")]]})
+        full = _snapshot_message(installed, 3)  # installed from a leader: it holds its incidents
+        assert replica._outgoing(full) is full
+        heartbeat = Message(type="heartbeat", sender="gw-1", to="gw-2", term=1)
+        assert replica._outgoing(heartbeat) is heartbeat
+    finally:
+        log.close()
