@@ -175,6 +175,19 @@ class RaftCore:
         return self._progress.get(peer) if self._role == "leader" else None
 
     # --- driving the core -------------------------------------------------------------------
+    def ticks_until_due(self) -> int:
+        """How many ``tick()`` calls from now the next one that can do anything is, if no message or
+        proposal comes first (>= 1): a leader's next heartbeat or check-quorum, a follower's or
+        candidate's election timeout. The ticks before it only count. A shell may therefore sleep
+        until then and deliver the ticks that real time owes when it next wakes, before any message
+        (time exists only as ticks: the same ticks, later), instead of waking at every tick."""
+        if self._role == "leader":
+            heartbeat = self._config.heartbeat_ticks - self._heartbeat_elapsed
+            return max(1, min(heartbeat, self._election_timeout - self._election_elapsed))
+        if not self._promotable():  # a learner never campaigns: its timer only ages its lease
+            return max(1, self._election_timeout - self._election_elapsed)
+        return max(1, self._randomized_timeout - self._election_elapsed)
+
     def tick(self) -> None:
         if self._role == "leader":
             self._tick_heartbeat()

@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -298,13 +300,67 @@ class RaftReplicaActor(SupervisedActor):
         )
         self._connect_link()
         self._drain()
-        self.schedule("tick", self.tick_s)
+        # Ticks are owed by real time (one per tick_s from here) and delivered when the actor wakes, before
+        # anything else it handles; the tick timer is set only for the next tick that can do something
+        # (``_arm_tick``). Before, an idle replica woke at every tick (20/s), which was most of an idle
+        # gateway node's CPU.
+        self.next_tick_at = time.monotonic() + self.tick_s
+        self.tick_timers: list[float] = []  # when the tick timers already set will fire (a heap)
+        self.max_catch_up = max(100, 4 * a.election_ticks)  # past every election timeout (15-30 ticks)
+        self._arm_tick()
         if self.publish:
             self.subscribe(PROPOSED_INCIDENTS)
 
     def on_appended(self, stream: str) -> None:
+        self._catch_up_ticks()
         self._take_proposals()
         self._drain()
+        self._arm_tick()
+
+    # -- time -----------------------------------------------------------------------------------------
+
+    def _catch_up_ticks(self) -> None:
+        """Deliver the ticks real time owes since the last one (at most ``max_catch_up``: after a long
+        pause every timer is past due anyway), draining after any tick that made the core act, so that
+        each tick sees the state the one before left, as if the timer had fired at every tick."""
+        now = time.monotonic()
+        if now < self.next_tick_at:
+            return
+        owed = int((now - self.next_tick_at) // self.tick_s) + 1
+        for _ in range(min(owed, self.max_catch_up)):
+            self._tick_once()
+        self.next_tick_at += owed * self.tick_s
+
+    def _tick_once(self) -> None:
+        self.ticks += 1
+        if self.link is not None and not self.link.connected and self.ticks % LINK_RETRY_TICKS == 0:
+            self._connect_link()
+        self.core.tick()
+        if self.ticks % 100 == 0:
+            self._find_peers()
+        if self.core.has_ready():
+            self._drain()
+
+    def _ticks_ahead(self) -> int:
+        """How many ticks from the next owed one the tick timer may sleep: 1 while the shell itself needs
+        every tick (proposals to re-propose, the gateway socket to reconnect), else until the core's
+        next due tick (``RaftCore.ticks_until_due``); a one-member cluster's leader, which has nobody to
+        send heartbeats to, at most once a second."""
+        if self.pending or (self.link is not None and not self.link.connected):
+            return 1
+        ahead = self.core.ticks_until_due()
+        if not self.peers and self.core.role == "leader":
+            ahead = max(ahead, round(IDLE_SOLO_TICK_S / self.tick_s))
+        return ahead
+
+    def _arm_tick(self) -> None:
+        """Make sure a tick timer fires by the next tick that can do something (a timer already set that
+        early is enough; one set later stays, and finds nothing owed or only counts)."""
+        due_at = self.next_tick_at + (self._ticks_ahead() - 1) * self.tick_s
+        if self.tick_timers and self.tick_timers[0] <= due_at + 1e-3:
+            return
+        heapq.heappush(self.tick_timers, due_at)
+        self.schedule("tick", max(0.0, due_at - time.monotonic()))
 
     # -- peers ----------------------------------------------------------------------------------------
 
@@ -341,9 +397,11 @@ class RaftReplicaActor(SupervisedActor):
     def on_ready(self, name: str) -> None:
         if name != _LINK or self.link is None:
             return
+        self._catch_up_ticks()  # time first: a heartbeat must not be aged by ticks owed from before it
         messages = self.link.receive()
         if messages is None:
             self._link_lost("closed by the gateway")
+            self._arm_tick()  # every tick again, to reconnect
             return
         for msg in messages:
             if isinstance(msg, PipeUnreachable):
@@ -358,6 +416,7 @@ class RaftReplicaActor(SupervisedActor):
                 self.last_heard[msg.peer] = self.ticks
                 self.core.step(decode_message(msg.data))
         self._drain()
+        self._arm_tick()
 
     def _unreachable(self, notice: PipeUnreachable) -> None:
         """The gateway dropped a frame to ``peer`` (its queue was full): etcd's ReportUnreachable (the
@@ -418,6 +477,7 @@ class RaftReplicaActor(SupervisedActor):
     # -- messages -------------------------------------------------------------------------------------
 
     def on_message(self, msg: object, sender: ActorAddress) -> None:
+        self._catch_up_ticks()
         if isinstance(msg, RaftEnvelope):
             if msg.sender not in self.remote:
                 self.addresses.setdefault(msg.sender, sender)
@@ -460,6 +520,7 @@ class RaftReplicaActor(SupervisedActor):
         elif isinstance(msg, dict):
             self._json_op(msg, sender)
         self._drain()
+        self._arm_tick()
 
     def _json_op(self, msg: dict[str, Any], sender: ActorAddress) -> None:
         """What the node's control socket (plain JSON, e.g. the HTTP API) may ask: ``{"op": "raft_status"}``
@@ -561,23 +622,13 @@ class RaftReplicaActor(SupervisedActor):
             elif self.link is not None and not self.link.connected:
                 self._link_lost("flush failed")
             return
-        self.ticks += 1
-        if self.link is not None and not self.link.connected and self.ticks % LINK_RETRY_TICKS == 0:
-            self._connect_link()
-        self.core.tick()
-        if self.ticks % 100 == 0:
-            self._find_peers()
+        if self.tick_timers:
+            heapq.heappop(self.tick_timers)  # the earliest set is the one firing
+        self._catch_up_ticks()
         if self.publish:
             self._take_proposals()
         self._drain()
-        self.schedule("tick", self._next_tick_s())
-
-    def _next_tick_s(self) -> float:
-        """A leader without peers has no heartbeats to send and no election to fear: with nothing pending
-        it ticks once a second (an idle node must sleep); proposals wake it through the doorbell anyway."""
-        if not self.peers and self.core.role == "leader" and not self.pending:
-            return max(self.tick_s, IDLE_SOLO_TICK_S)
-        return self.tick_s
+        self._arm_tick()
 
     # -- proposals ------------------------------------------------------------------------------------
 
