@@ -4,9 +4,11 @@ the state machine up to the snapshot's index, as before."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from actors.eventlog import EventLog
 from actors.raft.durable_storage import DurableRaftStorage
@@ -35,56 +37,51 @@ def _apply(replica: RaftReplicaActor, log: EventLog, lo: int, hi: int) -> None:
             batch.put_value(f"{replica.prefix}incident/{index:020d}", inc)
 
 
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[EventLog]:
+    log = EventLog(tmp_path / "eventlog")
+    yield log
+    log.close()
+
+
 def _snapshot_message(data: bytes, index: int) -> Message:
     snap = Snapshot(index=index, term=1, conf_state=ConfState(("gw-1", "gw-2")), data=data)
     return Message(type="snapshot", sender="gw-1", to="gw-2", term=1, snapshot=snap)
 
 
-def test_a_compaction_keeps_a_constant_size_reference_whatever_the_history(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "eventlog")
-    try:
-        replica = _replica(log)
-        _apply(replica, log, 1, 2000)
-        data = replica._snapshot_data(2000)
-        assert _is_reference(data) and len(data) < 64, data
-        assert msgspec.msgpack.decode(data) == {"applied_index": 2000, "incidents_in": "event_log"}
-        assert open_snapshot(data)[0] == []  # a follower could do nothing with it: it must never leave
-    finally:
-        log.close()
+def test_a_compaction_keeps_a_constant_size_reference_whatever_the_history(log: EventLog) -> None:
+    replica = _replica(log)
+    _apply(replica, log, 1, 2000)
+    data = replica._snapshot_data(2000)
+    assert _is_reference(data) and len(data) < 64, data
+    assert msgspec.msgpack.decode(data) == {"applied_index": 2000, "incidents_in": "event_log"}
+    assert open_snapshot(data)[0] == []  # a follower could do nothing with it: it must never leave
 
 
-def test_a_sent_snapshot_carries_the_state_machine_up_to_its_index(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "eventlog")
-    try:
-        replica = _replica(log)
-        _apply(replica, log, 1, 9)  # index 9 is applied after the snapshot point (8)
-        sent = replica._outgoing(_snapshot_message(replica._snapshot_data(8), 8))
-        assert sent.snapshot is not None and not _is_reference(sent.snapshot.data)
-        assert (sent.snapshot.index, sent.snapshot.term, sent.to) == (8, 1, "gw-2")
-        incidents, bad = open_snapshot(sent.snapshot.data)
-        assert bad == []
-        assert [index for index, _ in incidents] == list(range(1, 9))
-        assert incidents[0][1]["incident_id"] == "i-1" and incidents[2][1]["type"] == "dispatch_mark"
-        assert msgspec.msgpack.decode(sent.snapshot.data)["applied_index"] == 8
-        # a retry of the same snapshot reuses what was read; a newer one is read again
-        again = replica._outgoing(_snapshot_message(replica._snapshot_data(8), 8))
-        assert again.snapshot is not None and again.snapshot.data is sent.snapshot.data
-        newer = replica._outgoing(_snapshot_message(replica._snapshot_data(9), 9))
-        assert newer.snapshot is not None
-        assert [index for index, _ in open_snapshot(newer.snapshot.data)[0]] == list(range(1, 10))
-    finally:
-        log.close()
+def test_a_sent_snapshot_carries_the_state_machine_up_to_its_index(log: EventLog) -> None:
+    replica = _replica(log)
+    _apply(replica, log, 1, 9)  # index 9 is applied after the snapshot point (8)
+    sent = replica._outgoing(_snapshot_message(replica._snapshot_data(8), 8))
+    assert sent.snapshot is not None and not _is_reference(sent.snapshot.data)
+    assert (sent.snapshot.index, sent.snapshot.term, sent.to) == (8, 1, "gw-2")
+    incidents, bad = open_snapshot(sent.snapshot.data)
+    assert bad == []
+    assert [index for index, _ in incidents] == list(range(1, 9))
+    assert incidents[0][1]["incident_id"] == "i-1" and incidents[2][1]["type"] == "dispatch_mark"
+    assert msgspec.msgpack.decode(sent.snapshot.data)["applied_index"] == 8
+    # a retry of the same snapshot reuses what was read; a newer one is read again
+    again = replica._outgoing(_snapshot_message(replica._snapshot_data(8), 8))
+    assert again.snapshot is not None and again.snapshot.data is sent.snapshot.data
+    newer = replica._outgoing(_snapshot_message(replica._snapshot_data(9), 9))
+    assert newer.snapshot is not None
+    assert [index for index, _ in open_snapshot(newer.snapshot.data)[0]] == list(range(1, 10))
 
 
-def test_messages_without_a_reference_leave_unchanged(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "eventlog")
-    try:
-        replica = _replica(log)
-        _apply(replica, log, 1, 3)
-        installed = msgspec.msgpack.encode({"applied_index": 3, "incidents": [[1, incident("from-leader")]]})
-        full = _snapshot_message(installed, 3)  # installed from a leader: it holds its incidents
-        assert replica._outgoing(full) is full
-        heartbeat = Message(type="heartbeat", sender="gw-1", to="gw-2", term=1)
-        assert replica._outgoing(heartbeat) is heartbeat
-    finally:
-        log.close()
+def test_messages_without_a_reference_leave_unchanged(log: EventLog) -> None:
+    replica = _replica(log)
+    _apply(replica, log, 1, 3)
+    installed = msgspec.msgpack.encode({"applied_index": 3, "incidents": [[1, incident("from-leader")]]})
+    full = _snapshot_message(installed, 3)  # installed from a leader: it holds its incidents
+    assert replica._outgoing(full) is full
+    heartbeat = Message(type="heartbeat", sender="gw-1", to="gw-2", term=1)
+    assert replica._outgoing(heartbeat) is heartbeat
