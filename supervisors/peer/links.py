@@ -101,6 +101,8 @@ class _Peer:
     queue_sizes: dict[Lane, int]
     queues: dict[Lane, collections.deque[bytes]] = dataclasses.field(default_factory=dict)
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # set when the peer connects to us while our dial to it is down: it is up now, dial without backoff
+    redial: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     ping: bytes | None = None  # the one pending heartbeat; a newer one replaces it
     state: str = "down"
     state_since: float = dataclasses.field(default_factory=time.monotonic)
@@ -324,15 +326,28 @@ class PeerLinks:
                     self._log.warning("peer_dial_failed", peer=peer.name, reason=reason, attempt=attempt + 1)
                 peer.last_error = reason
                 self._set_state(peer, "down")
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
+                attempt = 0 if await self._back_off(peer, self._backoff(attempt)) else attempt + 1
                 continue
             attempt = 0
+            peer.redial.clear()  # connected: an older sign of life is no reason to skip the next backoff
             peer.connections += 1
             reason = await self._run_outbound(peer, reader, writer)
             peer.last_error = reason
             self._set_state(peer, "down")
-            await asyncio.sleep(self._backoff(0))
+            await self._back_off(peer, self._backoff(0))
+
+    async def _back_off(self, peer: _Peer, seconds: float) -> bool:
+        """Wait ``seconds`` before the next dial, or less if ``peer`` connects to us meanwhile (its
+        certificate checked): it is up, so the backoff built up while it was down would only delay
+        the direction we send on. A restarted node's peers kept dialling it with growing backoff; its
+        first Raft answers then went nowhere for up to ``backoff_max_ms`` (a leader kill took a whole
+        election timeout in about a quarter of the bench's rounds). True if cut short."""
+        try:
+            await asyncio.wait_for(peer.redial.wait(), seconds)  # set already: it connected mid-dial
+        except TimeoutError:
+            return False
+        peer.redial.clear()
+        return True
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(
@@ -466,6 +481,8 @@ class PeerLinks:
             peer.in_writer.transport.abort()
         peer.in_writer = writer
         self._log.info("peer_connected", peer=name, direction="in", address=address)
+        if peer.out_writer is None:
+            peer.redial.set()  # our dial to it is backing off: it is up, dial now
         try:
             reason = await self._serve_inbound(peer, reader, writer)
         except asyncio.CancelledError:

@@ -468,3 +468,25 @@ def test_a_delay_through_the_proxy_shows_in_the_measured_rtt_and_the_link_stays_
         )
         assert proxy.forwarded["to_client"] > 0
         assert not a.events("peer_state", peer="b", state="down")
+
+
+def test_a_peer_that_connects_to_us_is_dialled_back_at_once_not_after_our_backoff(
+    certs_dir: Path, tmp_path: Path, procs: list[PeerProc]
+) -> None:
+    """A restarted node's peers back off dialling it while it is down; when it is back and connects to
+    them, they dial it at once: until then its answers (Raft votes, acks) had no way back."""
+    nodes = topology(a="gateway", b="gateway")
+    # a long backoff: once a's first dial to b fails, a sleeps 4-8 s before the next one
+    a = PeerProc(config(certs_dir, "a", nodes, backoff_min_ms=8000, backoff_max_ms=20000), tmp_path)
+    procs.append(a)
+    wait_until(lambda: a.events("peer_dial_failed", peer="b"), 10, "a's first dial to b to fail")
+    failed_at = time.monotonic()
+    procs.append(PeerProc(config(certs_dir, "b", nodes), tmp_path))  # b dials a as soon as it is up
+    b_ready = time.monotonic()
+    assert b_ready - failed_at < 2.0, "b started too late to tell a redial from a's own backoff"
+    wait_until(lambda: a.events("peer_connected", peer="b", direction="in"), 10, "b to connect to a")
+    wait_until(lambda: a.events("peer_connected", peer="b", direction="out"), 10, "a to dial b again")
+    dialled_after = time.monotonic() - failed_at
+    assert dialled_after < 3.0, f"a dialled b {dialled_after:.2f} s after its failed dial: it waited its backoff"
+    seq = a.send("b", ["raft"])["seq"]
+    wait_until(lambda: last_payload(procs[1], "a", "raft") == f"a:{seq}", 10, "a's frame on its new link to b")
