@@ -487,6 +487,10 @@ def test_a_peer_that_connects_to_us_is_dialled_back_at_once_not_after_our_backof
     wait_until(lambda: a.events("peer_connected", peer="b", direction="in"), 10, "b to connect to a")
     wait_until(lambda: a.events("peer_connected", peer="b", direction="out"), 10, "a to dial b again")
     dialled_after = time.monotonic() - failed_at
-    assert dialled_after < 3.0, f"a dialled b {dialled_after:.2f} s after its failed dial: it waited its backoff"
+    assert dialled_after < 3.0, (
+        f"a dialled b {dialled_after:.2f} s after its failed dial: it waited its backoff"
+    )
     seq = a.send("b", ["raft"])["seq"]
-    wait_until(lambda: last_payload(procs[1], "a", "raft") == f"a:{seq}", 10, "a's frame on its new link to b")
+    wait_until(
+        lambda: last_payload(procs[1], "a", "raft") == f"a:{seq}", 10, "a's frame on its new link to b"
+    )
