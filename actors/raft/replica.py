@@ -414,7 +414,7 @@ class RaftReplicaActor(SupervisedActor):
                 self._propose(entries)
             elif msg.peer in self.remote:  # the gateway checked that the message's sender is that peer
                 self.last_heard[msg.peer] = self.ticks
-                self.core.step(decode_message(msg.data))
+                self._step(decode_message(msg.data))
         self._drain()
         self._arm_tick()
 
@@ -484,7 +484,7 @@ class RaftReplicaActor(SupervisedActor):
             elif sender is not None:  # relayed by the gateway shell: its current address (after restarts)
                 self.gateway_address = sender
             self.last_heard[msg.sender] = self.ticks
-            self.core.step(decode_message(msg.data))
+            self._step(decode_message(msg.data))
         elif isinstance(msg, Location):
             if msg.address is not None:
                 self.addresses[msg.child_id] = msg.address
@@ -883,6 +883,21 @@ class RaftReplicaActor(SupervisedActor):
         the log. Now a compaction is O(1), and the incidents are read when a snapshot is actually sent to
         a follower behind the log (:meth:`_outgoing`), as etcd sends its bbolt file."""
         return _encode({"applied_index": applied, "incidents_in": "event_log"})
+
+    def _step(self, m: Message) -> None:
+        """``core.step``, except a snapshot that is only a reference to its sender's event log (a leader
+        must never send one: ``_outgoing``). Installing it would move this replica past entries whose
+        incidents it never received; refused, the follower only waits for a real snapshot."""
+        if m.snapshot is not None and _is_reference(m.snapshot.data):
+            self.log.error(
+                "raft_snapshot_refused",
+                replica=self.replica,
+                sender=m.sender,
+                index=m.snapshot.index,
+                reason="the snapshot holds no incidents, only a reference to the sender's event log",
+            )
+            return
+        self.core.step(m)
 
     def _outgoing(self, m: Message) -> Message:
         """``m``, with a referenced snapshot replaced by the state machine it stands for (the only place

@@ -85,3 +85,26 @@ def test_messages_without_a_reference_leave_unchanged(log: EventLog) -> None:
     assert replica._outgoing(full) is full
     heartbeat = Message(type="heartbeat", sender="gw-1", to="gw-2", term=1)
     assert replica._outgoing(heartbeat) is heartbeat
+
+
+def test_a_follower_refuses_a_snapshot_that_is_only_a_reference(log: EventLog) -> None:
+    """A leader must never send one; if one arrives anyway, installing it would skip entries."""
+    from structlog import get_logger
+
+    replica = _replica(log)
+    replica.replica = "gw-2"
+    replica.log = get_logger(actor="test")
+    stepped: list[Message] = []
+
+    class _Core:
+        def step(self, m: Message) -> None:
+            stepped.append(m)
+
+    replica.core = _Core()  # type: ignore[assignment]
+    reference = _snapshot_message(replica._snapshot_data(8), 8)
+    replica._step(reference)
+    assert stepped == []
+    _apply(replica, log, 1, 8)
+    real = replica._outgoing(reference)
+    replica._step(real)
+    assert stepped == [real]
