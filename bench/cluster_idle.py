@@ -26,20 +26,11 @@ from pathlib import Path
 import yaml
 
 from bench.cluster_commit import GATEWAYS, BenchCluster
+from bench.mqtt_latency import cpu_seconds
 from bench.restart_latency import BenchError
 from supervisors.thespian_env import processes_in_session
 
 SINGLE_NODE_TARGET_PCT = 1.0  # issue 10: an idle single node, % of one core
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def kind_of(pid: int, replica_pids: set[int]) -> str:
@@ -94,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             replicas = {p for p in [replica_pid(cluster, name)] if p is not None}
             members = set(processes_in_session(session)) | {node.proc.pid}
             pids[name] = {pid: kind_of(pid, replicas) for pid in sorted(members)}
-        before = {pid: cpu_ticks(pid) for node in pids.values() for pid in node}
+        before = {pid: cpu_seconds(pid) for node in pids.values() for pid in node}
         began = time.monotonic()
         time.sleep(args.seconds)
         elapsed = time.monotonic() - began
-        after = {pid: cpu_ticks(pid) for pid in before}
+        after = {pid: cpu_seconds(pid) for pid in before}
         pct: dict[str, dict[str, float]] = {}
         for name, members in pids.items():
             by_kind: dict[str, float] = {}
@@ -106,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = before[pid], after[pid]
                 if a is None or b is None:
                     raise BenchError(f"{name}: process {pid} ({kind}) ended during the measurement")
-                by_kind[kind] = by_kind.get(kind, 0.0) + (b - a) / _HZ / elapsed * 100
+                by_kind[kind] = by_kind.get(kind, 0.0) + (b - a) / elapsed * 100
             pct[name] = by_kind
         total = sum(sum(k.values()) for k in pct.values())
         print(
