@@ -6,11 +6,14 @@ For each batch size B, each repeat writes the same sensor-reading records (about
 into two fresh LMDB environments in a temporary directory:
 - ``garrison``: ``EventLog.append("readings", chunk)`` per chunk of B records (one durable transaction per
   call: envelope encoding, sequence assignment, stream head update, commit with ``sync=True``);
-- ``raw_lmdb``: ``env.begin(write=True)`` + ``txn.put`` of the SAME pre-encoded bytes under the same keys,
-  per chunk of B, on an environment opened with the same flags (``sync=True, metasync=True``).
-The two are interleaved commit by commit (alternating which goes first), because the disk is shared and its
+- ``raw_lmdb``: ``env.begin(write=True)`` + one ``txn.put`` per record of its envelope, encoded before any
+  clock, per chunk of B, on an environment opened with ``sync=True, metasync=True`` (the target's baseline);
+- ``raw_lmdb_batched``: the same chunk's record-batch value (``encode_record_batch``, also encoded before
+  any clock) in ONE ``txn.put``: garrison's storage layout with none of its work, so garrison / this ratio
+  is what garrison's own code (encoding, sequencing, head, checks, ring) costs.
+The sides are interleaved commit by commit (rotating which goes first), because the disk is shared and its
 fsync latency drifts; a side's rate is its records / the time spent in its own commits. A configuration
-writes ``max(N, 100 * B)`` records (B=100 makes 100 commits) or stops after ``--max-seconds`` of wall time.
+writes ``max(N, 300 * B)`` records (B=100 makes 300 commits) or stops after ``--max-seconds`` of wall time.
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ from typing import Any
 import lmdb
 import numpy as np
 
-from actors.eventlog import EventLog, encode_envelope
+from actors.eventlog import EventLog, encode_envelope, encode_record_batch
 
 STREAM = "readings"
 MAP_SIZE = 64 << 20  # EventLog's initial map size: both sides start equal
-IMPLS = ("garrison", "raw_lmdb")
+IMPLS = ("garrison", "raw_lmdb", "raw_lmdb_batched")
 
 
 def sample_readings(count: int) -> list[dict[str, Any]]:
@@ -78,12 +81,13 @@ class GarrisonSide:
 
 
 class RawSide:
-    """``env.begin(write=True)`` + ``put`` of the same bytes under the same keys, encoded before any clock."""
+    """``env.begin(write=True)`` + one ``put`` per record of its envelope, encoded before any clock."""
 
     def __init__(self, path: Path, records: list[dict[str, Any]], batch: int) -> None:
         prefix = STREAM.encode() + b"\x00"
         items = [(prefix + seq.to_bytes(8, "big"), encode_envelope(r)) for seq, r in enumerate(records, 1)]
         self.chunks = chunks(items, batch)
+        self.records_per_chunk = [len(c) for c in self.chunks]
         path.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(
             str(path), map_size=MAP_SIZE, max_dbs=8, sync=True, metasync=True, writemap=False, map_async=False
@@ -94,7 +98,7 @@ class RawSide:
         with self.env.begin(write=True, db=self.db) as txn:
             for key, value in self.chunks[i]:
                 txn.put(key, value)
-        return len(self.chunks[i])
+        return self.records_per_chunk[i]
 
     def stored(self) -> int:
         with self.env.begin(db=self.db) as txn:
@@ -102,6 +106,25 @@ class RawSide:
 
     def close(self) -> None:
         self.env.close()
+
+
+class RawBatchedSide(RawSide):
+    """One ``put`` per chunk of the chunk's record-batch value, keyed by its last record's sequence."""
+
+    def __init__(self, path: Path, records: list[dict[str, Any]], batch: int) -> None:
+        super().__init__(path, records, batch)
+        prefix = STREAM.encode() + b"\x00"
+        self.chunks = []
+        for last, chunk in zip(
+            range(batch, len(records) + batch, batch), chunks(records, batch), strict=True
+        ):
+            key = prefix + min(last, len(records)).to_bytes(8, "big")
+            self.chunks.append([(key, encode_record_batch(list(chunk)))])
+
+    def stored(self) -> int:
+        with self.env.begin(db=self.db) as txn:  # the values are keyed by their last record's sequence
+            cursor = txn.cursor()
+            return int.from_bytes(bytes(cursor.key())[-8:], "big") if cursor.last() else 0
 
 
 @dataclass
@@ -118,17 +141,18 @@ class Run:
 def run_interleaved(
     root: Path, records: list[dict[str, Any]], batch: int, max_seconds: float
 ) -> dict[str, Run]:
-    """Commit chunk i on both sides back to back (alternating which goes first), so that a shared disk's
-    slow and fast moments hit both alike; stop after ``max_seconds`` of wall time."""
+    """Commit chunk i on every side back to back (rotating which goes first), so that a shared disk's
+    slow and fast moments hit all alike; stop after ``max_seconds`` of wall time."""
     sides = {
         "garrison": GarrisonSide(root / "garrison", records, batch),
         "raw_lmdb": RawSide(root / "raw", records, batch),
+        "raw_lmdb_batched": RawBatchedSide(root / "raw-batched", records, batch),
     }
     runs = {name: Run() for name in IMPLS}
     try:
         began = time.perf_counter()
         for i in range(len(sides["garrison"].chunks)):
-            for name in IMPLS if i % 2 == 0 else tuple(reversed(IMPLS)):
+            for name in IMPLS[i % len(IMPLS) :] + IMPLS[: i % len(IMPLS)]:
                 t = time.perf_counter()
                 written = sides[name].commit(i)
                 runs[name].commit_ms.append((time.perf_counter() - t) * 1e3)
@@ -205,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         floor_ms = fsync_floor(root / "fsync-floor")
         for repeat in range(args.repeats):
             for batch in batches:
-                records = sample_readings(max(args.records, 100 * batch))
+                records = sample_readings(max(args.records, 300 * batch))
                 runs = run_interleaved(root / f"{batch}-{repeat}", records, batch, args.max_seconds)
                 for impl, run in runs.items():
                     rates[impl, batch].append(run.rate)
@@ -220,40 +244,46 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'batch':>6}{'garrison rec/s':>16}{'raw lmdb rec/s':>16}{'garrison/raw':>14}"
-        f"{'commit p50 ms g / raw':>24}{'commit p99 ms g / raw':>24}"
+        f"{'raw batched rec/s':>19}{'garrison/batched':>18}"
+        f"{'commit p50 ms g / raw / batched':>33}{'commit p99 ms g / raw / batched':>33}"
     )
     results: dict[str, Any] = {}
     for batch in batches:
-        g, r = (statistics.median(rates[i, batch]) for i in IMPLS)
+        g, r, rb = (statistics.median(rates[i, batch]) for i in IMPLS)
         # the sides ran interleaved, so each repeat is a pair: the median of the paired ratios
         paired = [a / b for a, b in zip(rates["garrison", batch], rates["raw_lmdb", batch], strict=True)]
-        ratio = statistics.median(paired)
+        paired_b = [
+            a / b for a, b in zip(rates["garrison", batch], rates["raw_lmdb_batched", batch], strict=True)
+        ]
+        ratio, ratio_b = statistics.median(paired), statistics.median(paired_b)
         p50 = [float(np.percentile(commit_ms[i, batch], 50)) for i in IMPLS]
         p99 = [float(np.percentile(commit_ms[i, batch], 99)) for i in IMPLS]
         print(
-            f"{batch:>6}{g:>16,.0f}{r:>16,.0f}{ratio:>13.2f}x"
-            f"{f'{p50[0]:.3f} / {p50[1]:.3f}':>24}{f'{p99[0]:.3f} / {p99[1]:.3f}':>24}"
+            f"{batch:>6}{g:>16,.0f}{r:>16,.0f}{ratio:>13.2f}x{rb:>19,.0f}{ratio_b:>17.2f}x"
+            f"{' / '.join(f'{x:.3f}' for x in p50):>33}{' / '.join(f'{x:.3f}' for x in p99):>33}"
         )
         results[str(batch)] = {
             "records_written": {i: written[i, batch] for i in IMPLS},
-            "garrison_rec_s_median": round(g),
-            "raw_lmdb_rec_s_median": round(r),
-            "garrison_rec_s_all": [round(x) for x in rates["garrison", batch]],
-            "raw_lmdb_rec_s_all": [round(x) for x in rates["raw_lmdb", batch]],
+            **{f"{i}_rec_s_median": round(statistics.median(rates[i, batch])) for i in IMPLS},
+            **{f"{i}_rec_s_all": [round(x) for x in rates[i, batch]] for i in IMPLS},
             "ratio_garrison_over_raw": round(ratio, 3),
             "ratio_per_repeat": [round(x, 3) for x in paired],
-            "commit_ms_p50": {"garrison": round(p50[0], 4), "raw_lmdb": round(p50[1], 4)},
-            "commit_ms_p99": {"garrison": round(p99[0], 4), "raw_lmdb": round(p99[1], 4)},
+            "ratio_garrison_over_raw_batched": round(ratio_b, 3),
+            "commit_ms_p50": {i: round(x, 4) for i, x in zip(IMPLS, p50, strict=True)},
+            "commit_ms_p99": {i: round(x, 4) for i, x in zip(IMPLS, p99, strict=True)},
         }
-    print("# rec/s: median over repeats; garrison/raw: median of the per-repeat (paired) ratios")
+    print(
+        "# rec/s: median over repeats; ratios: median of the per-repeat (paired) ratios. raw lmdb: one put per "
+        "record (the target's baseline); raw batched: garrison's layout, one put per batch, no garrison code"
+    )
     floor = {"p50": float(np.percentile(floor_ms, 50)), "p99": float(np.percentile(floor_ms, 99))}
     print(
         f"# disk floor in the same directory: write(150 B) + fsync p50 {floor['p50']:.3f} ms, "
         f"p99 {floor['p99']:.3f} ms (n={len(floor_ms)}); a durable LMDB commit makes 2 fsyncs (data, meta)"
     )
     print(
-        "# records written per batch size (garrison / raw, all repeats): "
-        + ", ".join(f"{b}: {written['garrison', b]} / {written['raw_lmdb', b]}" for b in batches)
+        "# records written per batch size (garrison / raw / raw batched, all repeats): "
+        + ", ".join(f"{b}: " + " / ".join(str(written[i, b]) for i in IMPLS) for b in batches)
     )
     print(f"# load average at start {load:.2f}; wall time {time.monotonic() - began:.1f}s")
     print(
