@@ -21,7 +21,9 @@ def _observable(core: RaftCore) -> tuple[object, ...]:
 
 def test_a_follower_is_due_exactly_at_its_randomized_election_timeout() -> None:
     for seed in range(50):
-        core = RaftCore(RaftConfig(id="a", peers=ABC, election_ticks=10), MemoryStorage(), random.Random(seed))
+        core = RaftCore(
+            RaftConfig(id="a", peers=ABC, election_ticks=10), MemoryStorage(), random.Random(seed)
+        )
         due = core.ticks_until_due()
         assert 10 <= due < 20
         for _ in range(due - 1):
