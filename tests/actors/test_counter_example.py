@@ -3,6 +3,7 @@ recovers the persisted count (41 stays 41), not the corrupt in-memory value."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from thespian.actors import ActorExitRequest, ActorSystem
@@ -31,3 +32,16 @@ def test_counter_recovers_after_a_crash(asys: ActorSystem, tmp_path: Path) -> No
     fresh = _start(asys, tmp_path, 2)
     assert asys.ask(fresh, "get", 5) == 41
     assert asys.ask(fresh, "incr", 5) == 42
+
+
+def test_a_started_instance_keeps_its_startup_objects_out_of_full_collections(
+    asys: ActorSystem, tmp_path: Path
+) -> None:
+    """After its start an actor freezes what exists (gc.freeze): a full collection then walks only what
+    was made since. The in-process base runs the actor here, so this process's frozen count shows it."""
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    counter = _start(asys, tmp_path, 1)
+    assert gc.get_freeze_count() > 1000  # modules, classes, the actor and its state
+    assert asys.ask(counter, "incr", 5) == 1  # still working
+    gc.unfreeze()  # leave the test process as it was
