@@ -43,6 +43,8 @@ class DetectionPipeline:
         self.buffers = {k: WindowBuffer.from_state(v) for k, v in saved.get("buffers", {}).items()}
         self.trackers = {k: EpisodeTracker.from_state(v) for k, v in saved.get("trackers", {}).items()}
         self.windows_scored = 0
+        # channels whose buffer or tracker changed since the last ``take_changes`` (what a commit writes)
+        self.touched: set[str] = set()
         self._code: dict[tuple[Any, Any], int] = {}  # (sensor, pollutant) -> channel number
         self._channels: list[str] = []  # channel number -> "sensor|pollutant" (a key of buffers)
         self._number: dict[str, int] = {}  # and back
@@ -82,6 +84,7 @@ class DetectionPipeline:
         present = np.flatnonzero(per_code)
         bounds = np.concatenate(([0], np.cumsum(per_code[present])))
         keys = [self._channels[c] for c in present.tolist()]
+        self.touched.update(keys)  # only these channels' buffers and trackers can change below
         windows, ends, closing, window_bounds = extend_channels(
             [self.buffers[k] for k in keys], ts[order], values[order], bounds
         )
@@ -117,3 +120,26 @@ class DetectionPipeline:
             "buffers": {k: b.state() for k, b in self.buffers.items()},
             "trackers": {k: t.state() for k, t in self.trackers.items()},
         }
+
+    def take_changes(self) -> dict[str, dict[str, Any]]:
+        """The state (copies) of every channel changed since the last call, by channel: what a commit must
+        write when the other channels' state is durable already. ``state_of_channels`` of every channel's
+        latest such value gives back ``state()``."""
+        changed, self.touched = self.touched, set()
+        return {
+            key: {
+                "buffer": self.buffers[key].state(),
+                "tracker": None if (tracker := self.trackers.get(key)) is None else tracker.state(),
+            }
+            for key in changed
+        }
+
+
+def state_of_channels(channels: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``DetectionPipeline.state()`` assembled from per-channel values of ``take_changes``."""
+    return {
+        "buffers": {key: value["buffer"] for key, value in channels.items()},
+        "trackers": {
+            key: value["tracker"] for key, value in channels.items() if value["tracker"] is not None
+        },
+    }

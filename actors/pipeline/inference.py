@@ -1,7 +1,8 @@
 """``InferenceActor``: readings -> feature windows -> ONNX model -> episodes -> proposed incidents.
 
 Exactly once across crashes: the actor reads ``readings`` after its offset and writes, in ONE durable
-transaction, the incidents it proposes together with its new offset, window buffers and episode trackers.
+transaction, the incidents it proposes together with its new offset and the window buffers and episode
+trackers of the channels the batch changed (one value per channel: the others' are durable already).
 A restarted instance resumes from that state, so no window is scored twice and no episode is opened twice;
 ``incident_id`` is deterministic (sensor, pollutant, episode start), so a downstream replay is idempotent.
 
@@ -17,6 +18,7 @@ it the features are computed in numpy. NaN/inf outputs raise
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,7 +33,7 @@ from actors.streams import PROPOSED_INCIDENTS, READINGS
 from models.detector import DEFAULT_MODEL_PATH, Detector, HeuristicDetector, ModelLoadError, load_detector
 from models.episodes import DEFAULT_THRESHOLD, EpisodeConfig, EpisodeStarted
 from models.features_graph import windows_model_path
-from models.pipeline import DetectionPipeline
+from models.pipeline import DetectionPipeline, state_of_channels
 from models.readings import ReadingColumns
 
 MODEL_CHECK_S = 2.0
@@ -79,6 +81,10 @@ class InferenceActor(SupervisedActor):
         self.key = f"inference/{self.path}"
         saved = self.event_log.get_value(self.key) or {}
         self.offset = int(saved.get("offset", 0))
+        whole = "buffers" in saved or "trackers" in saved  # saved whole, before per-channel values
+        if not whole:
+            channels = self.event_log.values_with_prefix(self._channel_prefix)
+            saved = state_of_channels({value["channel"]: value for value in channels.values()})
         self.readings_per_record: float | None = None  # learnt from the first batch
         self.writer: ThreadPoolExecutor | None = None
         self.committing: tuple[Future[None], list[dict[str, Any]]] | None = None
@@ -88,6 +94,8 @@ class InferenceActor(SupervisedActor):
         self.unsaved_batches = 0
         self.detector: Detector = HeuristicDetector()
         self.pipeline = DetectionPipeline(self.detector, self.episodes, saved)
+        if whole:  # the first commit writes every channel in the per-channel layout
+            self.pipeline.touched = set(self.pipeline.buffers)
         self.model_stamp: tuple[float, ...] | str | None = "never checked"
         self.degraded = True
         self._check_model()
@@ -186,9 +194,19 @@ class InferenceActor(SupervisedActor):
             self._hand_to_writer()
         return len(records) == limit
 
+    @property
+    def _channel_prefix(self) -> str:
+        return f"{self.key}/channel/"
+
+    def _channel_key(self, channel: str) -> str:
+        # a digest, not the name: "sensor|pollutant" comes from the wire and LMDB keys are <= 511 bytes
+        return self._channel_prefix + hashlib.blake2b(channel.encode(), digest_size=12).hexdigest()
+
     def _hand_to_writer(self) -> None:
-        """Commit the unsaved batches (in the writer thread) once the commit in flight is durable."""
-        state = {"offset": self.offset, **self.pipeline.state()}  # a copy: the next chunk moves on
+        """Commit the unsaved batches (in the writer thread) once the commit in flight is durable. Only the
+        channels these batches changed are written: the others' state is durable already, and writing
+        every channel's windows each time made a one-reading commit ~24 KB (most of its time)."""
+        state = {"offset": self.offset, "channels": self.pipeline.take_changes()}  # copies
         proposals, self.unsaved, self.unsaved_batches = self.unsaved, [], 0
         self._settle()  # batches commit in order: the previous one is durable before this one starts
         self.committing = (self._committer().submit(self._commit, proposals, state), proposals)
@@ -212,7 +230,9 @@ class InferenceActor(SupervisedActor):
         with self.event_log.batch() as batch:
             for incident in proposals:
                 batch.append(PROPOSED_INCIDENTS, incident)
-            batch.put_value(self.key, state)
+            for channel, value in state["channels"].items():
+                batch.put_value(self._channel_key(channel), {"channel": channel, **value})
+            batch.put_value(self.key, {"offset": state["offset"]})  # no "buffers": per-channel values
 
     def _settle(self) -> None:
         """Wait for the batch being committed; its failure (a full disk, a newer instance's fence) is
