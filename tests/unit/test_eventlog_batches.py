@@ -9,7 +9,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from actors.eventlog import MAX_BATCH_RECORDS, CorruptRecord, EventLog
+from actors.eventlog import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, CorruptRecord, EventLog
 
 
 def stored_values(path: Path) -> list[tuple[bytes, int]]:
@@ -99,4 +99,38 @@ def test_a_damaged_batch_names_the_stream_and_the_seq_its_batch_ends_at(tmp_path
     log = EventLog(tmp_path)
     with pytest.raises(CorruptRecord, match=r"stream 's' record batch ending at seq 10: checksum mismatch"):
         log.read("s", after=3)
+    log.close()
+
+
+def test_large_records_go_in_values_of_about_max_batch_bytes(tmp_path: Path) -> None:
+    log = EventLog(tmp_path)
+    big = [{"n": i, "block": "x" * 1500} for i in range(200)]  # ~300 KB together
+    log.append("s", big)
+    log.close()
+    values = stored_values(tmp_path)
+    assert len(values) > 5, "the records went into too few values"
+    sizes = []
+    env = lmdb.open(str(tmp_path), max_dbs=8, readonly=True, lock=False)
+    with env.begin(db=env.open_db(b"events", create=False)) as txn:
+        sizes = [len(v) for _, v in txn.cursor()]
+    env.close()
+    assert max(sizes) <= MAX_BATCH_BYTES + 1600, sizes
+    log = EventLog(tmp_path)
+    assert [r.payload["n"] for r in log.read("s", after=17, limit=40)] == list(range(17, 57))
+    log.close()
+
+
+def test_reads_never_share_a_payload_object_even_from_a_batch_decoded_once(tmp_path: Path) -> None:
+    """A consumer taking a batch in parts is served the rest from the batch decoded first; a read of
+    records already handed out decodes afresh, so a payload one caller changes is nobody else's."""
+    log = EventLog(tmp_path)
+    log.append("s", [{"n": i} for i in range(20)])
+    head = log.read("s", after=0, limit=5)
+    tail = log.read("s", after=5, limit=5)
+    assert [r.seq for r in head + tail] == list(range(1, 11))
+    head[0].payload["n"] = "changed by the first reader"
+    again = log.read("s", after=0, limit=10)
+    assert [r.payload["n"] for r in again] == list(range(10))
+    handed = {id(r.payload) for r in head + tail}
+    assert not handed & {id(r.payload) for r in again}
     log.close()
