@@ -205,6 +205,19 @@ def kill_tree(pid: int) -> list[int]:
     return victims
 
 
+def process_exited(pid: int) -> bool:
+    """Whether ``pid`` has exited: gone, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return not pid_alive(pid)
+    end = stat.rfind(b")")  # the command name, in parentheses, may hold anything
+    return stat[end + 2 : end + 3] in (b"Z", b"X")
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process ``pid`` exists (one we may not signal still exists)."""
     try:

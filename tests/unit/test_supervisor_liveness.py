@@ -1,0 +1,87 @@
+"""A child whose process is gone is taken to have exited even when Thespian never says so
+(``Supervisor.check_liveness``): the shell's check over a real core and real processes (a live one, an
+unreaped zombie, a reaped one)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from supervisors.process_tree import process_exited
+from supervisors.sequencer import History, Log, Sequencer
+from supervisors.spec import SupervisorSpec, WorkerSpec
+from supervisors.supervisor import Supervisor
+
+
+@pytest.fixture
+def zombie() -> Iterator[int]:
+    """A child process that has exited and that nobody has reaped yet."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    deadline = time.monotonic() + 5
+    while not process_exited(pid):
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.01)
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        assert b") Z " in f.read()  # really a zombie, still in the process table
+    yield pid
+    os.waitpid(pid, 0)
+
+
+@pytest.fixture
+def live() -> Iterator[int]:
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    yield pid
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def test_process_exited_knows_live_zombie_and_reaped_processes(live: int, zombie: int) -> None:
+    assert not process_exited(live)
+    assert not process_exited(os.getpid())
+    assert process_exited(zombie)
+    reaped = os.fork()
+    if reaped == 0:
+        os._exit(0)
+    os.waitpid(reaped, 0)
+    assert process_exited(reaped)
+
+
+def _supervisor(pids: dict[str, int]) -> tuple[Supervisor, list[Any]]:
+    spec = SupervisorSpec(
+        "root", children=tuple(WorkerSpec(c, "tests.fixture_actors.Scripted") for c in pids)
+    )
+    sup = Supervisor.__new__(Supervisor)  # the shell's check only: no actor system
+    sup.core = Sequencer(
+        spec, path="root", parent=None, history=History(), poison={}, rng=random.Random(0), hold_limit=10
+    )
+    actions: list[Any] = []
+    sup._run = actions.extend  # type: ignore[method-assign]
+    actions += sup.core.start(time.time())
+    for child, pid in pids.items():
+        actions += sup.core.child_spawned(child, 1, pid)
+        actions += sup.core.child_started(child, 1, pid, time.time())
+    actions.clear()
+    return sup, actions
+
+
+def test_a_child_whose_process_is_gone_is_reported_lost_and_restarted(live: int, zombie: int) -> None:
+    sup, actions = _supervisor({"alive": live, "vanished": zombie})
+    sup.check_liveness()
+    logged = [(a.event, a.fields.get("child")) for a in actions if isinstance(a, Log)]
+    assert ("child_lost", "vanished") in logged, actions
+    assert all(child != "alive" for _, child in logged), logged
+    assert sup.core.children["alive"].status == "running"
+    actions.clear()
+    sup.check_liveness()  # the same exit is not reported twice
+    assert not [a for a in actions if isinstance(a, Log) and a.event == "child_lost"], actions
