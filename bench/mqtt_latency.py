@@ -257,7 +257,11 @@ def cpu_window(launcher: int, seconds: float, log: NodeLog) -> dict[str, Any]:
     before = {pid: cpu_seconds(pid) for pid in node_processes(launcher)}
     t0 = time.monotonic()
     time.sleep(seconds)
-    wall = time.monotonic() - t0
+    return cpu_split(launcher, before, time.monotonic() - t0, log)
+
+
+def cpu_split(launcher: int, before: dict[int, float | None], wall: float, log: NodeLog) -> dict[str, Any]:
+    """CPU used by the node's processes since ``before`` (their CPU seconds then) over ``wall`` seconds."""
     after = {pid: cpu_seconds(pid) for pid in node_processes(launcher)}
     names = names_of(log, launcher)
     per: dict[str, float] = {}
@@ -436,16 +440,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             finally:
                 client.loop_stop()
                 client.disconnect()
-            busy_wall = time.monotonic() - t0
-            busy = sum(
-                (c or 0.0) - (cpu_before.get(p) or 0.0)
-                for p in node_processes(node.pid)
-                if (c := cpu_seconds(p)) is not None
-            )
-            result["busy"] = {
-                "wall_s": round(busy_wall, 2),
-                "pct_of_one_core": round(100 * busy / busy_wall, 2),
-            }
+            result["busy"] = cpu_split(node.pid, cpu_before, time.monotonic() - t0, log)
             deadline = time.monotonic() + args.drain
             while time.monotonic() < deadline and len(watcher.lines) < len(readings.expected):
                 time.sleep(0.05)
@@ -585,6 +580,9 @@ def report(
         print(
             f"# while publishing ({result['busy']['wall_s']:.1f} s): node at {result['busy']['pct_of_one_core']:.1f} % of one core"
         )
+        for name, pct in result["busy"]["per_process_pct"].items():
+            if pct >= 0.5:
+                print(f"#   {pct:6.2f} %  {name}")
     print(
         f"# checks: expected {result['expected_incidents']} incidents, sink lines {result['sink_lines']}, "
         f"missing {result['missing']}, duplicates {result['duplicates']}, unexpected {result['unexpected']}, "
