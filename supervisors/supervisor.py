@@ -81,8 +81,12 @@ POISON_STREAM = "deadletters/poison"
 HOLD_LIMIT = int(os.environ.get("GARRISON_HOLD_LIMIT", "1000"))
 
 record_child_exits()  # ChildActorExited has no reason: keep the exit status Thespian reaps
-# s between checks that each child's process still exists (see Supervisor.check_liveness)
+# s between checks that each child's process still exists (see Supervisor.check_liveness): every
+# LIVENESS_S while children were spawned, started or exited in the last LIVENESS_BUSY_FOR_S (when Thespian
+# was seen to miss exits), else every LIVENESS_IDLE_S (an idle node must sleep)
 LIVENESS_S = 1.0
+LIVENESS_BUSY_FOR_S = 10.0
+LIVENESS_IDLE_S = 30.0
 _LIVENESS_TIMER = "garrison/liveness"  # a child's timer names cannot collide: they are the core's
 
 
@@ -122,8 +126,9 @@ class Supervisor(SupervisedActor):
         self._fence_tokens: dict[str, int] = {}  # child path -> token taken for the instance being created
         self._primed_sources: set[str] = set()  # modules whose source is in linecache (see _spawn)
         self.log = self.log.bind(supervisor=self.my_path)
+        self._liveness_due = self._busy_until = 0.0  # monotonic
         self._run(self.core.start(time.time()))
-        self.schedule(_LIVENESS_TIMER, LIVENESS_S)
+        self._children_busy()
 
     @property
     def _history_key(self) -> str:
@@ -137,8 +142,10 @@ class Supervisor(SupervisedActor):
 
     def on_message(self, msg: object, sender: ActorAddress) -> None:
         if isinstance(msg, ChildSpawned):
+            self._children_busy()
             self._run(self.core.child_spawned(msg.child_id, msg.incarnation, msg.pid))
         elif isinstance(msg, ChildStarted):
+            self._children_busy()
             self._run(self.core.child_started(msg.child_id, msg.incarnation, msg.pid, time.time()))
         elif isinstance(msg, ChildFailed):
             if msg.failed_ask is not None and msg.failed_ask_to is not None:
@@ -163,16 +170,31 @@ class Supervisor(SupervisedActor):
         self._exited(child.spec.id, child.incarnation)
 
     def _exited(self, child_id: str, incarnation: int) -> None:
+        self._children_busy()
         child = self.core.children[child_id]
         status = child_exit_status(child.pid)
         self._run(self.core.child_exited(child_id, incarnation, time.time(), lost_fields(status)))
 
     def on_timer(self, name: str) -> None:
         if name == _LIVENESS_TIMER:
+            now = time.monotonic()
+            if now < self._liveness_due - 0.05:
+                return  # superseded by a sooner check (see _children_busy)
             self.check_liveness()
-            self.schedule(_LIVENESS_TIMER, LIVENESS_S)
+            self._arm_liveness(LIVENESS_S if now < self._busy_until else LIVENESS_IDLE_S)
             return
         self._run(self.core.timer_fired(name, time.time()))
+
+    def _children_busy(self) -> None:
+        """Children are being spawned, started or exit: check their processes every second for a while."""
+        now = time.monotonic()
+        self._busy_until = now + LIVENESS_BUSY_FOR_S
+        if self._liveness_due > now + LIVENESS_S or self._liveness_due == 0.0:
+            self._arm_liveness(LIVENESS_S)
+
+    def _arm_liveness(self, seconds: float) -> None:
+        self._liveness_due = time.monotonic() + seconds
+        self.schedule(_LIVENESS_TIMER, seconds)
 
     def check_liveness(self) -> None:
         """Take a child whose process is gone (or a zombie) to have exited, as ChildActorExited would have

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import supervisors.supervisor as supervisor_module
 from supervisors.process_tree import process_exited
 from supervisors.sequencer import History, Log, Sequencer
 from supervisors.spec import SupervisorSpec, WorkerSpec
@@ -67,6 +68,8 @@ def _supervisor(pids: dict[str, int]) -> tuple[Supervisor, list[Any]]:
     )
     actions: list[Any] = []
     sup._run = actions.extend  # type: ignore[method-assign]
+    sup._liveness_due = sup._busy_until = 0.0
+    sup.schedule = lambda name, seconds: actions.append(("timer", name, seconds))  # type: ignore[method-assign]
     actions += sup.core.start(time.time())
     for child, pid in pids.items():
         actions += sup.core.child_spawned(child, 1, pid)
@@ -85,3 +88,30 @@ def test_a_child_whose_process_is_gone_is_reported_lost_and_restarted(live: int,
     actions.clear()
     sup.check_liveness()  # the same exit is not reported twice
     assert not [a for a in actions if isinstance(a, Log) and a.event == "child_lost"], actions
+
+
+def test_children_are_checked_every_second_while_busy_and_rarely_when_quiet(
+    live: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After children were spawned, started or exited, every LIVENESS_S (when Thespian missed exits);
+    once they have been quiet for LIVENESS_BUSY_FOR_S, every LIVENESS_IDLE_S: an idle node sleeps."""
+    clock = [1000.0]
+    monkeypatch.setattr(supervisor_module.time, "monotonic", lambda: clock[0])
+    sup, actions = _supervisor({"alive": live})
+    timers = lambda: [a for a in actions if isinstance(a, tuple) and a[0] == "timer"]  # noqa: E731
+    sup._children_busy()
+    assert timers() == [("timer", supervisor_module._LIVENESS_TIMER, supervisor_module.LIVENESS_S)]
+    clock[0] += supervisor_module.LIVENESS_S
+    sup.on_timer(supervisor_module._LIVENESS_TIMER)  # still busy: again in a second
+    assert timers()[-1][2] == supervisor_module.LIVENESS_S
+    clock[0] += supervisor_module.LIVENESS_BUSY_FOR_S
+    sup.on_timer(supervisor_module._LIVENESS_TIMER)  # quiet now: rarely
+    assert timers()[-1][2] == supervisor_module.LIVENESS_IDLE_S
+    sup._children_busy()  # a child event: a check within a second, the slow timer superseded
+    assert timers()[-1][2] == supervisor_module.LIVENESS_S
+    count = len(timers())
+    clock[0] += supervisor_module.LIVENESS_S
+    sup.on_timer(supervisor_module._LIVENESS_TIMER)
+    clock[0] += supervisor_module.LIVENESS_IDLE_S
+    sup.on_timer(supervisor_module._LIVENESS_TIMER)  # the old slow timer: it checks, re-arms once
+    assert len(timers()) == count + 2
