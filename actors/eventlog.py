@@ -98,7 +98,6 @@ lmdb._envid.env_keys = _pid_scoped_env_keys
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
-_split_array = msgspec.msgpack.Decoder(list[msgspec.Raw])  # an encoded array -> its elements, undecoded
 
 
 class EventLogError(Exception):
@@ -165,26 +164,26 @@ def encode_record_batch(payloads: Sequence[Any]) -> bytes:
     return _HEADER.pack(_VERSION_CODEC_BATCH, zlib.crc32(body)) + body
 
 
-def decode_envelope(raw: bytes, where: str) -> Any:
+def _checked_body(raw: bytes, where: str, codec: int) -> bytes:
+    """The body of an envelope of ``codec`` whose header and checksum hold, or :class:`CorruptRecord`."""
     if len(raw) < _ENVELOPE.size:
         raise CorruptRecord(f"{where}: record is {len(raw)} bytes, shorter than its header")
-    version, codec, crc = _ENVELOPE.unpack_from(raw)
+    version, found, crc = _ENVELOPE.unpack_from(raw)
     body = raw[_ENVELOPE.size :]
-    if version != FORMAT_VERSION or codec != _CODEC_MSGPACK:
-        raise CorruptRecord(f"{where}: unknown record version {version} / codec {codec}")
+    if version != FORMAT_VERSION or found != codec:
+        raise CorruptRecord(f"{where}: unknown record version {version} / codec {found}")
     if zlib.crc32(body) != crc:
         raise CorruptRecord(f"{where}: checksum mismatch (stored {crc:#010x})")
-    return _decoder.decode(body)
+    return body
+
+
+def decode_envelope(raw: bytes, where: str) -> Any:
+    return _decoder.decode(_checked_body(raw, where, _CODEC_MSGPACK))
 
 
 def _decode_batch(raw: bytes, where: str) -> list[Any]:
     """A codec-2 value's payloads, or :class:`CorruptRecord` saying what is wrong with it."""
-    version, _, crc = _ENVELOPE.unpack_from(raw)
-    body = raw[_ENVELOPE.size :]
-    if version != FORMAT_VERSION:
-        raise CorruptRecord(f"{where}: unknown record version {version}")
-    if zlib.crc32(body) != crc:
-        raise CorruptRecord(f"{where}: checksum mismatch (stored {crc:#010x})")
+    body = _checked_body(raw, where, _CODEC_MSGPACK_BATCH)
     try:
         payloads = _decoder.decode(body)
     except msgspec.DecodeError as exc:
