@@ -2,9 +2,8 @@
 
     python -m bench.pipeline_throughput [--steps S] [--batches 1,32,256] [--reps 3] [--min-seconds 2] [--keep]
 
-"Batch size" B means B windows per model call, and per durable transaction while the disk keeps up (when a
-commit is still in flight as the next batch is scored, the actor groups up to 4 batches into its next
-transaction: group commit, see ``actors/pipeline/inference.py``). The actor's knob is
+"Batch size" B means B windows per model call; in a backlog the actor commits 4 batches per durable
+transaction (group commit, see ``actors/pipeline/inference.py``). The actor's knob is
 ``batch_limit`` = readings per transaction; every channel emits a window every ``STEP`` of its readings, so
 ``batch_limit = B * STEP`` readings carry B windows on average once the buffers are full (the 20 channels of
 the default scenario close their windows in the same simulated step, so one chunk holds 0..~3B).
@@ -265,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.pipeline_throughput", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--steps", type=int, default=60000, help="simulated steps (x20 readings; default 60000 = 7 days)"
+        "--steps", type=int, default=90000, help="simulated steps (x20 readings; default 90000 = 10 days)"
     )
     parser.add_argument("--batches", default="1,32,256", help="windows per batch, comma-separated")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per batch size (medians quoted)")
