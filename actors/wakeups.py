@@ -215,14 +215,14 @@ class Doorbells:
             names = set(os.listdir(directory))
         except (FileNotFoundError, NotADirectoryError):
             names = set()
-        for gone in set(bells.fds) - names:
-            fd = bells.fds.pop(gone)
+        # Every FIFO is opened again, not only the new names: a consumer that removed its FIFO and made a
+        # new one under the same name (it announced itself, which is why we are here) would otherwise be
+        # rung through our fd of the removed one, and miss every ring until the next announcement.
+        for fd in bells.fds.values():
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        for name in names:
-            if bells.fds.get(name) is None:
-                bells.fds[name] = self._open(os.path.join(directory, name))
+        bells.fds = {name: self._open(os.path.join(directory, name)) for name in names}
         return bells
 
     @staticmethod

@@ -59,6 +59,22 @@ def test_a_consumer_that_is_away_does_not_break_the_producer_and_is_rung_again_w
     assert readable(again.fd, 1.0), "the restarted consumer was not rung"
 
 
+def test_a_consumer_whose_fifo_was_replaced_under_the_same_name_is_rung(tmp_path: Path) -> None:
+    """A consumer that removes its FIFO when it stops (the API gateway, a benchmark's watcher) and a new
+    one under the same name: the producer must ring the new FIFO, not the old one it still has open."""
+    root = wake_dir(tmp_path)
+    log = EventLog(tmp_path / "eventlog")
+    first = Inbox(root, "incidents/committed", "bench-watcher")
+    log.append("incidents/committed", [{"index": 1}])
+    assert readable(first.fd)  # the producer now holds the first FIFO open
+    first.close()
+    os.unlink(first.path)
+    again = Inbox(root, "incidents/committed", "bench-watcher")
+    assert again.path == first.path
+    log.append("incidents/committed", [{"index": 2}])
+    assert readable(again.fd, 1.0), "the ring went to the removed FIFO"
+
+
 def test_doorbells_are_owner_only_and_never_replace_a_non_fifo(tmp_path: Path) -> None:
     root = wake_dir(tmp_path)
     directory = root / "readings"
