@@ -10,7 +10,7 @@ here is stopped by PID (and the node's session). Cases:
 
 - ``replica_serial [on leader|on follower]``: append ONE incident to that node's ``incidents/proposed``
   (durable), wait until it appears in the leader's ``incidents/committed`` (applied, fsynced, published),
-  repeat. t0 = the append returned; t1 = the benchmark's poll (every 0.5 ms) saw it. A follower forwards
+  repeat. t0 = the append returned; t1 = the benchmark saw it (woken by the doorbell of the leader's stream). A follower forwards
   the proposal to the leader over its peer link: one more round trip.
 - ``replica_pipelined``: incidents appended to the leader's ``incidents/proposed`` in batches of B while at
   most K batches are uncommitted; throughput = incidents / (first append -> last seen committed).
@@ -263,41 +263,41 @@ def wait_one(watcher: CommittedWatcher, iid: str, t0: float, res: CaseResult) ->
 
 def replica_serial(c: BenchCluster, ids: Ids, proposer: str, leader: str, n: int, tag: str) -> CaseResult:
     res = CaseResult()
-    watcher = CommittedWatcher(c.log(leader))
-    began = time.perf_counter()
-    for i, iid in enumerate(ids.take(n, tag)):
-        c.log(proposer).append(PROPOSED_INCIDENTS, [incident(iid, i)])
-        wait_one(watcher, iid, time.perf_counter(), res)
-    res.count, res.elapsed_s = n, time.perf_counter() - began
-    return res
+    with CommittedWatcher(c.log(leader)) as watcher:
+        began = time.perf_counter()
+        for i, iid in enumerate(ids.take(n, tag)):
+            c.log(proposer).append(PROPOSED_INCIDENTS, [incident(iid, i)])
+            wait_one(watcher, iid, time.perf_counter(), res)
+        res.count, res.elapsed_s = n, time.perf_counter() - began
+        return res
 
 
 def replica_pipelined(
     c: BenchCluster, ids: Ids, leader: str, n: int, batch: int, inflight: int
 ) -> CaseResult:
     res = CaseResult()
-    watcher = CommittedWatcher(c.log(leader))
-    appended_at: dict[str, float] = {}
-    outstanding: set[str] = set()
+    with CommittedWatcher(c.log(leader)) as watcher:
+        appended_at: dict[str, float] = {}
+        outstanding: set[str] = set()
 
-    def seen(iid: str, t: float) -> None:
-        if iid in outstanding:
-            outstanding.discard(iid)
-            res.latencies_ms.append((t - appended_at[iid]) * 1e3)
+        def seen(iid: str, t: float) -> None:
+            if iid in outstanding:
+                outstanding.discard(iid)
+                res.latencies_ms.append((t - appended_at[iid]) * 1e3)
 
-    all_ids = ids.take(n, "pipelined")
-    began = time.perf_counter()
-    for lo in range(0, n, batch):
-        chunk = all_ids[lo : lo + batch]
-        watcher.wait_until(lambda: len(outstanding) <= (inflight - 1) * batch, seen)
-        c.log(leader).append(PROPOSED_INCIDENTS, [incident(iid, lo + i) for i, iid in enumerate(chunk)])
-        t0 = time.perf_counter()
-        for iid in chunk:
-            appended_at[iid] = t0
-        outstanding.update(chunk)
-    watcher.wait_until(lambda: not outstanding, seen)
-    res.count, res.elapsed_s = n, time.perf_counter() - began
-    return res
+        all_ids = ids.take(n, "pipelined")
+        began = time.perf_counter()
+        for lo in range(0, n, batch):
+            chunk = all_ids[lo : lo + batch]
+            watcher.wait_until(lambda: len(outstanding) <= (inflight - 1) * batch, seen)
+            c.log(leader).append(PROPOSED_INCIDENTS, [incident(iid, lo + i) for i, iid in enumerate(chunk)])
+            t0 = time.perf_counter()
+            for iid in chunk:
+                appended_at[iid] = t0
+            outstanding.update(chunk)
+        watcher.wait_until(lambda: not outstanding, seen)
+        res.count, res.elapsed_s = n, time.perf_counter() - began
+        return res
 
 
 def api_incident(iid: str) -> dict[str, Any]:
