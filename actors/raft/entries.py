@@ -18,6 +18,11 @@ batch size, root, sig) whose Ed25519 verify returned True. It is a pure function
 the same True that verify would return (signatures this process made with the matching private key), so
 the answer never depends on it: a replica with a warm cache and one just started give identical answers.
 
+The entries a process signed are memoised too (:func:`_open_own`: entry bytes -> node, signer's raw public
+key, body): the leader applying its own proposals checks only what does not follow from having built them
+(the size, that the node's trusted key is the signer's, the incident's schema), ~4 instead of ~14 us an
+entry. Bounded like the others, and it only ever accepts what the full check accepts.
+
 Two paths, one answer (issue 9: checking entries was ~half of a follower's CPU when pipelining). A v2
 entry is first opened by :func:`_open_v2_fast`: msgspec decodes the outer map and the body straight into
 types that already prove what the generic checks check one by one (field types, sizes, ranges, and an
@@ -84,6 +89,9 @@ _RAW_KEYS: dict[int, tuple[Any, bytes]] = {}  # id(public key) -> (the key, its 
 RAW_KEYS_CACHE_SIZE = 64
 _SIDES: dict[tuple[int, int], tuple[bool, ...]] = {}  # see _sides
 SIDES_CACHE_SIZE = 8192
+# Entries this process signed: entry bytes -> (node, raw public key of the signer, body). See _open_own.
+_SIGNED: dict[bytes, tuple[str, bytes, bytes]] = {}
+SIGNED_CACHE_SIZE = 8192
 # The fields every incident carries (as the inference actor writes them) and their types.
 REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
     "incident_id": (str,),
@@ -118,19 +126,25 @@ def signed_batch(node: str, incidents: Sequence[dict[str, Any]], key: Ed25519Pri
     n = len(bodies)
     sig = key.sign(_signed_message(n, root))
     # the matching public key verifies this signature: the memo's answer is verify's answer
-    _remember(key.public_key().public_bytes_raw(), n, root, sig)
-    return [
+    raw = key.public_key().public_bytes_raw()
+    _remember(raw, n, root, sig)
+    signed = [
         _encode({"v": 2, "body": body, "pos": pos, "n": n, "proof": proof, "sig": sig})
         for pos, (body, proof) in enumerate(zip(bodies, proofs, strict=True))
     ]
+    for entry, body in zip(signed, bodies, strict=True):
+        if len(_SIGNED) >= SIGNED_CACHE_SIZE:
+            del _SIGNED[next(iter(_SIGNED))]
+        _SIGNED[entry] = (node, raw, body)
+    return signed
 
 
 def open_entry(data: object, trusted: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """The incident in an entry (v1 or v2), or None and why it is rejected (the same answer on every
     replica, whatever its signature memo holds). Never raises: see the module docstring."""
     try:
-        fast = _open_v2_fast(data, trusted)
-    except Exception:  # the fast path does not explain: the original check below does
+        fast = _open_own(data, trusted) or _open_v2_fast(data, trusted)
+    except Exception:  # the fast paths do not explain: the original check below does
         fast = None
     if fast is not None:
         return fast
@@ -426,6 +440,26 @@ def _open_v2_fast(data: object, trusted: dict[str, Any]) -> tuple[dict[str, Any]
     if _signature_ok(public, n, root, entry.sig):
         return incident, ""
     return None, f"entry {_label(incident)}: batch signature does not verify against {node!r}'s key"
+
+
+def _open_own(data: object, trusted: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """open_entry's answer for an entry this process signed (the leader applying its own proposals), or
+    None when this path cannot tell. Its outer map, Merkle path and signature were made here by
+    :func:`signed_batch`, so they pass by construction; what is checked is what does not follow from
+    them: the size, that ``trusted`` holds the signer's very key for the node, and the incident's schema.
+    It only ever accepts what :func:`_open_v2_fast` accepts; the signer then does not decode the outer map,
+    walk the path or look the signature up again (~10 of ~14 us an entry)."""
+    if type(data) is not bytes or len(data) > MAX_ENTRY_BYTES:
+        return None
+    own = _SIGNED.get(data)
+    if own is None:
+        return None
+    node, raw, body = own
+    public = trusted.get(node)
+    if public is None or not node or len(node) > MAX_NAME_CHARS or _raw_key(public) != raw:
+        return None
+    incident = _decode_body(body).incident
+    return (incident, "") if _schema_ok(incident) else None
 
 
 def _sides(pos: int, n: int) -> tuple[bool, ...]:

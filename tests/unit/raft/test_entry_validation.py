@@ -80,9 +80,11 @@ def _flip(h: bytes) -> bytes:
 
 
 def _cold() -> None:
-    """As on a replica that just started: nothing in the memos of verified signatures and path hashes."""
+    """As on a replica that just started: nothing in the memos of verified signatures, path hashes and
+    entries it signed."""
     entries._VERIFIED.clear()
     entries._PATHS.clear()
+    entries._SIGNED.clear()
 
 
 _P0 = _decode(BATCH[0])["proof"]  # entry 0's proof: 3 hashes (siblings at levels 0, 1 and 2)
