@@ -47,7 +47,14 @@ import yaml
 from actors.eventlog import EventLog
 from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
-from bench.raft_commit import CaseResult, CommittedWatcher, durable_commit_probe, incident, run_pysyncobj
+from bench.raft_commit import (
+    CaseResult,
+    CommittedWatcher,
+    durable_commit_probe,
+    incident,
+    pipelined_appends,
+    run_pysyncobj,
+)
 from bench.raft_commit_pysyncobj import PySyncObjBenchError
 from bench.restart_latency import BenchError, summarize
 from supervisors.certs import ensure_cluster_certs
@@ -277,27 +284,8 @@ def replica_pipelined(
 ) -> CaseResult:
     res = CaseResult()
     with CommittedWatcher(c.log(leader)) as watcher:
-        appended_at: dict[str, float] = {}
-        outstanding: set[str] = set()
-
-        def seen(iid: str, t: float) -> None:
-            if iid in outstanding:
-                outstanding.discard(iid)
-                res.latencies_ms.append((t - appended_at[iid]) * 1e3)
-
-        all_ids = ids.take(n, "pipelined")
-        began = time.perf_counter()
-        for lo in range(0, n, batch):
-            chunk = all_ids[lo : lo + batch]
-            watcher.wait_until(lambda: len(outstanding) <= (inflight - 1) * batch, seen)
-            c.log(leader).append(PROPOSED_INCIDENTS, [incident(iid, lo + i) for i, iid in enumerate(chunk)])
-            t0 = time.perf_counter()
-            for iid in chunk:
-                appended_at[iid] = t0
-            outstanding.update(chunk)
-        watcher.wait_until(lambda: not outstanding, seen)
-        res.count, res.elapsed_s = n, time.perf_counter() - began
-        return res
+        pipelined_appends(c.log(leader), watcher, ids.take(n, "pipelined"), batch, inflight, res)
+    return res
 
 
 def api_incident(iid: str) -> dict[str, Any]:

@@ -162,6 +162,33 @@ class CommittedWatcher:
             os.unlink(self.inbox.path)  # no FIFO left for the replica to ring
 
 
+def pipelined_appends(
+    log: EventLog, watcher: CommittedWatcher, ids: list[str], batch: int, inflight: int, res: CaseResult
+) -> None:
+    """Append the incidents ``ids`` to ``log``'s ``incidents/proposed`` in batches of ``batch``, the next once
+    at most ``inflight - 1`` batches' worth is uncommitted; each incident's latency is from its append to the
+    watcher seeing it committed. Sets ``res.count`` and ``res.elapsed_s`` (first append -> last seen)."""
+    appended_at: dict[str, float] = {}
+    outstanding: set[str] = set()
+
+    def seen(iid: str, t: float) -> None:
+        if iid in outstanding:
+            outstanding.discard(iid)
+            res.latencies_ms.append((t - appended_at[iid]) * 1e3)
+
+    began = time.perf_counter()
+    for lo in range(0, len(ids), batch):
+        chunk = ids[lo : lo + batch]
+        watcher.wait_until(lambda: len(outstanding) <= (inflight - 1) * batch, seen)
+        log.append(PROPOSED_INCIDENTS, [incident(iid, lo + i) for i, iid in enumerate(chunk)])
+        t0, wall = time.perf_counter(), time.time()
+        for iid in chunk:
+            appended_at[iid], res.sent_wall[iid] = t0, wall
+        outstanding.update(chunk)
+    watcher.wait_until(lambda: not outstanding, seen)
+    res.count, res.elapsed_s = len(ids), time.perf_counter() - began
+
+
 def start_tree(asys: Any, box: Mailbox, spec: SupervisorSpec, data_dir: Path, node: str) -> tuple[Any, int]:
     """Start the real root ``Supervisor`` with ``spec`` from the benchmark's ActorSystem; returns its
     address and its session id (every process of the tree is in it) once all its children run."""
@@ -323,27 +350,7 @@ class RaftBench:
 
     def proposed_pipelined(self, res: CaseResult, n: int, tag: str, batch: int, inflight: int) -> None:
         with CommittedWatcher(self.log) as watcher:
-            ids = self._ids(n, tag)
-            appended_at: dict[str, float] = {}
-            outstanding: set[str] = set()
-
-            def seen(iid: str, t: float) -> None:
-                if iid in outstanding:
-                    outstanding.discard(iid)
-                    res.latencies_ms.append((t - appended_at[iid]) * 1e3)
-
-            began = time.perf_counter()
-            for lo in range(0, n, batch):
-                chunk = ids[lo : lo + batch]
-                # admit the next batch once at most inflight-1 batches' worth is uncommitted
-                watcher.wait_until(lambda: len(outstanding) <= (inflight - 1) * batch, seen)
-                self.log.append(PROPOSED_INCIDENTS, [incident(iid, lo + i) for i, iid in enumerate(chunk)])
-                t0, wall = time.perf_counter(), time.time()
-                for iid in chunk:
-                    appended_at[iid], res.sent_wall[iid] = t0, wall
-                outstanding.update(chunk)
-            watcher.wait_until(lambda: not outstanding, seen)
-            res.count, res.elapsed_s = n, time.perf_counter() - began
+            pipelined_appends(self.log, watcher, self._ids(n, tag), batch, inflight, res)
 
 
 def committed_ids(event: dict[str, Any]) -> list[Any]:
