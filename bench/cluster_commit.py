@@ -266,19 +266,14 @@ class Ids:
         return [f"bench-{self.run}-{tag}-{i}" for i in range(first, first + k)]
 
 
-def wait_one(watcher: CommittedWatcher, iid: str, t0: float, res: CaseResult) -> None:
-    seen: list[float] = []
-    watcher.wait_until(lambda: bool(seen), lambda got, t: seen.append(t) if got == iid else None)
-    res.latencies_ms.append((seen[0] - t0) * 1e3)
-
-
 def replica_serial(c: BenchCluster, ids: Ids, proposer: str, leader: str, n: int, tag: str) -> CaseResult:
     res = CaseResult()
     with CommittedWatcher(c.log(leader)) as watcher:
         began = time.perf_counter()
         for i, iid in enumerate(ids.take(n, tag)):
             c.log(proposer).append(PROPOSED_INCIDENTS, [incident(iid, i)])
-            wait_one(watcher, iid, time.perf_counter(), res)
+            t0 = time.perf_counter()
+            res.latencies_ms.append((watcher.seen_at(iid) - t0) * 1e3)
         res.count, res.elapsed_s = n, time.perf_counter() - began
         return res
 

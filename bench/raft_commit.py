@@ -126,9 +126,10 @@ class CaseResult:
 class CommittedWatcher:
     """Watches ``incidents/committed`` from the benchmark process: when each incident became visible. Woken
     by the stream's doorbell (a FIFO the replica rings after each commit, as any consumer of the node is:
-    ``actors/wakeups.py``), with a ``POLL_S`` safety poll. It used to poll every 0.5 ms, which took ~13 % of
-    a core from the cluster on this 2-core machine; PySyncObj's side counts commits by callbacks inside
-    its leader, with no process polling beside it."""
+    ``actors/wakeups.py``), with a ``POLL_S`` safety poll. It used to poll every 0.5 ms: the benchmark
+    process then took ~13 % of a core while pipelining (~9 % woken by the doorbell, its own appends
+    included) on this 2-core machine shared with the nodes; PySyncObj's side counts commits by callbacks
+    inside its leader, with no process polling beside it."""
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
@@ -152,6 +153,12 @@ class CommittedWatcher:
             if time.monotonic() > deadline:
                 raise BenchError(f"nothing more committed within {COMMIT_WAIT_S}s")
             select.select([self.inbox.fd], [], [], POLL_S)
+
+    def seen_at(self, incident_id: str) -> float:
+        """The perf_counter time at which ``incident_id`` was seen committed (waits for it)."""
+        seen: list[float] = []
+        self.wait_until(lambda: bool(seen), lambda got, t: seen.append(t) if got == incident_id else None)
+        return seen[0]
 
     def __enter__(self) -> CommittedWatcher:
         return self
@@ -316,17 +323,6 @@ class RaftBench:
         self.counter += n
         return [f"bench-{self.run_id}-{tag}-{i}" for i in range(first, first + n)]
 
-    @staticmethod
-    def _wait_one(watcher: CommittedWatcher, iid: str, t0: float, res: CaseResult) -> None:
-        seen: list[float] = []
-
-        def on_seen(committed_id: str, t: float) -> None:
-            if committed_id == iid:
-                seen.append(t)
-
-        watcher.wait_until(lambda: bool(seen), on_seen)
-        res.latencies_ms.append((seen[0] - t0) * 1e3)
-
     def proposed_serial(self, res: CaseResult, n: int, tag: str) -> None:
         with CommittedWatcher(self.log) as watcher:
             began = time.perf_counter()
@@ -334,7 +330,7 @@ class RaftBench:
                 record = incident(iid, self.counter)
                 self.log.append(PROPOSED_INCIDENTS, [record])
                 t0, res.sent_wall[iid] = time.perf_counter(), time.time()
-                self._wait_one(watcher, iid, t0, res)
+                res.latencies_ms.append((watcher.seen_at(iid) - t0) * 1e3)
             res.count, res.elapsed_s = n, time.perf_counter() - began
 
     def propose_entry_serial(self, res: CaseResult, n: int, tag: str, leader: str) -> None:
@@ -345,7 +341,7 @@ class RaftBench:
                 (entry,) = signed_batch(NODE, [incident(iid, self.counter)], self.key)
                 t0, res.sent_wall[iid] = time.perf_counter(), time.time()
                 self.asys.tell(address, ProposeEntry(entry))
-                self._wait_one(watcher, iid, t0, res)
+                res.latencies_ms.append((watcher.seen_at(iid) - t0) * 1e3)
             res.count, res.elapsed_s = n, time.perf_counter() - began
 
     def proposed_pipelined(self, res: CaseResult, n: int, tag: str, batch: int, inflight: int) -> None:
