@@ -44,6 +44,7 @@ import lmdb
 import lmdb._envid
 import msgspec
 
+from actors.hoptrace import stamp
 from actors.wakeups import Doorbells, wake_dir
 
 __all__ = [
@@ -353,10 +354,13 @@ class EventLog:
             batch.put_value(key, value)
 
     def _commit(self, batch: WriteBatch) -> dict[str, list[int]]:
+        stamp("L commit")
         assigned = self._commit_retrying(batch)
+        stamp("L committed")
         if batch.durable:  # the meta page (metasync=False); its pages were synced in the commit
             try:
                 self._env.sync(True)
+                stamp("L synced")
             except lmdb.Error as exc:  # committed and visible already: never retried, never DiskFull
                 raise EventLogError(
                     f"{self.path}: a commit was written but the disk failed to sync it ({exc}); stop this "

@@ -105,7 +105,7 @@ def gateway_tree(tick_s: float, election_ticks: int) -> dict[str, Any]:
 class BenchNode:
     """One node process; its JSON log goes to a file; stopped by PID and by the node's session."""
 
-    def __init__(self, topology: Path, name: str, log_path: Path) -> None:
+    def __init__(self, topology: Path, name: str, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = log_path
         cmd = [sys.executable, "-m", "supervisors.cli", "run", str(topology), "--node", name]
@@ -116,7 +116,7 @@ class BenchNode:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
+                env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
             )
         self.read_upto = 0
         self.session: int | None = None
@@ -188,12 +188,13 @@ class BenchCluster:
         self.nodes: dict[str, BenchNode] = {}
         self.logs: dict[str, EventLog] = {}
         self.restarts = dict.fromkeys(GATEWAYS, 0)
+        self.node_env: dict[str, dict[str, str]] = {}  # extra environment of a node's processes
 
     def data_dir(self, name: str) -> Path:
         return self.tmp / "data" / name
 
     def start(self, name: str) -> BenchNode:
-        self.nodes[name] = BenchNode(self.topology, name, self.tmp / f"{name}.log")
+        self.nodes[name] = BenchNode(self.topology, name, self.tmp / f"{name}.log", self.node_env.get(name))
         return self.nodes[name]
 
     def start_all(self) -> None:
@@ -266,14 +267,26 @@ class Ids:
         return [f"bench-{self.run}-{tag}-{i}" for i in range(first, first + k)]
 
 
-def replica_serial(c: BenchCluster, ids: Ids, proposer: str, leader: str, n: int, tag: str) -> CaseResult:
+def replica_serial(
+    c: BenchCluster,
+    ids: Ids,
+    proposer: str,
+    leader: str,
+    n: int,
+    tag: str,
+    spans: list[tuple[float, float]] | None = None,
+) -> CaseResult:
+    """``n`` commits one at a time; each one's (t0, t1) ``perf_counter`` pair goes to ``spans`` if given."""
     res = CaseResult()
     with CommittedWatcher(c.log(leader)) as watcher:
         began = time.perf_counter()
         for i, iid in enumerate(ids.take(n, tag)):
             c.log(proposer).append(PROPOSED_INCIDENTS, [incident(iid, i)])
             t0 = time.perf_counter()
-            res.latencies_ms.append((watcher.seen_at(iid) - t0) * 1e3)
+            t1 = watcher.seen_at(iid)
+            res.latencies_ms.append((t1 - t0) * 1e3)
+            if spans is not None:
+                spans.append((t0, t1))
         res.count, res.elapsed_s = n, time.perf_counter() - began
         return res
 

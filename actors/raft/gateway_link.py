@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from actors.hoptrace import stamp
 from supervisors.peer.bridge import (
     MAX_PIPE_FRAME,
     PipeError,
@@ -269,6 +270,7 @@ class RaftLinkServer:
             return
         try:
             messages = client.receive()
+            stamp("G from_replica")
         except (OSError, PipeError) as exc:
             self._drop(f"{type(exc).__name__}: {exc}")
             return

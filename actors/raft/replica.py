@@ -54,6 +54,7 @@ from thespian.actors import ActorAddress
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.eventlog import WriteBatch
+from actors.hoptrace import stamp
 from actors.messages import Location, PeerGatewayUp, PeerSend, WhereIs
 from actors.raft.codec import decode_message, encode_message
 from actors.raft.core import RaftCore
@@ -312,6 +313,7 @@ class RaftReplicaActor(SupervisedActor):
             self.subscribe(PROPOSED_INCIDENTS)
 
     def on_appended(self, stream: str) -> None:
+        stamp("R bell")
         self._catch_up_ticks()
         self._take_proposals()
         self._drain()
@@ -399,6 +401,7 @@ class RaftReplicaActor(SupervisedActor):
             return
         self._catch_up_ticks()  # time first: a heartbeat must not be aged by ticks owed from before it
         messages = self.link.receive()
+        stamp("R recv")
         if messages is None:
             self._link_lost("closed by the gateway")
             self._arm_tick()  # every tick again, to reconnect
@@ -696,9 +699,11 @@ class RaftReplicaActor(SupervisedActor):
             early, late = self._split_messages(rd)
             for m in early:  # a leader's appends go out while it writes its own log (thesis 10.2.1)
                 self._send_raft(m.to, encode_message(self._outgoing(m)))
+            stamp("R persist")
             newly, assigned = self._persist_and_apply(rd)  # durable BEFORE any message that depends on it
             for m in late:
                 self._send_raft(m.to, encode_message(self._outgoing(m)))
+            stamp("R sent")
             if assigned:  # the consumers (the gateway's API tail) wake after our acks left, not before
                 self.event_log.ring(assigned)
             self._applied(newly)

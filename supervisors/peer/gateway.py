@@ -49,6 +49,7 @@ import msgspec
 from actors.crdt.codec import CodecError
 from actors.crdt.codec import decode_message as decode_gossip
 from actors.eventlog import EventLog, open_event_log
+from actors.hoptrace import stamp
 from actors.logs import configure_logging, get_logger
 from actors.raft.codec import decode_message as decode_raft
 from actors.raft.gateway_link import RaftLinkServer
@@ -316,6 +317,7 @@ class Gateway:
             return False
 
     def _raft_in(self, peer: str, payload: bytes) -> None:
+        stamp(f"G from_peer {peer}")
         kind = KIND_OF.get(payload[0]) if payload else None
         data = payload[1:]
         if kind is None:
