@@ -187,7 +187,7 @@ def _decode_batch(raw: bytes, where: str) -> list[Any]:
     body = _checked_body(raw, where, _CODEC_MSGPACK_BATCH)
     try:
         payloads = _decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise CorruptRecord(f"{where}: undecodable body ({exc})") from exc
     if not isinstance(payloads, list) or len(payloads) < 2:
         raise CorruptRecord(f"{where}: a record batch must hold an array of at least 2 records")
@@ -571,7 +571,7 @@ class EventLog:
                         if isinstance(payloads, list) and 1 < len(payloads) <= last:
                             self._last_batch = _DecodedBatch((stream, last, crc, len(raw)), payloads, 0)
                             return payloads
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, UnicodeDecodeError):
                     pass
         where = f"{self.path / 'data.mdb'}: stream {stream!r}"
         if len(raw) >= _ENVELOPE.size and _ENVELOPE.unpack_from(raw)[1] == _CODEC_MSGPACK_BATCH:

@@ -230,7 +230,7 @@ class ControlEndpoint(Actor):
     def _request(self, fd: int, line: bytes) -> None:
         try:
             req = _decoder.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             self._write(fd, {"ok": False, "kind": "bad_request", "error": f"{exc}"[:500]})
             return
         if req.op == "status":

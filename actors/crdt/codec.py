@@ -126,7 +126,7 @@ def _decode_any(data: bytes, expected: str) -> Codable:
     try:
         envelope = _ENVELOPE_DECODER.decode(data)
         body = None if envelope.v != SCHEMA_VERSION else _BODY_DECODER.decode(envelope.body)
-    except msgspec.DecodeError as error:  # ValidationError is a subclass
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # ValidationError is a subclass
         raise CodecError(f"not a valid {expected} record: {error}") from error
     if body is None:
         raise CodecError(

@@ -28,7 +28,7 @@ def _encode(value: object) -> bytes:
 def _decode(data: bytes, cls: type[T]) -> T:
     try:
         return _DECODERS[cls].decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise CodecError(f"cannot decode {cls.__name__} from {len(data)} bytes: {error}") from None
 
 

@@ -72,6 +72,6 @@ class PipeReader:
             del self._buf[: _LEN.size + size]
             try:
                 out.append(_decoder.decode(body))
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise PipeError(f"pipe frame does not decode: {exc}") from None
         return out

@@ -109,7 +109,7 @@ class PeerRpc:
             self._pending.pop(rid, None)
         try:
             return decode(payload, answer)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise RpcFailed(f"{peer} answered {kind} with a malformed body: {exc}") from None
 
     def answered(self, peer: str, frame: ForwardFrame) -> bool:

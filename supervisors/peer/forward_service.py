@@ -72,7 +72,7 @@ class ForwardService:
                 return self.gw._refuse(peer, "forward", "only Raft members may ask for a ReadIndex")
             try:
                 msgspec.msgpack.decode(frame.payload, type=ReadIndexAsk)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 return self.gw._refuse(peer, "forward", f"malformed read_index: {exc}")
             if busy:
                 return self._reply(peer, frame, ReadIndexAnswer(-1, f"{self.gw.node} is busy: retry"))
@@ -84,7 +84,7 @@ class ForwardService:
                 )
             try:
                 ask = msgspec.msgpack.decode(frame.payload, type=CommitAsk)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 return self.gw._refuse(peer, "forward", f"malformed commit lookup: {exc}")
             if busy:
                 return self._reply(peer, frame, CommitAnswer(ask.incident_id, -1, f"{self.gw.node} is busy"))

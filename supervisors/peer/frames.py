@@ -139,7 +139,7 @@ def parse_header(header: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[Lan
 def decode_body(lane: Lane, body: bytes) -> Body:
     try:
         return _DECODERS[lane].decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise BadFrame(f"malformed {lane.name} body ({len(body)} bytes): {error}") from None
 
 

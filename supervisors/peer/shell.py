@@ -117,7 +117,7 @@ class PeerGatewayActor(SupervisedActor):
         if msg.kind == "propose":
             try:
                 entries = msgspec.msgpack.decode(msg.data, type=list[bytes])
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, UnicodeDecodeError):
                 entries = []
             return ProposeEntries(tuple(entries))
         return RaftEnvelope(msg.peer, msg.data)
