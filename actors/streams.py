@@ -9,7 +9,14 @@ Thespian only carries control.
 # "unit", "location", "source", "ingested_at"}
 READINGS = "readings"
 PROPOSED_INCIDENTS = "incidents/proposed"  # incident records, possibly duplicated by replays
-COMMITTED_INCIDENTS = "incidents/committed"  # {"index", "incident"}: ordered, each incident_id once
+# {"index", "incident", "raft_index"}: ordered, each incident_id once; on the node whose own proposal was the
+# one applied, also "proposed_seq": its seq in that node's incidents/proposed
+COMMITTED_INCIDENTS = "incidents/committed"
+
+
+# {"0.5": s, "0.9": s, "0.99": s} (actors/quantiles.py) of the inference actor at <tree path>: seconds one
+# batch of readings takes through features, model and episode tracking, over its recent batches
+INFERENCE_LATENCY_PREFIX = "metrics/inference_latency/"
 
 
 def offset_key(consumer: str) -> str:

@@ -27,9 +27,10 @@ from typing import Any, NoReturn
 
 import click
 
-from supervisors.client import NodeClient, connect
+from supervisors.client import NodeClient, NoSuchActor, connect
 from supervisors.control_cli import (
     EXIT_BAD_INPUT,
+    EXIT_NO_SUCH_ACTOR,
     EXIT_REFUSED,
     EXIT_TIMEOUT,
     _connect,
@@ -95,12 +96,23 @@ class Target:
 
     def ask(self, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
         with self.client() as client:
-            reply = _run(lambda: client.ask(self.replica, message, timeout=timeout))
+            reply = _run(lambda: self._ask_replica(client, message, timeout))
         if not isinstance(reply, dict):
             _fail(f"{self.replica} answered {reply!r}: is it a RaftReplicaActor?", EXIT_REFUSED)
         if "error" in reply:
             _fail(f"{self.replica}: {reply['error']}", EXIT_REFUSED)
         return reply
+
+    def _ask_replica(self, client: NodeClient, message: dict[str, Any], timeout: float) -> Any:
+        try:
+            return client.ask(self.replica, message, timeout=timeout)
+        except NoSuchActor:
+            where = f"node {self.node!r}" if self.node else "the node"
+            _fail(
+                f"{where} runs no Raft replica at {self.replica} (an edge node runs none): ask a gateway node "
+                "(--node), or name the replica's path with --replica",
+                EXIT_NO_SUCH_ACTOR,
+            )
 
     def status(self) -> dict[str, Any]:
         return self.ask({"op": "raft_status"})
@@ -233,7 +245,9 @@ def transfer_cmd(
         return
     if to not in (status.get("voters") or []):
         _fail(
-            f"{to!r} is not a voter ({status.get('voters')}): add it with `garrison raft add-member`",
+            f"{to!r} is not a voter ({status.get('voters')}): only a voter can lead (an edge node never is "
+            "one); a gateway of cluster.raft_members outside the configuration is added with "
+            "`garrison raft add-member`",
             EXIT_REFUSED,
         )
     reply = leader.ask({"op": "transfer_leader", "to": to})

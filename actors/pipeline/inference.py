@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import os
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from pydantic import Field
 
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
-from actors.streams import PROPOSED_INCIDENTS, READINGS
+from actors.quantiles import quantiles
+from actors.streams import INFERENCE_LATENCY_PREFIX, PROPOSED_INCIDENTS, READINGS
 from models.detector import DEFAULT_MODEL_PATH, Detector, HeuristicDetector, ModelLoadError, load_detector
 from models.episodes import DEFAULT_THRESHOLD, EpisodeConfig, EpisodeStarted
 from models.features_graph import windows_model_path
@@ -41,6 +43,8 @@ TURN_S = 0.1  # s of batches per turn before yielding to Thespian (stop requests
 # Scored batches of a backlog committed together (group commit): bounds what a crash makes the restarted
 # instance score again.
 MAX_UNSAVED_BATCHES = 4
+LATENCY_SAMPLES = 256  # recent batches whose latency /metrics shows (garrison_inference_latency_seconds)
+LATENCY_EVERY_S = 5.0  # how often their quantiles ride along with a state commit (no commit of their own)
 
 
 def _stat_or_none(path: Path) -> tuple[float, int] | None:
@@ -92,6 +96,8 @@ class InferenceActor(SupervisedActor):
         # and how many batches they are
         self.unsaved: list[dict[str, Any]] = []
         self.unsaved_batches = 0
+        self.batch_seconds: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.latency_due = 0.0  # monotonic time from which the next commit carries the quantiles
         self.detector: Detector = HeuristicDetector()
         self.pipeline = DetectionPipeline(self.detector, self.episodes, saved)
         if whole:  # the first commit writes every channel in the per-channel layout
@@ -176,9 +182,10 @@ class InferenceActor(SupervisedActor):
         self.pipeline.detector = self.detector  # a model (re)loaded since the last chunk
         chunk = ReadingColumns.from_records([r.payload for r in self.admit(records)])
         self.readings_per_record = max(1.0, len(chunk) / len(records))
-        self.unsaved += [
-            self._incident(started, reading) for started, reading in self.pipeline.process(chunk)
-        ]
+        began = time.perf_counter()
+        detected = self.pipeline.process(chunk)
+        self.batch_seconds.append(time.perf_counter() - began)
+        self.unsaved += [self._incident(started, reading) for started, reading in detected]
         self.unsaved_batches += 1
         self.offset = records[-1].seq
         # Group commit: a backlog's batches are committed MAX_UNSAVED_BATCHES at a time, with the state after
@@ -205,7 +212,11 @@ class InferenceActor(SupervisedActor):
         """Commit the unsaved batches (in the writer thread) once the commit in flight is durable. Only the
         channels these batches changed are written: the others' state is durable already, and writing
         every channel's windows each time made a one-reading commit ~24 KB (most of its time)."""
-        state = {"offset": self.offset, "channels": self.pipeline.take_changes()}  # copies
+        state: dict[str, Any] = {"offset": self.offset, "channels": self.pipeline.take_changes()}  # copies
+        now = time.monotonic()
+        if now >= self.latency_due:
+            self.latency_due = now + LATENCY_EVERY_S
+            state["latency"] = quantiles(self.batch_seconds)
         proposals, self.unsaved, self.unsaved_batches = self.unsaved, [], 0
         self._settle()  # batches commit in order: the previous one is durable before this one starts
         self.committing = (self._committer().submit(self._commit, proposals, state), proposals)
@@ -232,6 +243,8 @@ class InferenceActor(SupervisedActor):
             for channel, value in state["channels"].items():
                 batch.put_value(self._channel_key(channel), {"channel": channel, **value})
             batch.put_value(self.key, {"offset": state["offset"]})  # no "buffers": per-channel values
+            if state.get("latency"):
+                batch.put_value(INFERENCE_LATENCY_PREFIX + self.path, state["latency"])
 
     def _settle(self) -> None:
         """Wait for the batch being committed; its failure (a full disk, a newer instance's fence) is

@@ -11,14 +11,12 @@ machine crash may undo it, never tear it: ``actors/eventlog.py``). A replica res
 or on a rebooted node, reloads everything from LMDB, so it never votes twice in a term nor forgets an
 entry it acknowledged.
 
-Where the time of one commit goes (3 gateway nodes on loopback, 2-core box at load ~2-4 shared with other
-work, fsync on; p50 of 60 serial commits on the leader, cross-process ``perf_counter`` stamps): bench
-append -> leader wakes 0.3 ms; propose, sign, appends out 0.5; replica -> gateway (raft.sock) 0.5;
-gateway -> TLS -> follower's gateway 0.9-1.0; -> follower replica 0.8; follower step + durable write ->
-ack 2.2-3.8 (two fsyncs: LMDB's pages, then its meta page); -> its gateway ~1.0; -> TLS -> leader's
-gateway 0.8-0.9; -> leader replica 0.6-0.8; leader step + commit and apply write 2.6 (one fsync; 3.2
-with two before MustSync); the benchmark's 0.5 ms poll sees it 0.6 later. Each hop between processes is
-mostly the wake-up of the receiving process on a busy box, not work; no timer is on that path.
+Where the time of one commit goes: ``python -m bench.commit_hops`` rebuilds each serial commit's path
+from cross-process stamps (``actors/hoptrace.py``) and prints every segment. On the 2-core box (3 gateway
+nodes on loopback, one shared disk, fsync on), of ~6.5 ms: ~1.2-1.8 ms are the five pure process hops
+(doorbell, raft.sock and TLS, both ways), ~1.4 ms three hops that also do work, ~0.7 ms Raft work and
+~2.2 ms three LMDB commits (the follower's two fdatasyncs, contended by the other replicas' on the same
+disk; the leader's apply). No timer is on that path.
 
 In cluster mode the messages for other nodes go to the node's gateway process over ``<data_dir>/raft.sock``
 (``gateway_link.py``), and what the gateway receives for this replica comes back on it; while the socket
@@ -104,7 +102,7 @@ def _is_reference(data: bytes) -> bool:
         return False
     try:
         _REFERENCE_DECODER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return False
     return True
 
@@ -412,7 +410,7 @@ class RaftReplicaActor(SupervisedActor):
             elif msg.kind == "propose":
                 try:
                     entries = msgspec.msgpack.decode(msg.data, type=list[bytes])
-                except (msgspec.DecodeError, msgspec.ValidationError):
+                except (msgspec.DecodeError, UnicodeDecodeError):
                     continue
                 self._propose(entries)
             elif msg.peer in self.remote:  # the gateway checked that the message's sender is that peer
@@ -576,8 +574,10 @@ class RaftReplicaActor(SupervisedActor):
             # the peer gateways only carry Raft traffic between the topology's raft_members
             return {
                 "ok": False,
-                "reason": f"{replica!r} is not in cluster.raft_members of the topology: add it there "
-                "(and restart the gateways) before adding it to the Raft configuration",
+                "reason": f"{replica!r} is not in cluster.raft_members of the topology "
+                f"({sorted({self.replica, *self.remote})}): only a gateway node can be a Raft member (an edge "
+                "node never is); list the gateway there (and restart the gateways) before adding it to the Raft "
+                "configuration",
                 **self._status_map(),
             }
         result = self._change_membership(ChangeMembership(kind, replica))
@@ -780,9 +780,9 @@ class RaftReplicaActor(SupervisedActor):
         records: list[dict[str, Any]] = []  # for incidents/committed, encoded in one pass at the end
         seen: set[str] = set()
 
-        def apply_incident(raft_index: int, incident: dict[str, Any]) -> None:
+        def apply_incident(raft_index: int, incident: dict[str, Any], entry: bytes | None = None) -> None:
             iid = incident["incident_id"]
-            self.pending.pop(iid, None)
+            mine = self.pending.pop(iid, None)
             if iid in seen or self.event_log.get_value(self.prefix + "applied/" + iid) is not None:
                 return  # the same incident proposed twice: applied once
             seen.add(iid)
@@ -796,9 +796,16 @@ class RaftReplicaActor(SupervisedActor):
                 return
             newly.append((raft_index, incident))
             if self.publish:
-                records.append(
-                    {"index": self.published + len(newly), "incident": incident, "raft_index": raft_index}
-                )
+                record = {
+                    "index": self.published + len(newly),
+                    "incident": incident,
+                    "raft_index": raft_index,
+                }
+                if mine is not None and mine[0] == entry:
+                    # this node's own proposal is the one applied: the seq it had in incidents/proposed tells
+                    # the API which request made it (201) and which came after it (200), see node_backend
+                    record["proposed_seq"] = mine[1]
+                records.append(record)
 
         if rd.snapshot is not None and rd.snapshot.data:
             # installed from the leader because we were behind its compacted log: its state machine
@@ -831,7 +838,7 @@ class RaftReplicaActor(SupervisedActor):
                     reason=why,
                 )
                 continue
-            apply_incident(entry.index, opened)
+            apply_incident(entry.index, opened, entry.data)
         if records:
             batch.extend(COMMITTED_INCIDENTS, records)
         if newly:

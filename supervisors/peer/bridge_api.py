@@ -37,9 +37,11 @@ class GatewayBackend:
         if linearizable and self.edge is not None:
             from supervisors.peer.api import ReadOutcome
 
+            members = ", ".join(self.gateway.members) or "none"
             return ReadOutcome(
                 "unavailable",
-                reason="an edge node keeps no incident log: read linearizably from a gateway (a Raft member)",
+                reason=f"an edge node keeps no incident log: read linearizably from a gateway, a Raft member "
+                f"({members})",
             )
         return await self.inner.read(after, limit, linearizable)
 
@@ -112,7 +114,7 @@ async def start_api(gateway: Any, topology: str | None) -> ApiRunner | None:
     inner = getattr(gateway, "backend", None)
     if inner is None:  # a host without its own backend (the gateway opens one before the API starts)
         # an edge node has no replica: its proposals are forwarded from incidents/proposed by the gateway
-        replica = _replica_path(node.tree) or "root/incident-log"
+        replica = _replica_path(node.tree) or (None if gateway.view.role == "edge" else "root/incident-log")
         inner = NodeBackend(gateway.data_dir, gateway.node, replica)
         await inner.start()
     backend = GatewayBackend(gateway, inner)

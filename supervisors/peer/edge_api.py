@@ -1,8 +1,10 @@
 """``POST /v1/incidents`` on an edge node: 201 ``{"index"}`` once a Raft member's log has it committed.
 
 An edge has no log of its own, so (see ``forward_service``):
-1. it asks a Raft member it has a link to whether the incident is already committed (``commit``, no wait):
-   yes -> 200 with the original index (a retry). No link up, or no answer -> 503: nothing was appended.
+1. it asks a Raft member it has a link to whether the incident is already committed (``commit``, no wait;
+   the member confirms its answer with a ReadIndex, so a member that has not applied the latest commit
+   yet does not say no): yes -> 200 with the original index (a retry). No link up, or no answer -> 503:
+   nothing was appended.
 2. it appends the incident durably to its own ``incidents/proposed``, the path its detections take: the
    gateway forwards it, signed, to a member (the existing forward lane, with its durable offset), and Raft
    applies it once (``incident_id`` is the key at apply);

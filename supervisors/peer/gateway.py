@@ -141,7 +141,8 @@ class Gateway:
         self.view = view
         self.node = view.node
         self.data_dir = data_dir
-        self.replica_path = replica_path or DEFAULT_REPLICA
+        # an edge runs no replica: nothing may be asked of one (every ask of a missing actor is a dead letter)
+        self.replica_path = replica_path or (None if view.role == "edge" else DEFAULT_REPLICA)
         self.backend: NodeBackend | None = None  # opened in run(): it needs the loop
         self.use_stdio = use_stdio
         self.log = get_logger(component="peer_gateway")
@@ -325,7 +326,7 @@ class Gateway:
         if kind == "raft":
             try:
                 sender = decode_raft(data).sender
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+            except (msgspec.DecodeError, ValueError, TypeError) as exc:
                 return self._refuse(peer, "raft", f"malformed raft message: {exc}")
             if sender != peer:
                 return self._refuse(peer, "raft", f"raft message claims sender {sender!r}")
@@ -449,13 +450,13 @@ class Gateway:
             )
         try:
             body = msgspec.msgpack.decode(frame.payload, type=ForwardBody)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return self._refuse(peer, "forward", f"malformed forward: {exc}")
         if not verify(key, body.sig, body.records):
             return self._refuse(peer, "forward", "signature does not verify against the trusted key")
         try:
             records = msgspec.msgpack.decode(body.records, type=list[tuple[int, Any]])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return self._refuse(peer, "forward", f"malformed records: {exc}")
         incidents = [
             inc for _, inc in records if isinstance(inc, dict) and isinstance(inc.get("incident_id"), str)
@@ -532,7 +533,7 @@ class Gateway:
             return self._refuse(peer, "forward", "an ack from a node that is not a Raft member")
         try:
             ack = msgspec.msgpack.decode(frame.payload, type=ForwardAck)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return self._refuse(peer, "forward", f"malformed ack: {exc}")
         for seq in ack.acked:
             if self.inflight.pop(seq, None) is not None:

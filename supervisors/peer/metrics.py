@@ -79,11 +79,13 @@ class NodeCollector(Collector):
         yield gossip
         latency = GaugeMetricFamily(
             "garrison_inference_latency_seconds",
-            "Inference latency by quantile, when the node records it",
-            labels=["quantile"],
+            "Seconds one batch of readings takes through features, model and episodes, recent batches of each "
+            "inference actor, by quantile",
+            labels=["actor", "quantile"],
         )
-        for quantile, seconds in sorted((s.get("inference_latency_s") or {}).items()):
-            latency.add_metric([str(quantile)], seconds)
+        for actor, by_quantile in sorted((s.get("inference_latency_s") or {}).items()):
+            for quantile, seconds in sorted(by_quantile.items()):
+                latency.add_metric([actor, str(quantile)], seconds)
         yield latency
         path = GaugeMetricFamily(
             "garrison_ingest_to_commit_seconds",

@@ -34,7 +34,8 @@ from typing import Any
 
 from actors.eventlog import EventLog, open_event_log
 from actors.logs import get_logger
-from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
+from actors.quantiles import quantiles
+from actors.streams import COMMITTED_INCIDENTS, INFERENCE_LATENCY_PREFIX, PROPOSED_INCIDENTS
 from actors.wakeups import Inbox, wake_dir
 from supervisors.control_paths import connect_path
 from supervisors.peer.api import ProposeOutcome, ReadOutcome
@@ -48,6 +49,8 @@ READ_INDEX_TIMEOUT_S = 5.0
 # such as the Jepsen harness waits: confirming the read index on another node and applying up to it
 LINEARIZABLE_DEADLINE_S = 10.0
 TAIL_BATCH = 4096
+LOOKUP_CONFIRM_S = 1.0  # an edge's "already committed?" lookup waits this long for the ReadIndex (CHECK_S 2)
+NO_REPLICA = "this node runs no Raft replica (an edge node): ask a gateway, a Raft member"
 _CONSUMER = "http-api"
 
 
@@ -140,22 +143,38 @@ class _AppendFailed(Exception):
 
 
 class _Waiter:
-    def __init__(self, future: asyncio.Future[int]) -> None:
+    """The requests waiting for one incident_id to be committed: its (index, ``proposed_seq``) once it is,
+    and the seq this node's append of it got (None while unknown)."""
+
+    def __init__(self, future: asyncio.Future[tuple[int, int | None]]) -> None:
         self.future = future
         self.waiting = 0
+        self.seq: int | None = None
+
+    def outcome(self, index: int, proposed_seq: int | None, first: bool) -> ProposeOutcome:
+        """201 for the request whose append is the proposal the log applied; 200 for the others. The
+        replica marks the committed record of its node's own winning proposal with that proposal's seq, so a
+        request that raced one already committed elsewhere (a retry on another node that had not applied it
+        yet) learns it was a duplicate. An append whose seq is unknown (it timed out) keeps the old rule:
+        the first request is the one that committed it. (A replica restarted between proposing and applying
+        proposes again and cannot mark its first proposal: its request then hears 200, with the right
+        index.)"""
+        ours = self.seq is None or proposed_seq == self.seq
+        return ProposeOutcome("committed" if first and ours else "duplicate", index)
 
 
 class NodeBackend:
     """The :class:`supervisors.peer.api.Backend` of one running node (see the module docstring).
 
-    ``replica_path`` is the publishing Raft replica's tree path (e.g. ``root/incident-log``). Call
+    ``replica_path`` is the publishing Raft replica's tree path (e.g. ``root/incident-log``); None on a node
+    that runs none (an edge: nothing here asks for one, and its status says ``raft: null``). Call
     :meth:`start` inside the loop before serving, :meth:`close` after."""
 
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
         node: str,
-        replica_path: str,
+        replica_path: str | None,
         *,
         commit_timeout_s: float = 10.0,
         leader_cache_s: float = LEADER_CACHE_S,
@@ -172,7 +191,7 @@ class NodeBackend:
         self.index_of: dict[str, int] = {}  # incident_id -> committed index
         self.seen = 0  # committed stream read up to here
         self.waiters: dict[str, _Waiter] = {}
-        self.appends: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self.appends: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
         self.appender: asyncio.Task[None] | None = None
         self.raft_cache: tuple[float, dict[str, Any]] | None = None
         self.raft_inflight: asyncio.Future[dict[str, Any] | None] | None = None
@@ -255,7 +274,8 @@ class NodeBackend:
                     self.ingest_to_commit.append(max(0.0, now - float(ingested)))
                 waiter = self.waiters.pop(iid, None)
                 if waiter is not None and not waiter.future.done():
-                    waiter.future.set_result(index)
+                    proposed_seq = payload.get("proposed_seq")
+                    waiter.future.set_result((index, proposed_seq if type(proposed_seq) is int else None))
                 for future in self.commit_waits.pop(iid, ()):
                     if not future.done():
                         future.set_result(index)
@@ -285,7 +305,9 @@ class NodeBackend:
             try:
                 # bounded too: a writer stuck in the log (a paused process holding LMDB's write lock) must
                 # not hold the request; the append may still land later, so that is a 504, not a 503
-                await asyncio.wait_for(asyncio.shield(self._append(incident)), self.commit_timeout_s)
+                waiter.seq = await asyncio.wait_for(
+                    asyncio.shield(self._append(incident)), self.commit_timeout_s
+                )
             except TimeoutError:
                 pass  # unknown: wait out the deadline below like any proposal (then 504)
             except Exception as exc:  # the transaction did not commit: nothing was appended
@@ -298,26 +320,34 @@ class NodeBackend:
         waiter.waiting += 1
         try:
             remaining = max(0.0, deadline - time.monotonic())
-            index = await asyncio.wait_for(asyncio.shield(waiter.future), remaining)
+            index, proposed_seq = await asyncio.wait_for(asyncio.shield(waiter.future), remaining)
         except _AppendFailed as exc:
             return ProposeOutcome("unavailable", reason=str(exc))
         except TimeoutError:
-            self._catch_up()
-            if iid in self.index_of:
-                index = self.index_of[iid]
-            else:
+            self._catch_up()  # resolves the waiter if the record is there by now
+            if not waiter.future.done():
                 return ProposeOutcome("timeout", reason=f"not committed within {self.commit_timeout_s:g}s")
+            index, proposed_seq = waiter.future.result()
         finally:
             waiter.waiting -= 1
             if waiter.waiting == 0 and not waiter.future.done() and self.waiters.get(iid) is waiter:
                 del self.waiters[iid]  # nobody waits any more; a later commit still lands in index_of
-        return ProposeOutcome("committed" if first else "duplicate", index)
+        return waiter.outcome(index, proposed_seq, first)
 
     async def wait_committed(self, incident_id: str, timeout: float) -> int | None:
         """The committed index of ``incident_id`` once this node's log has it (None: not within
-        ``timeout``). Proposes nothing: the peer gateway answers an edge's ``commit`` lookups with it."""
+        ``timeout``). Proposes nothing: the peer gateway answers an edge's ``commit`` lookups with it.
+
+        ``timeout`` 0 is an edge asking "already committed?" before it appends: answered as of the whole
+        cluster, not of what this member has applied so far (a follower a heartbeat behind would say no,
+        and the edge would answer a repeat 201 instead of 200): the ReadIndex first, as a linearizable
+        read does, bounded so that the edge's own deadline is not spent here (then: what is applied)."""
         self._ensure_started()
         self._catch_up()
+        if timeout <= 0 and incident_id not in self.index_of and self.replica_path is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._read_index(), LOOKUP_CONFIRM_S)
+            self._catch_up()
         if incident_id in self.index_of:
             return self.index_of[incident_id]
         if timeout <= 0:
@@ -346,6 +376,8 @@ class NodeBackend:
     async def confirm_read_index(self) -> int | str:
         """The publishing replica's ReadIndex as leader (-1: it is not the leader), or why it failed: what
         the leader's gateway answers a follower's ``read_index`` call with."""
+        if self.replica_path is None:
+            return NO_REPLICA
         return await self._ask_read_index(self.replica_path)
 
     async def _leader_known(self) -> bool:
@@ -359,6 +391,8 @@ class NodeBackend:
 
     async def _raft_status(self) -> dict[str, Any] | None:
         """The replica's status map, or None (and ``raft_error`` says why). Concurrent callers share one ask."""
+        if self.replica_path is None:
+            return None  # nothing to ask (and raft_error stays empty: not an error on an edge)
         if self.raft_inflight is not None:
             return await asyncio.shield(self.raft_inflight)
         self.raft_inflight = asyncio.get_running_loop().create_future()
@@ -382,13 +416,14 @@ class NodeBackend:
             self.raft_inflight = None
         return result
 
-    async def _append(self, incident: dict[str, Any]) -> None:
-        """Durably append ``incident`` to the proposed stream; concurrent callers share one transaction."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _append(self, incident: dict[str, Any]) -> int:
+        """Durably append ``incident`` to the proposed stream, its seq there; concurrent callers share one
+        transaction."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.appends.append((incident, done))
         if self.appender is None or self.appender.done():
             self.appender = asyncio.create_task(self._append_loop())
-        await done
+        return await done
 
     async def _append_loop(self) -> None:
         assert self.event_log is not None
@@ -396,15 +431,17 @@ class NodeBackend:
             batch, self.appends = self.appends, []
             try:
                 # an fsync: off the loop, so requests keep arriving (and join the next batch) meanwhile
-                await asyncio.to_thread(self.event_log.append, PROPOSED_INCIDENTS, [i for i, _ in batch])
+                seqs = await asyncio.to_thread(
+                    self.event_log.append, PROPOSED_INCIDENTS, [i for i, _ in batch]
+                )
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for _, done in batch:
+            for (_, done), seq in zip(batch, seqs, strict=True):
                 if not done.done():
-                    done.set_result(None)
+                    done.set_result(seq)
 
     # -- read ---------------------------------------------------------------------------------------
 
@@ -438,6 +475,8 @@ class NodeBackend:
         waits until the publisher applied up to it. When the leader is on another node the gateway's
         ``remote_read_index`` has it confirmed there, and this waits the same way (the Raft index is the
         same on every node)."""
+        if self.replica_path is None:
+            return NO_REPLICA
         first = await self._ask_read_index(self.replica_path)
         if isinstance(first, str):
             return first
@@ -534,24 +573,28 @@ class NodeBackend:
             "dispatch": _dispatch(log),
             "edge_backlog": self._backlog(log),
             "incidents_committed": log.last_seq(COMMITTED_INCIDENTS),
-            "ingest_to_commit_s": _quantiles(self.ingest_to_commit),
+            "ingest_to_commit_s": quantiles(self.ingest_to_commit),
+            "inference_latency_s": _inference_latency(log),
         }
 
     def _backlog(self, log: EventLog) -> int:
-        """Proposals the replica has not yet taken and seen applied (its offset is past what is done)."""
-        replica = self.replica_path.rsplit("/", 1)[-1]
+        """Proposals the publishing replica has not yet taken and seen applied (its offset is past what is
+        done). Its offset is ``offset/raft/<replica id>``: the node's name in cluster mode, the replica's
+        own id otherwise (the last part of its path unless its args name another); only a publishing
+        replica writes one, so the node's one publisher is the key that is there."""
+        if self.replica_path is None:
+            return 0  # no replica (an edge): the gateway's forward backlog is reported instead
+        child = self.replica_path.rsplit("/", 1)[-1]
         values = log.values_with_prefix("offset/raft/")
-        done = max(
-            (v for k, v in values.items() if isinstance(v, int) and k.endswith("/" + replica)), default=0
+        done = next(
+            (
+                values[k]
+                for k in (f"offset/raft/{self.node}", f"offset/raft/{child}")
+                if isinstance(values.get(k), int)
+            ),
+            max((v for v in values.values() if isinstance(v, int)), default=0),
         )
         return max(0, log.last_seq(PROPOSED_INCIDENTS) - done)
-
-
-def _quantiles(values: collections.deque[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-    return {str(q): round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 6) for q in (0.5, 0.9, 0.99)}
 
 
 def _launcher_pid(data_dir: Path) -> int | None:
@@ -573,6 +616,17 @@ def _crdt_values(log: EventLog) -> dict[str, dict[str, float]]:
             with contextlib.suppress(CodecError):
                 state = decode(saved["state"], Exposure)
                 out[key[len("crdt/") :]] = {p: v / MICRO for p, v in sorted(state.value().items())}
+    return out
+
+
+def _inference_latency(log: EventLog) -> dict[str, dict[str, float]]:
+    """Each inference actor's recent batch latency quantiles, by its tree path (what it last committed)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in log.values_with_prefix(INFERENCE_LATENCY_PREFIX).items():
+        if isinstance(value, dict):
+            out[key[len(INFERENCE_LATENCY_PREFIX) :]] = {
+                str(q): float(s) for q, s in value.items() if isinstance(s, int | float)
+            }
     return out
 
 

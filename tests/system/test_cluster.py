@@ -667,6 +667,7 @@ def test_the_shipped_city_runs_as_one_cluster_under_garrison_up(tmp_path: Path) 
         time.sleep(1.0)  # room for a wrong second delivery to show
         delivered = named("incident_dispatched", incident_id="city-edge-2")
         assert [e["node"] for e in delivered] == [leader], delivered
+        _check_city_api(topology, gateways, named, wait)
     finally:
         for handle in logs.values():
             handle.close()
@@ -680,6 +681,84 @@ def test_the_shipped_city_runs_as_one_cluster_under_garrison_up(tmp_path: Path) 
             up.wait()
         reader.join(timeout=5)
     assert named("up_stopped"), "garrison up did not stop cleanly"
+
+
+def _http(address: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://{address}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=20) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _metric_samples(text: str, family: str) -> dict[tuple[tuple[str, str], ...], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == family
+        for s in f.samples
+    }
+
+
+def _check_city_api(
+    topology: Path,
+    gateways: tuple[str, ...],
+    named: Callable[..., list[dict[str, Any]]],
+    wait: Callable[[Callable[[], Any], float, str], Any],
+) -> None:
+    """What an operator reads off the shipped city's API: each gateway's backlog back to 0 once what it was
+    given is committed; an edge's status and scrapes asking nothing of a Raft replica it does not run (each
+    such ask was a durable dead letter); every edge's inference latency in /metrics."""
+    api = {n["name"]: n["api"] for n in yaml.safe_load(topology.read_text())["nodes"]}
+    for g in gateways:  # something in every gateway's incidents/proposed
+        code, text = _http(api[g], "POST", "/v1/incidents", incident(f"city-api-{g}", g))
+        assert code == 201, (g, code, text)
+    for g in gateways:
+        wait(
+            lambda g=g: json.loads(_http(api[g], "GET", "/v1/status")[1])["incidents_committed"] >= 4,
+            30,
+            f"all four incidents applied on {g}",
+        )
+        status = json.loads(_http(api[g], "GET", "/v1/status")[1])
+        assert status["edge_backlog"] == 0, (g, status)
+        assert _metric_samples(_http(api[g], "GET", "/metrics")[1], "garrison_edge_backlog") == {(): 0}, g
+    for _ in range(3):
+        code, text = _http(api["edge-1"], "GET", "/v1/status")
+        assert code == 200, text
+        status = json.loads(text)
+        assert status["raft"] is None and status["raft_error"] is None and status["replica"] is None, status
+        assert _http(api["edge-1"], "GET", "/metrics")[0] == 200
+    assert not named("message_dead_lettered", node="edge-1"), named("message_dead_lettered", node="edge-1")
+    where = ["--topology", str(topology), "--node", "edge-1", "--replica", "root/incident-log"]
+    asked = subprocess.run(  # on-call asking an edge for the replica gateways run
+        [sys.executable, "-m", "supervisors.cli", "raft", "status", *where],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert asked.returncode == 3 and "runs no Raft replica" in asked.stderr, asked
+    for edge in ("edge-1", "edge-2"):  # their simulated sensors feed their inference all the time
+        latency = wait(
+            lambda e=edge: _metric_samples(
+                _http(api[e], "GET", "/metrics")[1], "garrison_inference_latency_seconds"
+            ),
+            60,
+            f"{edge}'s inference latency in /metrics",
+        )
+        assert set(latency) == {
+            (("actor", "root/inference"), ("quantile", q)) for q in ("0.5", "0.9", "0.99")
+        }
+        assert all(0 < seconds < 10 for seconds in latency.values()), latency
 
 
 def test_a_taken_peer_port_is_logged_and_waited_for_without_a_crash_loop(cluster: Any) -> None:

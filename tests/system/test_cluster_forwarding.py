@@ -131,6 +131,47 @@ def test_an_edge_post_answers_201_with_the_index_every_gateway_holds_and_a_repea
     assert read(c, EDGE, 0, "consistency=local")[0] == 200
 
 
+def _proposed_ids(c: Cluster, name: str) -> set[str]:
+    log = EventLog(c.data_dir(name) / "eventlog")  # briefly, next to the live node (one handle here)
+    try:
+        return {r.payload.get("incident_id") for r in log.read(PROPOSED_INCIDENTS)}
+    finally:
+        log.close()
+
+
+def test_a_repeat_on_a_node_that_has_not_applied_it_yet_answers_200_with_the_original_index(
+    cluster: Cluster,
+) -> None:
+    """POST on the leader (201), then at once the same incident_id on a follower and on the edge: 200 with
+    the original index, though the follower may not have applied it yet (its log learns the commit with the
+    leader's next message): then its append races the commit, and only the replica's mark on the committed
+    record (``proposed_seq``) says that the proposal applied was another node's."""
+    c = cluster
+    leader = c.wait_leader(60)
+    follower = next(n for n in c.names if n not in (leader, EDGE))
+    c.wait(lambda: c.get(EDGE, "/readyz")[0] == 200, 60, "the edge linked to a Raft member")
+    raced = 0
+    for k in range(8):
+        for second in (follower, EDGE):
+            iid = f"repeat-{second}-{k}"
+            code, first = post(c, leader, iid)
+            assert code == 201, (leader, code, first)
+            code, again = post(c, second, iid)
+            assert (code, again.get("index"), again.get("duplicate")) == (200, first["index"], True), (
+                second,
+                code,
+                again,
+            )
+        # the follower took the append path: it had not applied the incident when the repeat came in
+        raced += f"repeat-{follower}-{k}" in _proposed_ids(c, follower)
+    assert raced, "the follower had applied every incident before its repeat came: the race never ran"
+    assert c.leader() == leader, "leadership moved during the test"
+    # each incident committed once, at the index the leader answered
+    log = c.wait_converged(30)
+    ids = [iid for _, iid in log if iid.startswith("repeat-")]
+    assert len(ids) == len(set(ids)) == 16
+
+
 def test_a_minority_follower_answers_503_for_linearizable_reads_and_still_serves_local(
     cluster: Cluster,
 ) -> None:

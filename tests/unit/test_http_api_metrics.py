@@ -61,7 +61,7 @@ def test_values_come_from_the_status_of_the_node_and_of_its_gateway() -> None:
         "edge_backlog": 6,
         "incidents_committed": 35,
         "crdt": {"gw-1": {"no2": 1.5}},
-        "inference_latency_s": {"0.5": 0.002},
+        "inference_latency_s": {"root/inference": {"0.5": 0.002, "0.99": 0.01}},
         "ingest_to_commit_s": {"0.5": 0.02, "0.99": 0.3},
     }
     s = _samples(status, metrics)
@@ -80,7 +80,12 @@ def test_values_come_from_the_status_of_the_node_and_of_its_gateway() -> None:
     assert s[("garrison_dispatch_dead_letters_total", (("sink", "file"),))] == 2
     assert s[("garrison_edge_backlog", ())] == 6
     assert s[("garrison_crdt_exposure", (("pollutant", "no2"), ("replica", "gw-1")))] == 1.5
-    assert s[("garrison_inference_latency_seconds", (("quantile", "0.5"),))] == 0.002
+    assert (
+        s[("garrison_inference_latency_seconds", (("actor", "root/inference"), ("quantile", "0.5")))] == 0.002
+    )
+    assert (
+        s[("garrison_inference_latency_seconds", (("actor", "root/inference"), ("quantile", "0.99")))] == 0.01
+    )
     assert s[("garrison_ingest_to_commit_seconds", (("quantile", "0.99"),))] == 0.3
     assert s[("garrison_proposals_total", (("outcome", "timeout"),))] == 1
     assert s[("garrison_reads_total", (("consistency", "linearizable"), ("outcome", "unavailable")))] == 1
