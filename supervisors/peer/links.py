@@ -323,7 +323,11 @@ class PeerLinks:
             except (OSError, TimeoutError, PeerRefused, ssl.SSLError) as error:
                 reason = describe(error)
                 if reason != peer.last_error:  # once per distinct reason, not once per retry
-                    self._log.warning("peer_dial_failed", peer=peer.name, reason=reason, attempt=attempt + 1)
+                    # a peer never seen up that refuses the connection is still starting (every node of a
+                    # cluster started at once logs this for its later peers): not yet worth a warning
+                    starting = peer.connections == 0 and isinstance(error, ConnectionRefusedError)
+                    log = self._log.info if starting else self._log.warning
+                    log("peer_dial_failed", peer=peer.name, reason=reason, attempt=attempt + 1)
                 peer.last_error = reason
                 self._set_state(peer, "down")
                 attempt = 0 if await self._back_off(peer, self._backoff(attempt)) else attempt + 1

@@ -494,3 +494,28 @@ def test_a_peer_that_connects_to_us_is_dialled_back_at_once_not_after_our_backof
     wait_until(
         lambda: last_payload(procs[1], "a", "raft") == f"a:{seq}", 10, "a's frame on its new link to b"
     )
+
+
+def test_a_peer_still_starting_is_logged_at_info_one_that_was_up_and_went_away_as_a_warning(
+    certs_dir: Path, tmp_path: Path, procs: list[PeerProc]
+) -> None:
+    """Every node of a cluster started at once finds its later peers not listening yet: that is not worth a
+    warning (a new user saw nine on a healthy start). The same refusal from a peer that was up is."""
+    nodes = topology(a="gateway", b="gateway")
+    a = PeerProc(config(certs_dir, "a", nodes, backoff_min_ms=100, backoff_max_ms=300), tmp_path)
+    procs.append(a)
+    starting = wait_until(lambda: a.events("peer_dial_failed", peer="b"), 10, "a's first dial to b to fail")
+    assert "Refused" in starting[0]["reason"], starting  # b's port really refused: nothing listens there
+    assert [e["level"] for e in starting] == ["info"], starting
+    b = PeerProc(config(certs_dir, "b", nodes), tmp_path)
+    procs.append(b)
+    wait_until(lambda: peer_up(a, "b"), 10, "a's link to b up")
+    b.proc.kill()  # b's node died: its port refuses again
+    b.proc.wait(timeout=5)
+    assert b.proc.returncode == -signal.SIGKILL
+    gone = wait_until(
+        lambda: [e for e in a.events("peer_dial_failed", peer="b") if e["level"] == "warning"],
+        15,
+        "a's dial to the dead b to fail",
+    )
+    assert "Refused" in gone[0]["reason"], gone
