@@ -36,11 +36,9 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -59,8 +57,8 @@ from bench.raft_commit import (
     pipelined_appends,
     run_pysyncobj,
 )
-from bench.raft_commit_pysyncobj import PySyncObjBenchError
 from bench.restart_latency import BenchError, summarize
+from bench.scratch import run_in_scratch
 from supervisors.certs import ensure_cluster_certs
 from supervisors.client import ControlError, connect
 from supervisors.thespian_env import free_peer_and_api_ports, processes_in_session
@@ -463,23 +461,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.ops, args.pipelined, args.batch, args.inflight, args.http_ops) < 1 or args.http_seconds <= 0:
         parser.error("counts must be >= 1 and --http-seconds > 0")
-    tmp = Path(tempfile.mkdtemp(prefix="garrison-bench-cluster-"))
     load0 = os.getloadavg()
     began = time.monotonic()
-    ok = False
-    try:
+
+    def both(tmp: Path) -> tuple[dict[str, float], dict[str, Any], dict[str, Any]]:
         probe = durable_commit_probe(tmp)
         garrison = run_garrison(args, tmp)
         pso: dict[str, Any] = {"results": {}, "notes": ["skipped (--skip-pysyncobj)"]}
         if not args.skip_pysyncobj:
             pso = run_pysyncobj(args)
-        ok = True
-    except (BenchError, PySyncObjBenchError) as exc:
-        print(f"benchmark failed: {exc}; node logs in {tmp}", file=sys.stderr)
+        return probe, garrison, pso
+
+    ran = run_in_scratch("garrison-bench-cluster-", args.keep, both)
+    if ran is None:
         return 1
-    finally:
-        if ok and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+    probe, garrison, pso = ran
     rows = {name: row_of(res) for name, res in {**garrison["results"], **pso["results"]}.items()}
     ratios = ratios_of(rows)
     load1 = os.getloadavg()

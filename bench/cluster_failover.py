@@ -26,10 +26,8 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -40,6 +38,7 @@ from bench.cluster_commit import GATEWAYS, BenchCluster
 from bench.raft_commit import incident
 from bench.raft_commit_pysyncobj import PySyncObjBenchError, _make_store
 from bench.restart_latency import BenchError, summarize
+from bench.scratch import run_in_scratch
 from supervisors.thespian_env import LOOPBACK, free_loopback_ports
 
 WRITE_WAIT_S = 60.0
@@ -264,22 +263,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.kills < 1 or args.pso_retry <= 0:
         parser.error("--kills must be >= 1 and --pso-retry > 0")
-    tmp = Path(tempfile.mkdtemp(prefix="garrison-bench-failover-"))
     load0 = os.getloadavg()
     began = time.monotonic()
-    ok = False
-    try:
+
+    def both(tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         garrison = run_garrison(args.kills, tmp)
         pso: dict[str, Any] = {"rounds": [], "killed_after_stop": []}
         if not args.skip_pysyncobj:
             pso = run_pysyncobj(args.kills, args.pso_retry)
-        ok = True
-    except (BenchError, PySyncObjBenchError) as exc:
-        print(f"benchmark failed: {exc}; node logs in {tmp}", file=sys.stderr)
+        return garrison, pso
+
+    ran = run_in_scratch("garrison-bench-failover-", args.keep, both)
+    if ran is None:
         return 1
-    finally:
-        if ok and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+    garrison, pso = ran
     load1 = os.getloadavg()
     g_write = stats([r["first_write_ms"] for r in garrison["rounds"]])
     g_leader = stats([r["new_leader_ms"] for r in garrison["rounds"] if r["new_leader_ms"] is not None])

@@ -29,10 +29,8 @@ import bisect
 import itertools
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,8 +47,7 @@ from bench.cluster_commit import (
     replica_serial,
 )
 from bench.raft_commit import run_pysyncobj
-from bench.raft_commit_pysyncobj import PySyncObjBenchError
-from bench.restart_latency import BenchError
+from bench.scratch import run_in_scratch
 
 # (label, kind) of each segment of a commit's path, in path order
 SEGMENTS: tuple[tuple[str, str], ...] = (
@@ -195,25 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ops < 1:
         parser.error("--ops must be >= 1")
-    tmp = Path(tempfile.mkdtemp(prefix="garrison-bench-hops-"))
     load0 = os.getloadavg()
-    ok = False
-    try:
-        hops, leader, traced = trace_run(args, tmp)
-        pso_p50: float | None = None
-        if not args.skip_pysyncobj:
-            pso_args = argparse.Namespace(ops=args.ops, pipelined=100, batch=100, inflight=2)
-            pso = run_pysyncobj(pso_args)
-            pso_p50 = min(
-                statistics.median(r.latencies_ms) for k, r in pso["results"].items() if "sync_serial" in k
-            )
-        ok = True
-    except (BenchError, PySyncObjBenchError) as exc:
-        print(f"benchmark failed: {exc}; node logs in {tmp}", file=sys.stderr)
+
+    def both(tmp: Path) -> tuple[tuple[Breakdown, str, dict[str, float]], float | None]:
+        traced = trace_run(args, tmp)
+        if args.skip_pysyncobj:
+            return traced, None
+        pso = run_pysyncobj(argparse.Namespace(ops=args.ops, pipelined=100, batch=100, inflight=2))
+        serial = [statistics.median(r.latencies_ms) for k, r in pso["results"].items() if "sync_serial" in k]
+        return traced, min(serial)
+
+    ran = run_in_scratch("garrison-bench-hops-", args.keep, both)
+    if ran is None:
         return 1
-    finally:
-        if ok and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+    (hops, leader, traced), pso_p50 = ran
     if not hops.totals:
         print(f"benchmark failed: no commit's path could be rebuilt from the traces ({hops.left_out} tried)")
         return 1
