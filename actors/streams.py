@@ -14,6 +14,12 @@ PROPOSED_INCIDENTS = "incidents/proposed"  # incident records, possibly duplicat
 COMMITTED_INCIDENTS = "incidents/committed"
 
 
+# The incident type of an entry that records "the leader's dispatcher delivered incidents/committed through
+# payload.through" (actors/dispatch/actor.py): applied into a value, never published as an incident. Only the
+# dispatcher proposes one: the HTTP API refuses the type (400) and a gateway refuses it on the forward lane,
+# or anyone could make the next leader skip dispatching (a mark far ahead).
+DISPATCH_MARK = "dispatch_mark"
+
 # {"0.5": s, "0.9": s, "0.99": s} (actors/quantiles.py) of the inference actor at <tree path>: seconds one
 # batch of readings takes through features, model and episode tracking, over its recent batches
 INFERENCE_LATENCY_PREFIX = "metrics/inference_latency/"

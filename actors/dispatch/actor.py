@@ -37,8 +37,13 @@ from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.dispatch.policy import CircuitBreaker, RetryPolicy, Transition
 from actors.dispatch.sinks import Delivery, DeliveryFailed, Sink, build_sink
-from actors.raft.replica import DISPATCH_MARK
-from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS, dead_letter_stream, offset_key
+from actors.streams import (
+    COMMITTED_INCIDENTS,
+    DISPATCH_MARK,
+    PROPOSED_INCIDENTS,
+    dead_letter_stream,
+    offset_key,
+)
 
 __all__ = ["DispatcherActor", "replay_stream", "sink_component"]
 

@@ -62,7 +62,7 @@ from actors.raft.errors import NotLeader, ProposalDropped, RaftError
 from actors.raft.gateway_link import RaftLinkClient
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64
 from actors.raft.types import ConfChange, Message, MessageType, RaftConfig, Ready
-from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
+from actors.streams import COMMITTED_INCIDENTS, DISPATCH_MARK, PROPOSED_INCIDENTS
 from supervisors.peer.bridge import PipeUnreachable
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
@@ -76,9 +76,6 @@ PROBE_SILENT_PEER_TICKS = 100
 # Bounded forwarding: at most one ProposeEntries message of this many entries per tick.
 MAX_PROPOSALS_PER_TICK = 256
 _decode = msgspec.msgpack.decode
-# An entry of this type records "the leader's dispatcher delivered incidents/committed through
-# payload.through" (see actors/dispatch/actor.py): applied into a value, never published as an incident.
-DISPATCH_MARK = "dispatch_mark"
 # the entry format lives in entries.py
 __all__ = ["RaftReplicaActor", "open_entry", "signed_batch", "signed_entry"]
 _KINDS = ("add_learner", "promote", "remove")  # ConfChange kinds the control socket may ask for

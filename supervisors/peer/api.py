@@ -37,6 +37,7 @@ import msgspec
 from aiohttp import web
 
 from actors.logs import configure_logging, get_logger
+from actors.streams import DISPATCH_MARK
 from supervisors.peer.metrics import ApiMetrics
 
 __all__ = [
@@ -97,6 +98,11 @@ def parse_incident(body: bytes) -> dict[str, Any]:
         incident = msgspec.convert(doc, Incident, strict=True)
     except msgspec.ValidationError as exc:
         raise BadIncident(f"invalid incident: {exc}") from None
+    if incident.type == DISPATCH_MARK:
+        raise BadIncident(
+            f"invalid incident: `$.type` {DISPATCH_MARK!r} is reserved for the dispatchers' progress marks: "
+            "use another type"
+        )
     if len(incident.incident_id.encode()) > MAX_ID_BYTES:
         raise BadIncident(f"invalid incident: `$.incident_id` is more than {MAX_ID_BYTES} bytes in UTF-8")
     # the original values (an int timestamp stays an int); absent sensor stored as "": every consumer of

@@ -54,7 +54,7 @@ from actors.logs import configure_logging, get_logger
 from actors.raft.codec import decode_message as decode_raft
 from actors.raft.gateway_link import RaftLinkServer
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, verify
-from actors.streams import PROPOSED_INCIDENTS
+from actors.streams import DISPATCH_MARK, PROPOSED_INCIDENTS
 from actors.wakeups import Inbox, wake_dir
 from supervisors.peer.bridge import PipeError, PipeRaft, PipeReader, PipeUnreachable, encode_pipe
 from supervisors.peer.bridge_cluster import ClusterModeError, ClusterView, load_cluster
@@ -319,6 +319,8 @@ class Gateway:
 
     def _raft_in(self, peer: str, payload: bytes) -> None:
         stamp(f"G from_peer {peer}")
+        if peer not in self.members:  # the links let any gateway use the lane: membership is checked here
+            return self._refuse(peer, "raft", "not a Raft member of the topology (cluster.raft_members)")
         kind = KIND_OF.get(payload[0]) if payload else None
         data = payload[1:]
         if kind is None:
@@ -337,6 +339,8 @@ class Gateway:
             self.pipe_out.write(frame)
 
     def _snapshot_in(self, peer: str, body: SnapshotChunk) -> None:
+        if peer not in self.members:
+            return self._refuse(peer, "snapshot", "not a Raft member of the topology (cluster.raft_members)")
         key = (peer, body.snapshot_id)
         buf = self.reassembly.get(key)
         if buf is None:
@@ -348,6 +352,13 @@ class Gateway:
             buf = self.reassembly[key] = bytearray()
         if body.offset != len(buf) or len(buf) + len(body.data) > MAX_REASSEMBLY:
             del self.reassembly[key]
+            if body.offset == len(buf):  # in order, but too big: say so (a gap is only a lost chunk, resent)
+                self.log.error(
+                    "snapshot_dropped",
+                    peer=peer,
+                    reason=f"a snapshot over {MAX_REASSEMBLY} bytes: the state machine outgrew what one "
+                    "snapshot carries; this node cannot catch up by snapshot",
+                )
             return
         buf += body.data
         if body.last:
@@ -461,6 +472,8 @@ class Gateway:
         incidents = [
             inc for _, inc in records if isinstance(inc, dict) and isinstance(inc.get("incident_id"), str)
         ]
+        if any(inc.get("type") == DISPATCH_MARK for inc in incidents):  # only a leader's dispatcher marks
+            return self._refuse(peer, "forward", f"a record of the reserved type {DISPATCH_MARK!r}")
         if incidents:
             self.event_log.append(PROPOSED_INCIDENTS, incidents)  # durable before the ack
         self.forward_received += len(incidents)

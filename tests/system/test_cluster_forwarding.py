@@ -300,3 +300,58 @@ def test_only_raft_members_ask_or_serve_read_index_and_lookups_need_a_trusted_fo
         assert await follower.calls.read_index_from("gw-2") is None  # itself: asked locally
 
     asyncio.run(scenario())
+
+
+class _Relayed:
+    """Stands in for the gateway's pipe to its replica: what would have reached the replica."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def write(self, frame: bytes) -> bool:
+        self.frames.append(frame)
+        return True
+
+
+def test_a_gateway_outside_raft_members_may_not_send_raft_traffic(tmp_path: Path) -> None:
+    """The links let any gateway use the Raft lane (it is the role's lane); membership is the gateway's
+    check. The same frame from gw-2 reaches gw-1's replica while gw-2 is a member, and is refused (and
+    reaches nothing) once the topology's cluster.raft_members no longer lists it."""
+    from actors.raft.codec import encode_message
+    from actors.raft.types import Message
+    from supervisors.peer.frames import RaftFrame
+
+    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "c", "key": tmp_path / "k"}
+    heartbeat = Message("heartbeat", sender="gw-2", to="gw-1", term=3)
+    frame = RaftFrame(sender="gw-2", recipient="gw-1", payload=b"R" + encode_message(heartbeat))
+    for members, relayed_count, refused in ((("gw-1", "gw-2"), 1, 0), (("gw-1",), 0, 1)):
+        config = PeerConfig(node="gw-1", nodes=NODES, **files)
+        view = ClusterView("gw-1", "gateway", members, tuple(ROLES), {}, config)
+        gateway = Gateway(view, tmp_path / f"gw-1-{len(members)}", use_stdio=False)
+        relayed = _Relayed()
+        gateway.pipe_out = relayed  # type: ignore[assignment]
+        gateway._on_frame("gw-2", frame)
+        assert (len(relayed.frames), gateway.refused) == (relayed_count, refused), members
+
+
+def test_a_forwarded_dispatch_mark_is_refused_and_nothing_of_its_frame_is_appended(tmp_path: Path) -> None:
+    """Only a leader's dispatcher proposes a dispatch mark: one forwarded by an edge (its key trusted) would
+    make the next leader skip dispatching everything below it. The API refuses the type with a 400
+    (test_http_api); the forward lane refuses the frame."""
+    from actors.streams import DISPATCH_MARK
+    from supervisors.peer.gateway import ForwardBody
+
+    key = load_or_create_signing_key(tmp_path / "edge-keys", "edge-1")
+    member, sent = _gateway(tmp_path, "gw-1", trusted={"edge-1": public_key_b64(key)})
+
+    def forward(request_id: int, *incidents: dict[str, Any]) -> None:
+        records = msgspec.msgpack.encode([[seq, inc] for seq, inc in enumerate(incidents, start=1)])
+        body = ForwardBody(records=records, sig=key.sign(records))
+        member._on_frame("edge-1", _ask("propose", body, request_id=request_id))
+
+    mark = incident("mark-1", "edge-1") | {"type": DISPATCH_MARK, "payload": {"through": 10**9}}
+    forward(1, incident("with-a-mark", "edge-1"), mark)
+    forward(2, incident("plain", "edge-1"))
+    proposed = [r.payload["incident_id"] for r in member.event_log.read(PROPOSED_INCIDENTS)]
+    assert proposed == ["plain"] and member.refused == 1
+    assert [f.request_id for _, f in sent.sent if isinstance(f, ForwardFrame)] == [2]  # acked: the plain one

@@ -123,6 +123,11 @@ def test_a_valid_incident_is_accepted_and_applied_by_the_log_unchanged(body: dic
         (b"\xff\xfe", "not JSON"),
         (b'{"payload": ' + b"[" * 20 + b"]" * 20 + b"}", "nested deeper"),
         (b"[" * 100_000 + b"]" * 100_000, "more than"),
+        (  # only the dispatchers propose marks: one from a client would make the next leader skip dispatch
+            b'{"incident_id": "a", "timestamp": 1, "type": "dispatch_mark", "source_node": "n", '
+            b'"confidence": 0.5, "payload": {"through": 1000000000}}',
+            "reserved",
+        ),
     ],
 )
 def test_a_refusal_names_what_to_fix(body: bytes, named: str) -> None:
