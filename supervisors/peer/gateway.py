@@ -40,7 +40,7 @@ import signal
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -66,6 +66,8 @@ from supervisors.peer.node_backend import NodeBackend
 CONSUMER: Final = "peer-gateway"  # the gateway's name as a stream consumer (doorbells, offsets)
 SNAPSHOT_CHUNK: Final = 256 << 10  # raft messages above this go chunked on the snapshot lane
 MAX_REASSEMBLY: Final = 64 << 20
+SNAPSHOT_ROOM_POLL_S: Final = 0.01  # a snapshot stream waiting for room on its lane looks this often
+SNAPSHOT_STALL_S: Final = 30.0  # no room for this long: the peer does not read; report the snapshot failed
 PIPE_OUT_LIMIT: Final = 16 << 20  # stdout bytes the shell has not read yet; above it Raft frames drop
 GOSSIP_BATCH: Final = 256
 FORWARD_WINDOW: Final = 512  # records in flight to the gateways
@@ -160,6 +162,7 @@ class Gateway:
         # also hold the frame's own fields (names, ids, a signature)
         self.chunk_bytes = max(min(SNAPSHOT_CHUNK, view.peer_config.max_frame // 2), 256)
         self.snapshot_seq = itertools.count(1)
+        self.snapshot_streams: dict[str, asyncio.Task[None]] = {}  # peer -> chunks waiting for room
         self.pipe_out: _PipeOut | None = None
         self.raft_link: RaftLinkServer | None = None  # the replica's direct socket (actors/raft/gateway_link)
         self.pipe_in = PipeReader()
@@ -242,7 +245,7 @@ class Gateway:
             for inbox in self.inboxes:
                 loop.remove_reader(inbox.fd)
                 inbox.close()
-            for task in list(self.calls.tasks):
+            for task in [*self.calls.tasks, *self.snapshot_streams.values()]:
                 task.cancel()
             if self.raft_link is not None:
                 self.raft_link.close()
@@ -288,25 +291,70 @@ class Gateway:
         if peer not in self.members:
             self.log.warning("raft_send_refused", peer=peer, reason="not a Raft member of the topology")
             return
-        if self.links.state(peer) == "down":
-            # etcd's rule: nothing is queued for a peer that is not connected. Raft retries with fresh
-            # messages (or a snapshot) once it is back, instead of the peer replaying a stale backlog.
-            self.raft_dropped += 1
-            return
         payload = KIND_BYTE.get(kind, b"R") + data
         size = self.chunk_bytes
+        if self.links.state(peer) == "down":
+            # etcd's rule: nothing is queued for a peer that is not connected. Raft retries with fresh
+            # messages (or a snapshot) once it is back, instead of the peer replaying a stale backlog. A
+            # snapshot is reported failed (etcd's ReportSnapshot), so the leader sends it again then.
+            self.raft_dropped += 1
+            if len(payload) > size:
+                self._on_unreachable(peer, Lane.SNAPSHOT)
+            return
         if len(payload) <= size:
             self._send(peer, RaftFrame(sender=self.node, recipient=peer, payload=payload))
             return
+        stale = self.snapshot_streams.pop(peer, None)
+        if stale is not None:
+            stale.cancel()  # a newer snapshot replaces one still streaming: its chunks would be wasted
+        self._pump(peer, self._chunks(peer, payload))
+
+    def _chunks(self, peer: str, payload: bytes) -> Iterator[SnapshotChunk]:
+        """``payload`` as snapshot-lane chunks, cut as they are sent (not all copied at once)."""
         sid = f"{self.node}-{os.getpid()}-{next(self.snapshot_seq)}"
+        size = self.chunk_bytes
         for offset in range(0, len(payload), size):
-            chunk = payload[offset : offset + size]
-            last = offset + size >= len(payload)
-            body = SnapshotChunk(
-                sender=self.node, recipient=peer, snapshot_id=sid, offset=offset, data=chunk, last=last
+            yield SnapshotChunk(
+                sender=self.node,
+                recipient=peer,
+                snapshot_id=sid,
+                offset=offset,
+                data=payload[offset : offset + size],
+                last=offset + size >= len(payload),
             )
-            if not self._send(peer, body):
+
+    def _pump(self, peer: str, chunks: Iterator[SnapshotChunk], first: SnapshotChunk | None = None) -> None:
+        """Send ``chunks`` while the snapshot lane to ``peer`` has room; when it is full, the rest waits for
+        room in a task. The lane's queue is a few frames (a queue is bounded) and a snapshot is as many
+        chunks as the state machine needs: queueing them all at once dropped every chunk past the queue,
+        and the snapshot, sent again whole, failed the same way for ever (a node behind the log's
+        retention never caught up once the state machine passed ~4 MiB)."""
+        for chunk in itertools.chain([first] if first is not None else [], chunks):
+            if self.links.room(peer, Lane.SNAPSHOT) <= 0:
+                task = asyncio.get_running_loop().create_task(self._when_room(peer, chunk, chunks))
+                self.snapshot_streams[peer] = task
+                return
+            if not self._send(peer, chunk):
                 return  # the rest is useless without this chunk; Raft sends the snapshot again
+
+    async def _when_room(self, peer: str, chunk: SnapshotChunk, chunks: Iterator[SnapshotChunk]) -> None:
+        stalled_at = time.monotonic() + SNAPSHOT_STALL_S
+        while self.links.room(peer, Lane.SNAPSHOT) <= 0:
+            if self.links.state(peer) == "down" or time.monotonic() >= stalled_at:
+                self.snapshot_streams.pop(peer, None)
+                self.log.warning(
+                    "snapshot_send_failed",
+                    peer=peer,
+                    offset=chunk.offset,
+                    reason="the link went down"
+                    if self.links.state(peer) == "down"
+                    else f"no room for {SNAPSHOT_STALL_S:g} s: the peer does not read",
+                )
+                self._on_unreachable(peer, Lane.SNAPSHOT)  # the leader sends it again when the peer answers
+                return
+            await asyncio.sleep(SNAPSHOT_ROOM_POLL_S)
+        self.snapshot_streams.pop(peer, None)
+        self._pump(peer, chunks, chunk)
 
     def _send(self, peer: str, body: Body) -> bool:
         """``links.send`` that never raises into the loop: a frame over ``max_frame`` (a bug or a huge

@@ -263,6 +263,14 @@ class PeerLinks:
         link.wake.set()
         return True
 
+    def room(self, peer: str, lane: Lane) -> int:
+        """How many more frames ``lane``'s queue to ``peer`` takes now without dropping: a sender with
+        more to say than the queue holds (a snapshot's chunks) waits for this instead of losing frames."""
+        link = self._peers.get(peer)
+        if link is None:
+            raise UnknownPeer(peer, tuple(self._peers))
+        return link.queue_sizes[lane] - len(link.queues[lane])
+
     def state(self, peer: str) -> str:
         """The link's state to ``peer``: ``up``, ``suspect`` or ``down`` (cheap: for every send)."""
         link = self._peers.get(peer)

@@ -31,5 +31,8 @@ class FakeLinks:
     def state(self, peer: str) -> str:
         return self.states.get(peer, "down")
 
+    def room(self, peer: str, lane: Any) -> int:
+        return 0 if self.full else 1_000_000
+
     def status(self) -> dict[str, dict[str, Any]]:
         return {n.name: {"state": self.states.get(n.name, "down")} for n in NODES}

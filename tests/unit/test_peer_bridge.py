@@ -59,6 +59,69 @@ def incident(iid: str) -> dict[str, Any]:
     return {"incident_id": iid, "timestamp": 1.0, "type": "t", "source_node": "edge-1", "sensor": "S1"}
 
 
+class LaneQueue(FakeLinks):
+    """Links whose snapshot lane holds ``capacity`` frames until the test "writes" them (as the real
+    links' queue holds them until their write loop does), refusing what does not fit as they do."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.queued: list[Body] = []
+        self.written: list[Body] = []
+        self.dropped = 0
+
+    def send(self, peer: str, body: Body) -> bool:
+        if len(self.queued) >= self.capacity:
+            self.dropped += 1
+            return False
+        self.queued.append(body)
+        return True
+
+    def room(self, peer: str, lane: Any) -> int:
+        return self.capacity - len(self.queued)
+
+    def write(self, frames: int) -> None:
+        self.written += self.queued[:frames]
+        del self.queued[:frames]
+
+
+def test_a_snapshot_of_more_chunks_than_its_lane_holds_waits_for_room_and_arrives_whole(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        sender, _ = make(tmp_path, "gw-2")
+        links = LaneQueue(capacity=3)
+        links.states["gw-1"] = "up"
+        sender.links = links  # type: ignore[assignment]
+        snapshot = encode_message(
+            Message(type="snapshot", sender="gw-2", to="gw-1", term=2, context=b"s" * (10 * SNAPSHOT_CHUNK))
+        )
+        sender.send_raft("gw-1", snapshot)
+        assert len(links.queued) == 3 and links.dropped == 0, "more than the lane holds was offered"
+        while links.queued or sender.snapshot_streams:  # the peer reads slowly: one chunk at a time
+            links.write(1)
+            await asyncio.sleep(0.02)
+        assert len(links.written) == 11 and links.dropped == 0
+        receiver, _ = make(tmp_path, "gw-1")
+        for body in links.written:
+            receiver._on_frame("gw-2", body)
+        pipe: PipeRecorder = receiver.pipe_out  # type: ignore[assignment]
+        assert [m.data for m in pipe.messages] == [snapshot]
+
+        # the link goes down while a snapshot waits for room: reported failed to the replica (etcd's
+        # ReportSnapshot), so its leader sends it again when the peer is back
+        sender.send_raft("gw-1", snapshot)
+        assert sender.snapshot_streams
+        links.states["gw-1"] = "down"
+        await asyncio.sleep(0.05)
+        told: PipeRecorder = sender.pipe_out  # type: ignore[assignment]
+        assert [(m.peer, m.snapshot) for m in told.messages] == [
+            ("gw-1", True)
+        ] and not sender.snapshot_streams
+
+    asyncio.run(scenario())
+
+
 def test_raft_frames_pass_only_when_the_message_sender_is_the_authenticated_peer(tmp_path: Path) -> None:
     gw, _ = make(tmp_path, "gw-1")
     pipe: PipeRecorder = gw.pipe_out  # type: ignore[assignment]
