@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from supervisors.peer.api import ProposeOutcome
 from supervisors.peer.forward_rpc import RpcFailed
+from supervisors.peer.node_backend import EARLIER_ATTEMPT
 
 if TYPE_CHECKING:
     from supervisors.peer.gateway import Gateway
@@ -43,6 +44,7 @@ class EdgeProposer:
         self.gw = gateway
         self.commit_timeout_s = commit_timeout_s
         self.known: OrderedDict[str, int] = OrderedDict()
+        self.timed_out: OrderedDict[str, None] = OrderedDict()  # answered 504: appended, outcome unknown
         self.attempts: dict[str, asyncio.Future[ProposeOutcome]] = {}
 
     async def propose(self, incident: dict[str, Any]) -> ProposeOutcome:
@@ -71,8 +73,20 @@ class EdgeProposer:
 
     def _remember(self, iid: str, index: int) -> None:
         self.known[iid] = index
+        self.timed_out.pop(iid, None)
         if len(self.known) > KNOWN_MAX:
             self.known.popitem(last=False)
+
+    def _not_appended(self, iid: str, reason: str) -> ProposeOutcome:
+        """503 (definitely not appended), unless an earlier attempt with ``iid`` was appended here and may
+        still commit: answered 504 then, or a client would take "not appended" for the whole incident."""
+        backend = self.gw.backend
+        earlier = iid in self.timed_out or (
+            backend is not None and backend.still_proposed(iid, after=self.gw.forward_offset)
+        )
+        if earlier:
+            return ProposeOutcome("timeout", reason=f"{reason}; but {EARLIER_ATTEMPT}")
+        return ProposeOutcome("unavailable", reason=reason)
 
     async def _propose(self, iid: str, incident: dict[str, Any]) -> ProposeOutcome:
         deadline = time.monotonic() + self.commit_timeout_s  # the whole request: a 504 by then at worst
@@ -80,14 +94,13 @@ class EdgeProposer:
         target = self._target()
         if backend is None or target is None:
             members = ", ".join(self.gw.members) or "none"
-            return ProposeOutcome(
-                "unavailable",
-                reason=f"no link up to a Raft member ({members}): not appended; retry when the edge is ready",
+            return self._not_appended(
+                iid, f"no link up to a Raft member ({members}): not appended; retry when the edge is ready"
             )
         try:
             index = await self.gw.calls.commit_index(target, iid, 0.0, timeout=CHECK_S)
         except RpcFailed as exc:
-            return ProposeOutcome("unavailable", reason=f"could not reach a Raft member: {exc}; not appended")
+            return self._not_appended(iid, f"could not reach a Raft member: {exc}; not appended")
         if index >= 0:
             self._remember(iid, index)
             return ProposeOutcome("duplicate", index)
@@ -101,7 +114,7 @@ class EdgeProposer:
         except Exception as exc:  # the transaction did not commit: nothing was appended
             reason = f"the edge's log refused the append: {type(exc).__name__}: {exc}"
             self.gw.log.error("incident_append_failed", incident_id=iid, reason=reason)
-            return ProposeOutcome("unavailable", reason=reason)
+            return self._not_appended(iid, reason)
         last_error = "no Raft member answered"
         while (remaining := deadline - time.monotonic()) > 0:
             target = self._target()
@@ -120,6 +133,9 @@ class EdgeProposer:
                 self._remember(iid, index)
                 return ProposeOutcome("committed", index)
             last_error = f"not committed yet on {target}"
+        self.timed_out[iid] = None
+        if len(self.timed_out) > KNOWN_MAX:
+            self.timed_out.popitem(last=False)
         return ProposeOutcome(
             "timeout",
             reason=f"not committed within {self.commit_timeout_s:g}s ({last_error}); it waits in the "

@@ -50,6 +50,11 @@ READ_INDEX_TIMEOUT_S = 5.0
 LINEARIZABLE_DEADLINE_S = 10.0
 TAIL_BATCH = 4096
 LOOKUP_CONFIRM_S = 1.0  # an edge's "already committed?" lookup waits this long for the ReadIndex (CHECK_S 2)
+PENDING_SCAN_MAX = 100_000  # proposals read to tell "an earlier attempt still waits" (a 504, not a 503)
+EARLIER_ATTEMPT = (
+    "an earlier attempt with this incident_id is still waiting to be committed, so the outcome is unknown "
+    "(not a 503: it may still commit); retry with the same incident_id"
+)
 NO_REPLICA = "this node runs no Raft replica (an edge node): ask a gateway, a Raft member"
 _CONSUMER = "http-api"
 
@@ -294,6 +299,8 @@ class NodeBackend:
         first = waiter is None
         if waiter is None:
             if not await self._leader_known():
+                if self.still_proposed(iid):  # a 503 says "not appended": an earlier 504's append was
+                    return ProposeOutcome("timeout", reason=EARLIER_ATTEMPT)
                 return ProposeOutcome("unavailable", reason=f"no Raft leader known: {self.raft_error}")
             if iid in self.index_of:  # committed while we asked (a retry of an earlier attempt)
                 return ProposeOutcome("duplicate", self.index_of[iid])
@@ -316,6 +323,8 @@ class NodeBackend:
                 waiter.future.set_exception(_AppendFailed(reason))  # joiners get the same answer
                 waiter.future.exception()  # retrieved here: no "never retrieved" warning when nobody joined
                 self.log.error("incident_append_failed", incident_id=iid, reason=reason)
+                if self.still_proposed(iid):
+                    return ProposeOutcome("timeout", reason=f"{reason}; {EARLIER_ATTEMPT}")
                 return ProposeOutcome("unavailable", reason=reason)
         waiter.waiting += 1
         try:
@@ -333,6 +342,17 @@ class NodeBackend:
             if waiter.waiting == 0 and not waiter.future.done() and self.waiters.get(iid) is waiter:
                 del self.waiters[iid]  # nobody waits any more; a later commit still lands in index_of
         return waiter.outcome(index, proposed_seq, first)
+
+    def still_proposed(self, incident_id: str, after: int | None = None) -> bool:
+        """Whether ``incident_id`` waits in this node's ``incidents/proposed`` after ``after`` (default: what
+        the publishing replica has not yet seen applied): appended by an earlier request (a 504) or a
+        detection, so it may still commit, and an answer for it may not say "not appended"."""
+        log = self._ensure_started()
+        start = self._publisher_offset(log) if after is None else after
+        for rec in log.iter(PROPOSED_INCIDENTS, after=start, limit=PENDING_SCAN_MAX):
+            if isinstance(rec.payload, dict) and rec.payload.get("incident_id") == incident_id:
+                return True
+        return False
 
     async def wait_committed(self, incident_id: str, timeout: float) -> int | None:
         """The committed index of ``incident_id`` once this node's log has it (None: not within
@@ -578,15 +598,19 @@ class NodeBackend:
         }
 
     def _backlog(self, log: EventLog) -> int:
-        """Proposals the publishing replica has not yet taken and seen applied (its offset is past what is
-        done). Its offset is ``offset/raft/<replica id>``: the node's name in cluster mode, the replica's
-        own id otherwise (the last part of its path unless its args name another); only a publishing
-        replica writes one, so the node's one publisher is the key that is there."""
+        """Proposals the publishing replica has not yet taken and seen applied."""
         if self.replica_path is None:
             return 0  # no replica (an edge): the gateway's forward backlog is reported instead
-        child = self.replica_path.rsplit("/", 1)[-1]
+        return max(0, log.last_seq(PROPOSED_INCIDENTS) - self._publisher_offset(log))
+
+    def _publisher_offset(self, log: EventLog) -> int:
+        """Everything in ``incidents/proposed`` up to here is applied: the publishing replica's offset,
+        ``offset/raft/<replica id>``, the node's name in cluster mode, the replica's own id otherwise (the
+        last part of its path unless its args name another). Only a publishing replica writes one, so the
+        node's one publisher is the key that is there."""
+        child = (self.replica_path or "").rsplit("/", 1)[-1]
         values = log.values_with_prefix("offset/raft/")
-        done = next(
+        return next(
             (
                 values[k]
                 for k in (f"offset/raft/{self.node}", f"offset/raft/{child}")
@@ -594,7 +618,6 @@ class NodeBackend:
             ),
             max((v for v in values.values() if isinstance(v, int)), default=0),
         )
-        return max(0, log.last_seq(PROPOSED_INCIDENTS) - done)
 
 
 def _launcher_pid(data_dir: Path) -> int | None:
