@@ -40,6 +40,8 @@ class History:
     attempts: dict[str, int] = field(default_factory=dict)  # backoff attempt per child id
     last_start: dict[str, float] = field(default_factory=dict)  # when each child was last (re)started
     restart_counts: dict[str, int] = field(default_factory=dict)  # lifetime restarts per child id
+    # the same by the exit that caused them (crash, lost, ...): /metrics' restarts by child and reason
+    restart_kinds: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,7 @@ class History:
             "attempts": dict(self.attempts),
             "last_start": dict(self.last_start),
             "restart_counts": dict(self.restart_counts),
+            "restart_kinds": {child: dict(kinds) for child, kinds in self.restart_kinds.items()},
         }
 
     @classmethod
@@ -58,6 +61,10 @@ class History:
             attempts={k: int(v) for k, v in data.get("attempts", {}).items()},
             last_start={k: float(v) for k, v in data.get("last_start", {}).items()},
             restart_counts={k: int(v) for k, v in data.get("restart_counts", {}).items()},
+            restart_kinds={
+                child: {str(kind): int(n) for kind, n in kinds.items()}
+                for child, kinds in data.get("restart_kinds", {}).items()
+            },
         )
 
 
@@ -139,13 +146,17 @@ def decide(
     window = (*window, now)
     counts = dict(history.restart_counts)
     counts[child] = counts.get(child, 0) + 1
+    kinds = {c: dict(k) for c, k in history.restart_kinds.items()}
+    kinds.setdefault(child, {})[str(kind)] = kinds.get(child, {}).get(str(kind), 0) + 1
     if len(window) > intensity:
         reason = (
             f"reached_max_restart_intensity: {len(window)} restarts in {period:g}s "
             f"(intensity {intensity}); last: {child} {kind}"
         )
         return Decision(
-            Escalate(reason), replace(history, restarts=window, restart_counts=counts), len(window)
+            Escalate(reason),
+            replace(history, restarts=window, restart_counts=counts, restart_kinds=kinds),
+            len(window),
         )
     attempts = dict(history.attempts)
     delay = 0.0
@@ -159,7 +170,9 @@ def decide(
     temporary = {c.id for c in children if c.restart is Restart.TEMPORARY}
     targets = tuple(c for c in affected if c not in temporary)  # never ``child``: it was restarted
     bystanders = tuple(c for c in affected if c in temporary)
-    new_history = replace(history, restarts=window, attempts=attempts, restart_counts=counts)
+    new_history = replace(
+        history, restarts=window, attempts=attempts, restart_counts=counts, restart_kinds=kinds
+    )
     return Decision(RestartChildren(targets, delay, bystanders), new_history, len(window))
 
 

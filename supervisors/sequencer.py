@@ -459,6 +459,7 @@ class Sequencer:
                     "restarts_in_period": len(recent),
                     "period_s": period,
                     "restarts_total": self.history.restart_counts.get(child_id, 0),
+                    "restarts_by_reason": dict(self.history.restart_kinds.get(child_id, {})),
                     "backoff_pending_s": backoff,
                     "last_exit": self.last_exit.get(child_id),
                     "held_messages": len(self.held.get(child_id, ())),

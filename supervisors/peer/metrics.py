@@ -127,15 +127,18 @@ class NodeCollector(Collector):
 def _tree_families(tree: dict[str, Any] | None) -> Iterator[Metric]:
     restarts = CounterMetricFamily(
         "garrison_restarts",
-        "Lifetime restarts of each child; reason is the kind of its last exit (crashed, lost, ...)",
+        "Lifetime restarts of each child by the exit that caused them (crash, lost, ...; none: never "
+        "restarted; unknown: counted before the node recorded the reason)",
         labels=["child", "reason"],
     )
     running = GaugeMetricFamily("garrison_child_running", "1 when the child runs", labels=["child"])
     for row in _children(tree):
-        last = row.get("last_exit") or {}
-        restarts.add_metric(
-            [row["path"], str(last.get("kind") or "none")], int(row.get("restarts_total") or 0)
-        )
+        total = int(row.get("restarts_total") or 0)
+        by_reason = {str(k): int(v) for k, v in (row.get("restarts_by_reason") or {}).items()}
+        if total > sum(by_reason.values()):
+            by_reason["unknown"] = total - sum(by_reason.values())
+        for reason, count in sorted(by_reason.items()) or [("none", 0)]:
+            restarts.add_metric([row["path"], reason], count)
         running.add_metric([row["path"]], 1 if row.get("status") == "running" else 0)
     yield restarts
     yield running

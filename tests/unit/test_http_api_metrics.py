@@ -44,7 +44,8 @@ def test_values_come_from_the_status_of_the_node_and_of_its_gateway() -> None:
                             "id": "gw1",
                             "path": "root/raft/gw1",
                             "status": "restarting",
-                            "restarts_total": 4,
+                            "restarts_total": 5,
+                            "restarts_by_reason": {"crash": 1, "lost": 3},  # 1 from before reasons
                             "last_exit": {"kind": "lost"},
                         }
                     ],
@@ -69,7 +70,16 @@ def test_values_come_from_the_status_of_the_node_and_of_its_gateway() -> None:
     assert s[("garrison_raft_apply_lag", ())] == 3
     assert s[("garrison_raft_role", (("role", "follower"),))] == 1
     assert s[("garrison_raft_role", (("role", "leader"),))] == 0
-    assert s[("garrison_restarts_total", (("child", "root/raft/gw1"), ("reason", "lost")))] == 4
+    restarts = {
+        k[1][1][1]: v
+        for k, v in s.items()
+        if k[0] == "garrison_restarts_total" and k[1][0][1] == "root/raft/gw1"
+    }
+    assert restarts == {
+        "crash": 1,
+        "lost": 3,
+        "unknown": 1,
+    }  # each reason its own series, summing to the total
     assert s[("garrison_child_running", (("child", "root/raft/gw1"),))] == 0
     assert s[("garrison_peer_up", (("peer", "gw-3"), ("state", "suspect")))] == 1
     assert s[("garrison_peer_up", (("peer", "gw-3"), ("state", "up")))] == 0

@@ -92,3 +92,15 @@ def test_backoff_jitter_stays_in_bounds() -> None:
 def test_history_round_trips_through_json() -> None:
     h = _decide("d", ExitKind.CRASH).history
     assert History.from_json(h.to_json()) == h
+
+
+def test_restarts_are_counted_by_the_exit_that_caused_them_across_a_reload() -> None:
+    history = History()
+    for now, kind in ((100.0, ExitKind.CRASH), (200.0, ExitKind.LOST), (300.0, ExitKind.LOST)):
+        history = _decide("a", kind, history, now=now).history
+    assert history.restart_counts == {"a": 3}
+    assert history.restart_kinds == {"a": {"crash": 1, "lost": 2}}
+    assert History.from_json(history.to_json()) == history
+    # a history saved before reasons were counted still loads: its restarts have none
+    old = {k: v for k, v in history.to_json().items() if k != "restart_kinds"}
+    assert History.from_json(old).restart_kinds == {} and History.from_json(old).restart_counts == {"a": 3}
