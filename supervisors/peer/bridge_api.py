@@ -31,7 +31,29 @@ class GatewayBackend:
     async def propose(self, incident: Any) -> Any:
         if self.edge is not None:
             return await self.edge.propose(incident)
+        minority = self._minority()
+        if minority:
+            # on a minority side nothing commits: refuse before appending, so the answer can be a 503
+            # (appended, it would wait durably and maybe commit after the heal: only a 504 is honest then,
+            # which is what it was until the replica itself forgot its leader)
+            from supervisors.peer.api import ProposeOutcome
+
+            iid = incident.get("incident_id")
+            still = getattr(self.inner, "still_proposed", None)
+            if isinstance(iid, str) and still is not None and still(iid):
+                return ProposeOutcome("timeout", reason=f"{minority}; but an earlier attempt waits to commit")
+            return ProposeOutcome("unavailable", reason=f"{minority}: not appended")
         return await self.inner.propose(incident)
+
+    def _minority(self) -> str:
+        """Why this gateway cannot reach a majority of the Raft members over its links, or ""."""
+        gw = self.gateway
+        links = gw.links.status()
+        up = [m for m in gw.members if links.get(m, {}).get("state") in ("up", "suspect")]
+        majority = len(gw.view.raft_members) // 2 + 1
+        if len(up) + (1 if gw.is_member else 0) >= majority:
+            return ""
+        return f"links up to {len(up)} of the other Raft members; a majority needs {majority - 1} (minority side)"
 
     async def read(self, after: int, limit: int, linearizable: bool) -> Any:
         if linearizable and self.edge is not None:

@@ -277,3 +277,38 @@ def test_frames_stay_under_max_frame_and_an_oversized_record_is_given_up(tmp_pat
     gw.links = glinks  # type: ignore[assignment]
     gw.send_raft("gw-1", b"m" * 10_000)
     assert len(glinks.sent) == 5 and all(isinstance(b, SnapshotChunk) for _, b in glinks.sent)
+
+
+class _Proposals:
+    """The node backend behind the API: records what it was asked to append."""
+
+    def __init__(self, waiting: tuple[str, ...] = ()) -> None:
+        self.proposed: list[str] = []
+        self.waiting = waiting
+
+    async def propose(self, incident: dict[str, Any]) -> Any:
+        from supervisors.peer.api import ProposeOutcome
+
+        self.proposed.append(incident["incident_id"])
+        return ProposeOutcome("committed", 1)
+
+    def still_proposed(self, incident_id: str) -> bool:
+        return incident_id in self.waiting
+
+
+def test_a_gateway_cut_off_from_a_majority_refuses_a_post_before_appending_it(tmp_path: Path) -> None:
+    """gw-1 and gw-2 are the Raft members: with its link to gw-2 down, gw-1 is a minority of one. A POST
+    there is refused with a 503 without being appended (appended, it could commit after the heal, and
+    only a 504 would be honest); one that an earlier attempt appended is a 504."""
+    from supervisors.peer.bridge_api import GatewayBackend
+
+    gw, links = make(tmp_path, "gw-1")
+    inner = _Proposals(waiting=("earlier",))
+    api = GatewayBackend(gw, inner)
+    links.states["gw-2"] = "down"
+    cut = asyncio.run(api.propose(incident("during-the-cut")))
+    earlier = asyncio.run(api.propose(incident("earlier")))
+    assert (cut.status, earlier.status) == ("unavailable", "timeout") and inner.proposed == []
+    assert "minority" in cut.reason
+    links.states["gw-2"] = "suspect"  # a heartbeat late is not a cut
+    assert asyncio.run(api.propose(incident("after"))).status == "committed" and inner.proposed == ["after"]
