@@ -194,8 +194,23 @@ def test_a_minority_follower_answers_503_for_linearizable_reads_and_still_serves
         assert code == 200 and page is not None
         local = [r["incident"]["incident_id"] for r in page["incidents"]]
         assert "before-the-cut" in local and "during-the-cut" not in local, local
+        # not ready (peers not joined), and a POST there is refused before it is appended: a 503
+        c.wait(lambda: c.get(victim, "/readyz")[0] == 503, 30, "the cut-off follower not ready")
+        assert "majority" in (c.get(victim, "/readyz")[1] or {}).get("reason", ""), c.get(victim, "/readyz")
+        c.wait(
+            lambda: all(
+                ((c.status(victim) or {}).get("peers") or {}).get(p, {}).get("state") == "down"
+                for p in (leader, other)
+            ),
+            30,
+            "the victim's links to both other gateways down",
+        )
+        code, body = post(c, victim, "on-the-minority")
+        assert code == 503 and body.get("appended") is False, (code, body)
+        assert c.get(other, "/readyz")[0] == 200, "the majority follower should stay ready"
     finally:
         c.heal()
+    c.wait(lambda: c.get(victim, "/readyz")[0] == 200, 60, "the healed follower ready again")
 
     def fresh() -> bool:
         code, page = read(c, victim, after - 1, LINEARIZABLE)
