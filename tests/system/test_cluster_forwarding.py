@@ -211,6 +211,7 @@ def test_a_minority_follower_answers_503_for_linearizable_reads_and_still_serves
     finally:
         c.heal()
     c.wait(lambda: c.get(victim, "/readyz")[0] == 200, 60, "the healed follower ready again")
+    assert "on-the-minority" not in _proposed_ids(c, victim), "a 503 must mean not appended"
 
     def fresh() -> bool:
         code, page = read(c, victim, after - 1, LINEARIZABLE)
