@@ -11,10 +11,12 @@ leave uncommitted always come from one stream, which is what the file sink's rec
 
 Cluster mode (``cluster: true``, on each gateway of a cluster): every gateway publishes the same
 ``incidents/committed`` (same records, same sequence numbers), but only the dispatcher next to the Raft
-leader delivers; the others hold. The leader records its progress in the replicated log: it proposes a
-``dispatch_mark`` entry ("delivered through N", the lowest offset of its lanes) and every replica applies it
-into ``raft/<node>/dispatched``. A dispatcher that becomes the leader's starts after that mark, so a sink
-sees again at most what the old leader delivered after its last mark (always with its idempotency key).
+leader delivers; the others hold. The leader records its progress in the replicated log: after each batch
+it proposes a ``dispatch_mark`` entry ("delivered through N", the lowest offset of its lanes), which every
+replica applies into ``raft/<node>/dispatched``, and it delivers the next batch only once that mark is
+applied. A dispatcher that becomes the leader's starts after the last mark, so a sink sees again at most
+the old leader's last batch in flight (always with its idempotency key); a deposed leader that cannot
+commit its mark delivers nothing more, even before it learns it was deposed.
 
 A failed attempt is retried after an exponential, jittered delay (a timer; other lanes go on); the sink's
 circuit breaker stops attempts while the endpoint looks dead. After ``max_attempts`` failures (or at once
@@ -48,6 +50,7 @@ from actors.streams import (
 __all__ = ["DispatcherActor", "replay_stream", "sink_component"]
 
 LEADER_CHECK_S = 0.25  # cluster mode: how often the dispatcher looks at its replica's role
+MARK_WAIT_S = 0.005  # cluster mode: how often a dispatcher whose last mark is in flight looks for its apply
 
 
 def sink_component(sink: str) -> str:
@@ -171,7 +174,6 @@ class DispatcherArgs(ActorArgs):
     batch: int = Field(100, ge=1, le=4000)  # items per lane per poll (below the file sink's TAIL_LINES)
     seed: int | None = None  # of the retry jitter; None: fresh entropy
     cluster: bool = False  # deliver only while this node's Raft replica leads; replicate the progress
-    mark_interval: float = Field(0.5, gt=0, le=3600)  # s between progress marks proposed by the leader
 
     @model_validator(mode="after")
     def _distinct_names(self) -> DispatcherArgs:
@@ -229,7 +231,7 @@ class DispatcherActor(SupervisedActor):
         self.leading = not a.cluster
         self.raft_prefix = f"raft/{self.config.node}/"  # the cluster-mode replica's id is the node name
         self.mark_proposed = 0
-        self.mark_at = 0.0
+        self.mark_wait_armed = False
         if self.cluster:
             self.schedule("leader_check", LEADER_CHECK_S)
         self.subscribe(COMMITTED_INCIDENTS, *(replay_stream(name) for name in self.lanes))
@@ -241,6 +243,8 @@ class DispatcherActor(SupervisedActor):
 
     def on_appended(self, stream: str) -> None:
         if self.cluster and not self._check_leading():
+            return
+        if self.cluster and self._awaiting_mark():
             return
         for lane in self.lanes.values():
             self._pump_some(lane)
@@ -270,10 +274,21 @@ class DispatcherActor(SupervisedActor):
         self.leading = leading
         return leading
 
+    def _awaiting_mark(self) -> bool:
+        """Whether the mark of the last batch is not applied yet: the next batch waits for it (looking every
+        MARK_WAIT_S; the apply of a mark rings nobody). That bounds what a new leader delivers again to
+        the batch in flight, and fences a leader cut off from the majority: its mark cannot commit."""
+        applied = int(self.event_log.get_value(self.raft_prefix + "dispatched", 0))
+        if self.mark_proposed <= applied:
+            return False
+        if not self.mark_wait_armed:
+            self.mark_wait_armed = True
+            self.schedule("mark_wait", MARK_WAIT_S)
+        return True
+
     def _propose_mark(self) -> None:
         through = min(lane.inputs[0].offset for lane in self.lanes.values())
-        now = time.monotonic()
-        if through <= self.mark_proposed or now - self.mark_at < self.args.mark_interval:
+        if through <= self.mark_proposed:
             return
         assert self.config is not None
         node = self.config.node
@@ -287,7 +302,8 @@ class DispatcherActor(SupervisedActor):
             "payload": {"through": through},
         }
         self.event_log.append(PROPOSED_INCIDENTS, [mark])  # the replica signs and proposes it
-        self.mark_proposed, self.mark_at = through, now
+        self.mark_proposed = through
+        self._awaiting_mark()  # look for its apply from now on
 
     def _pump_some(self, lane: _Lane) -> None:
         """Deliver one batch per input; when that made progress, come back for more after Thespian's
@@ -300,6 +316,10 @@ class DispatcherActor(SupervisedActor):
             self.wake_again()
 
     def on_timer(self, name: str) -> None:
+        if name == "mark_wait":
+            self.mark_wait_armed = False
+            self.on_appended(COMMITTED_INCIDENTS)
+            return
         if name == "leader_check":
             self.on_appended(COMMITTED_INCIDENTS)
             self.schedule("leader_check", LEADER_CHECK_S)

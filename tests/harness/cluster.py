@@ -50,6 +50,7 @@ def gateway_tree(
     snapshot_every: int,
     consume_readings: bool = False,
     intensity: int = 50,  # the nemesis restarts children far faster than production intensities expect
+    dispatch_batch: int | None = None,  # the dispatcher's items per batch (its default: 100)
 ) -> dict[str, Any]:
     """config/city.yaml's gateway: Raft replica (cluster mode, publishing), peer gateway, CRDT, dispatch."""
     return {
@@ -83,7 +84,11 @@ def gateway_tree(
             {
                 "id": "dispatch",
                 "actor": "actors.dispatch.actor.DispatcherActor",
-                "args": {"cluster": True, "sinks": [{"kind": "file", "path": SINK_FILE}]},
+                "args": {
+                    "cluster": True,
+                    "sinks": [{"kind": "file", "path": SINK_FILE}],
+                    **({"batch": dispatch_batch} if dispatch_batch is not None else {}),
+                },
             },
         ],
     }
@@ -228,8 +233,10 @@ class Cluster:
         heartbeat_ms: int = 100,
         seed: int = 0,
         consume_readings: bool = False,
+        dispatch_batch: int | None = None,
     ) -> None:
         self.workdir = workdir
+        self.dispatch_batch = dispatch_batch
         self.names = list(gateways)
         self.edges = list(edges)
         self.everyone = [*self.names, *self.edges]
@@ -274,7 +281,13 @@ class Cluster:
                 "tree": (
                     edge_tree(n, self.everyone)
                     if n in self.edges
-                    else gateway_tree(n, self.everyone, self.snapshot_every, self.consume_readings)
+                    else gateway_tree(
+                        n,
+                        self.everyone,
+                        self.snapshot_every,
+                        self.consume_readings,
+                        dispatch_batch=self.dispatch_batch,
+                    )
                 ),
             }
             for n in self.everyone

@@ -284,3 +284,38 @@ def test_bad_peers_are_refused_and_logged_while_the_cluster_keeps_committing(
     final = c.wait_converged(60)
     assert sorted(i for _, i in final) == sorted(["before-attacks", *(f"after-attacks-{n}" for n in c.names)])
     assert node.proc.poll() is None and not node.events("child_crashed"), "the attacked node lost a child"
+
+
+def test_a_leader_cut_off_mid_dispatch_delivers_at_most_its_batch_in_flight_and_the_new_leader_resumes(
+    make_cluster: Any,
+) -> None:
+    """Each committed incident is dispatched once cluster-wide: the leader's dispatcher delivers a batch only
+    once the mark of the one before is applied, so a leader cut off mid-way delivers at most its batch in
+    flight (its next mark cannot commit, even before it learns it lost the lead), and the new leader
+    resumes after the last applied mark: a sink sees at most that batch again. Batches of 1 here."""
+    c = make_cluster(dispatch_batch=1)
+    c.start()
+    leader = c.wait_leader(60)
+    ids = [f"burst-{k}" for k in range(300)]
+    with event_log(c, leader) as log:
+        log.append(PROPOSED_INCIDENTS, [incident(i, leader) for i in ids])
+    c.wait(lambda: len(c.dispatched(leader)) >= 20, 60, "the leader's dispatcher under way")
+    links = c.isolate(leader)
+    try:
+        at_cut = len(c.dispatched(leader))
+        assert at_cut < len(ids), "the leader delivered the whole burst before the cut: nothing to prove"
+        others = [n for n in c.names if n != leader]
+        new = c.wait_leader(60, among=others)
+        c.wait(
+            lambda: set(c.dispatched(leader)) | set(c.dispatched(new)) == set(ids),
+            90,
+            "the new leader delivering what the old one had not",
+        )
+        assert c.dropped(links) > 0, "the cut dropped nothing"
+        after_cut = len(c.dispatched(leader)) - at_cut
+        assert after_cut <= 1, f"the cut-off leader delivered {after_cut} more after the cut"
+    finally:
+        c.heal()
+    delivered = [iid for n in c.names for iid in c.dispatched(n)]
+    again = len(delivered) - len(set(delivered))
+    assert set(delivered) == set(ids) and again <= 1, f"{again} delivered twice (at most the batch in flight)"
