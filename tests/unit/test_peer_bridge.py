@@ -312,3 +312,27 @@ def test_a_gateway_cut_off_from_a_majority_refuses_a_post_before_appending_it(tm
     assert "minority" in cut.reason
     links.states["gw-2"] = "suspect"  # a heartbeat late is not a cut
     assert asyncio.run(api.propose(incident("after"))).status == "committed" and inner.proposed == ["after"]
+
+
+def test_an_edge_reaching_no_member_answers_504_for_an_incident_an_earlier_attempt_appended(
+    tmp_path: Path,
+) -> None:
+    """An edge's 503 says "not appended": never for an incident that waits in its own backlog (an earlier
+    attempt appended it, and the forwarder will deliver it when a member is back), which is a 504 again."""
+    from supervisors.peer.edge_api import EdgeProposer
+    from supervisors.peer.node_backend import NodeBackend
+
+    async def scenario() -> tuple[Any, Any]:
+        edge, _ = make(tmp_path, "edge-1")  # every link down: no member reachable
+        edge.backend = NodeBackend(edge.data_dir, "edge-1", None)
+        await edge.backend.start()
+        try:
+            edge.event_log.append(PROPOSED_INCIDENTS, [incident("waiting")])  # not forwarded yet
+            proposer = EdgeProposer(edge)
+            return await proposer.propose(incident("waiting")), await proposer.propose(incident("fresh"))
+        finally:
+            await edge.backend.close()
+
+    waiting, fresh = asyncio.run(scenario())
+    assert waiting.status == "timeout" and "earlier attempt" in waiting.reason, waiting
+    assert fresh.status == "unavailable" and "not appended" in fresh.reason, fresh
