@@ -56,6 +56,7 @@ class UpRun:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group, as a shell's foreground job is (Ctrl-C below)
         )
         self.events: list[dict[str, Any]] = []
         self.lines: list[str] = []
@@ -159,6 +160,27 @@ def test_up_starts_the_nodes_restarts_a_killed_one_and_stops_them_all(tmp_path: 
         for name in ("gw-1", "edge-1"):
             assert up.named("node_stopped", node=name, exit_code=0), name
             assert up.named("node_exited", node=name, exit_code=0), name
+        assert up.named("up_stopped")[0]["killed"] == []
+        assert wait_gone(everything, 10) == []
+    finally:
+        if up.proc.poll() is None:
+            up.kill_all()
+
+
+def test_ctrl_c_stops_every_node_gracefully(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the foreground process group: `up` alone (each node runs in
+    its own group, so the nodes hear it only from `up`, which stops them in order)."""
+    up = UpRun(write_cluster(tmp_path))
+    try:
+        for name in ("gw-1", "edge-1"):
+            up.wait_for("node_started", node=name)
+        everything = snapshot_tree(up.proc.pid)
+        assert len(everything) > 4
+        os.killpg(up.proc.pid, signal.SIGINT)
+        assert up.proc.wait(timeout=60) == 0, "".join(up.lines[-30:])
+        up._reader.join(timeout=5)
+        for name in ("gw-1", "edge-1"):
+            assert up.named("node_stopped", node=name, exit_code=0), name
         assert up.named("up_stopped")[0]["killed"] == []
         assert wait_gone(everything, 10) == []
     finally:
