@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,20 @@ def snapshot_tree(pid: int) -> list[tuple[int, str]]:
     return [ident for p in descendants(pid) if (ident := identity(p)) is not None]
 
 
+def stops_gracefully(up: UpRun, stop: Callable[[], None]) -> None:
+    """``stop()`` signals ``up``: every node stops gracefully (none killed), ``up`` exits 0, nothing is left
+    of what ran under it."""
+    everything = snapshot_tree(up.proc.pid)
+    assert len(everything) > 4  # the fault's target really runs: launchers, admins, actors
+    stop()
+    assert up.proc.wait(timeout=60) == 0, "".join(up.lines[-30:])
+    up._reader.join(timeout=5)
+    for name in ("gw-1", "edge-1"):
+        assert up.named("node_stopped", node=name, exit_code=0), name
+    assert up.named("up_stopped")[0]["killed"] == []
+    assert wait_gone(everything, 10) == []
+
+
 def test_up_starts_the_nodes_restarts_a_killed_one_and_stops_them_all(tmp_path: Path) -> None:
     up = UpRun(write_cluster(tmp_path))
     try:
@@ -152,16 +167,9 @@ def test_up_starts_the_nodes_restarts_a_killed_one_and_stops_them_all(tmp_path: 
         assert up.named("node_lost", node="edge-1") == []  # the other node was not touched
 
         # SIGTERM to up: every node stops gracefully, up exits 0, nothing is left
-        everything = snapshot_tree(up.proc.pid)
-        assert len(everything) > 4
-        up.proc.send_signal(signal.SIGTERM)
-        assert up.proc.wait(timeout=60) == 0, "".join(up.lines[-30:])
-        up._reader.join(timeout=5)
+        stops_gracefully(up, lambda: up.proc.send_signal(signal.SIGTERM))
         for name in ("gw-1", "edge-1"):
-            assert up.named("node_stopped", node=name, exit_code=0), name
             assert up.named("node_exited", node=name, exit_code=0), name
-        assert up.named("up_stopped")[0]["killed"] == []
-        assert wait_gone(everything, 10) == []
     finally:
         if up.proc.poll() is None:
             up.kill_all()
@@ -174,15 +182,7 @@ def test_ctrl_c_stops_every_node_gracefully(tmp_path: Path) -> None:
     try:
         for name in ("gw-1", "edge-1"):
             up.wait_for("node_started", node=name)
-        everything = snapshot_tree(up.proc.pid)
-        assert len(everything) > 4
-        os.killpg(up.proc.pid, signal.SIGINT)
-        assert up.proc.wait(timeout=60) == 0, "".join(up.lines[-30:])
-        up._reader.join(timeout=5)
-        for name in ("gw-1", "edge-1"):
-            assert up.named("node_stopped", node=name, exit_code=0), name
-        assert up.named("up_stopped")[0]["killed"] == []
-        assert wait_gone(everything, 10) == []
+        stops_gracefully(up, lambda: os.killpg(up.proc.pid, signal.SIGINT))
     finally:
         if up.proc.poll() is None:
             up.kill_all()
