@@ -31,29 +31,31 @@ class GatewayBackend:
     async def propose(self, incident: Any) -> Any:
         if self.edge is not None:
             return await self.edge.propose(incident)
-        minority = self._minority()
+        # a late heartbeat (suspect) is not a cut; itself counts when it is a member
+        minority = self._short_of_majority(("up", "suspect"), 1 if self.gateway.is_member else 0)
         if minority:
             # on a minority side nothing commits: refuse before appending, so the answer can be a 503
             # (appended, it would wait durably and maybe commit after the heal: only a 504 is honest then,
             # which is what it was until the replica itself forgot its leader)
-            from supervisors.peer.api import ProposeOutcome
+            reason = f"{minority} (minority side): not appended"
+            not_appended = getattr(self.inner, "not_appended", None)
+            if not_appended is None:  # a backend that appends nowhere else
+                from supervisors.peer.api import ProposeOutcome
 
-            iid = incident.get("incident_id")
-            still = getattr(self.inner, "still_proposed", None)
-            if isinstance(iid, str) and still is not None and still(iid):
-                return ProposeOutcome("timeout", reason=f"{minority}; but an earlier attempt waits to commit")
-            return ProposeOutcome("unavailable", reason=f"{minority}: not appended")
+                return ProposeOutcome("unavailable", reason=reason)
+            return not_appended(incident["incident_id"], reason)
         return await self.inner.propose(incident)
 
-    def _minority(self) -> str:
-        """Why this gateway cannot reach a majority of the Raft members over its links, or ""."""
+    def _short_of_majority(self, states: tuple[str, ...], own: int) -> str:
+        """Why the links in ``states`` (with ``own``: 1 to count this node) reach no majority of the Raft
+        members, or ""."""
         gw = self.gateway
         links = gw.links.status()
-        up = [m for m in gw.members if links.get(m, {}).get("state") in ("up", "suspect")]
+        up = [m for m in gw.members if links.get(m, {}).get("state") in states]
         majority = len(gw.view.raft_members) // 2 + 1
-        if len(up) + (1 if gw.is_member else 0) >= majority:
+        if len(up) + own >= majority:
             return ""
-        return f"links up to {len(up)} of the other Raft members; a majority needs {majority - 1} (minority side)"
+        return f"links up to {len(up)} of the other Raft members; a majority needs {majority - 1}"
 
     async def read(self, after: int, limit: int, linearizable: bool) -> Any:
         if linearizable and self.edge is not None:
@@ -78,9 +80,9 @@ class GatewayBackend:
             if not up:
                 return False, f"no link up to a Raft member ({', '.join(gw.members)}); detections wait"
             return True, f"forwarding to Raft members {', '.join(up)}"
-        majority = len(gw.view.raft_members) // 2 + 1
-        if len(up) + 1 < majority:
-            return False, f"links up to {len(up)} of the other Raft members; a majority needs {majority - 1}"
+        short = self._short_of_majority(("up",), 1)
+        if short:
+            return False, short
         ok, why = await _value(self.inner.ready())
         return bool(ok), str(why)
 

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from supervisors.peer.api import ProposeOutcome
 from supervisors.peer.forward_rpc import RpcFailed
-from supervisors.peer.node_backend import EARLIER_ATTEMPT
 
 if TYPE_CHECKING:
     from supervisors.peer.gateway import Gateway
@@ -81,12 +80,10 @@ class EdgeProposer:
         """503 (definitely not appended), unless an earlier attempt with ``iid`` was appended here and may
         still commit: answered 504 then, or a client would take "not appended" for the whole incident."""
         backend = self.gw.backend
-        earlier = iid in self.timed_out or (
-            backend is not None and backend.still_proposed(iid, after=self.gw.forward_offset)
-        )
-        if earlier:
-            return ProposeOutcome("timeout", reason=f"{reason}; but {EARLIER_ATTEMPT}")
-        return ProposeOutcome("unavailable", reason=reason)
+        if backend is None:  # the gateway is not started: nothing was ever appended through it
+            return ProposeOutcome("unavailable", reason=reason)
+        # a timed-out attempt may be forwarded already, so no longer in the backlog the backend looks at
+        return backend.not_appended(iid, reason, after=self.gw.forward_offset, earlier=iid in self.timed_out)
 
     async def _propose(self, iid: str, incident: dict[str, Any]) -> ProposeOutcome:
         deadline = time.monotonic() + self.commit_timeout_s  # the whole request: a 504 by then at worst

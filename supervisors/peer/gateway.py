@@ -66,6 +66,7 @@ from supervisors.peer.node_backend import NodeBackend
 CONSUMER: Final = "peer-gateway"  # the gateway's name as a stream consumer (doorbells, offsets)
 SNAPSHOT_CHUNK: Final = 256 << 10  # raft messages above this go chunked on the snapshot lane
 MAX_REASSEMBLY: Final = 64 << 20
+NOT_A_MEMBER: Final = "not a Raft member of the topology (cluster.raft_members)"
 SNAPSHOT_ROOM_POLL_S: Final = 0.01  # a snapshot stream waiting for room on its lane looks this often
 SNAPSHOT_STALL_S: Final = 30.0  # no room for this long: the peer does not read; report the snapshot failed
 PIPE_OUT_LIMIT: Final = 16 << 20  # stdout bytes the shell has not read yet; above it Raft frames drop
@@ -340,14 +341,15 @@ class Gateway:
     async def _when_room(self, peer: str, chunk: SnapshotChunk, chunks: Iterator[SnapshotChunk]) -> None:
         stalled_at = time.monotonic() + SNAPSHOT_STALL_S
         while self.links.room(peer, Lane.SNAPSHOT) <= 0:
-            if self.links.state(peer) == "down" or time.monotonic() >= stalled_at:
+            down = self.links.state(peer) == "down"
+            if down or time.monotonic() >= stalled_at:
                 self.snapshot_streams.pop(peer, None)
                 self.log.warning(
                     "snapshot_send_failed",
                     peer=peer,
                     offset=chunk.offset,
                     reason="the link went down"
-                    if self.links.state(peer) == "down"
+                    if down
                     else f"no room for {SNAPSHOT_STALL_S:g} s: the peer does not read",
                 )
                 self._on_unreachable(peer, Lane.SNAPSHOT)  # the leader sends it again when the peer answers
@@ -368,7 +370,7 @@ class Gateway:
     def _raft_in(self, peer: str, payload: bytes) -> None:
         stamp(f"G from_peer {peer}")
         if peer not in self.members:  # the links let any gateway use the lane: membership is checked here
-            return self._refuse(peer, "raft", "not a Raft member of the topology (cluster.raft_members)")
+            return self._refuse(peer, "raft", NOT_A_MEMBER)
         kind = KIND_OF.get(payload[0]) if payload else None
         data = payload[1:]
         if kind is None:
@@ -388,7 +390,7 @@ class Gateway:
 
     def _snapshot_in(self, peer: str, body: SnapshotChunk) -> None:
         if peer not in self.members:
-            return self._refuse(peer, "snapshot", "not a Raft member of the topology (cluster.raft_members)")
+            return self._refuse(peer, "snapshot", NOT_A_MEMBER)
         key = (peer, body.snapshot_id)
         buf = self.reassembly.get(key)
         if buf is None:

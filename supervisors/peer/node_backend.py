@@ -299,9 +299,7 @@ class NodeBackend:
         first = waiter is None
         if waiter is None:
             if not await self._leader_known():
-                if self.still_proposed(iid):  # a 503 says "not appended": an earlier 504's append was
-                    return ProposeOutcome("timeout", reason=EARLIER_ATTEMPT)
-                return ProposeOutcome("unavailable", reason=f"no Raft leader known: {self.raft_error}")
+                return self.not_appended(iid, f"no Raft leader known: {self.raft_error}")
             if iid in self.index_of:  # committed while we asked (a retry of an earlier attempt)
                 return ProposeOutcome("duplicate", self.index_of[iid])
             waiter = self.waiters.get(iid)
@@ -323,9 +321,7 @@ class NodeBackend:
                 waiter.future.set_exception(_AppendFailed(reason))  # joiners get the same answer
                 waiter.future.exception()  # retrieved here: no "never retrieved" warning when nobody joined
                 self.log.error("incident_append_failed", incident_id=iid, reason=reason)
-                if self.still_proposed(iid):
-                    return ProposeOutcome("timeout", reason=f"{reason}; {EARLIER_ATTEMPT}")
-                return ProposeOutcome("unavailable", reason=reason)
+                return self.not_appended(iid, reason)
         waiter.waiting += 1
         try:
             remaining = max(0.0, deadline - time.monotonic())
@@ -342,6 +338,16 @@ class NodeBackend:
             if waiter.waiting == 0 and not waiter.future.done() and self.waiters.get(iid) is waiter:
                 del self.waiters[iid]  # nobody waits any more; a later commit still lands in index_of
         return waiter.outcome(index, proposed_seq, first)
+
+    def not_appended(
+        self, incident_id: str, reason: str, after: int | None = None, earlier: bool = False
+    ) -> ProposeOutcome:
+        """This request appended nothing, for ``reason``: a 503, unless an earlier attempt appended the
+        incident and it may still commit (``earlier``, as the caller knows, or :meth:`still_proposed`),
+        then a 504: a 503 says "not appended" of the incident, not of the request."""
+        if earlier or self.still_proposed(incident_id, after):
+            return ProposeOutcome("timeout", reason=f"{reason}; but {EARLIER_ATTEMPT}")
+        return ProposeOutcome("unavailable", reason=reason)
 
     def still_proposed(self, incident_id: str, after: int | None = None) -> bool:
         """Whether ``incident_id`` waits in this node's ``incidents/proposed`` after ``after`` (default: what

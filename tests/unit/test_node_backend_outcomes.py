@@ -51,7 +51,10 @@ def test_no_leader_is_a_503_except_for_an_incident_an_earlier_request_appended(t
             await backend.close()
 
     retried, fresh, applied_still_pending, proposed = asyncio.run(scenario())
-    assert (retried.status, retried.reason) == ("timeout", EARLIER_ATTEMPT)
+    assert (retried.status, retried.reason) == (
+        "timeout",
+        f"no Raft leader known: replica root/incident-log is precandidate; but {EARLIER_ATTEMPT}",
+    )
     assert fresh.status == "unavailable" and "no Raft leader" in fresh.reason
     assert not applied_still_pending  # below the replica's offset: done, not waiting
     assert proposed == ["applied-before", "earlier-504"]  # neither answer appended anything

@@ -292,8 +292,10 @@ class _Proposals:
         self.proposed.append(incident["incident_id"])
         return ProposeOutcome("committed", 1)
 
-    def still_proposed(self, incident_id: str) -> bool:
-        return incident_id in self.waiting
+    def not_appended(self, incident_id: str, reason: str) -> Any:
+        from supervisors.peer.api import ProposeOutcome
+
+        return ProposeOutcome("timeout" if incident_id in self.waiting else "unavailable", reason=reason)
 
 
 def test_a_gateway_cut_off_from_a_majority_refuses_a_post_before_appending_it(tmp_path: Path) -> None:
