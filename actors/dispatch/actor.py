@@ -12,11 +12,12 @@ leave uncommitted always come from one stream, which is what the file sink's rec
 Cluster mode (``cluster: true``, on each gateway of a cluster): every gateway publishes the same
 ``incidents/committed`` (same records, same sequence numbers), but only the dispatcher next to the Raft
 leader delivers; the others hold. The leader records its progress in the replicated log: after each batch
-it proposes a ``dispatch_mark`` entry ("delivered through N", the lowest offset of its lanes), which every
-replica applies into ``raft/<node>/dispatched``, and it delivers the next batch only once that mark is
-applied. A dispatcher that becomes the leader's starts after the last mark, so a sink sees again at most
-the old leader's last batch in flight (always with its idempotency key); a deposed leader that cannot
-commit its mark delivers nothing more, even before it learns it was deposed.
+it proposes a ``dispatch_mark`` entry (each sink's offset, see ``marks``), which every replica applies into
+``raft/<node>/dispatch_marks``, and it delivers the next batch only once that mark is applied. A dispatcher
+that becomes the leader's starts each sink after that sink's own mark, so a sink sees again at most the old
+leader's last batch in flight (always with its idempotency key), even while another sink is stuck behind
+failures; a deposed leader that cannot commit its mark delivers nothing more, even before it learns it was
+deposed.
 
 A failed attempt is retried after an exponential, jittered delay (a timer; other lanes go on); the sink's
 circuit breaker stops attempts while the endpoint looks dead. After ``max_attempts`` failures (or at once
@@ -37,6 +38,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
+from actors.dispatch.marks import AppliedMarks, resume_after
 from actors.dispatch.policy import CircuitBreaker, RetryPolicy, Transition
 from actors.dispatch.sinks import Delivery, DeliveryFailed, Sink, build_sink
 from actors.streams import (
@@ -230,7 +232,9 @@ class DispatcherActor(SupervisedActor):
         self.cluster = a.cluster
         self.leading = not a.cluster
         self.raft_prefix = f"raft/{self.config.node}/"  # the cluster-mode replica's id is the node name
-        self.mark_proposed = 0
+        self.mark_proposed: dict[
+            str, int
+        ] = {}  # sink -> its offset in the last mark this dispatcher proposed
         self.mark_wait_armed = False
         if self.cluster:
             self.schedule("leader_check", LEADER_CHECK_S)
@@ -257,15 +261,20 @@ class DispatcherActor(SupervisedActor):
         role = self.event_log.get_value(self.raft_prefix + "role") or {}
         leading = role.get("role") == "leader"
         if leading and not self.leading:
-            mark = int(self.event_log.get_value(self.raft_prefix + "dispatched", 0))
-            for lane in self.lanes.values():
+            marks = self._applied_marks()
+            for name, lane in self.lanes.items():
                 source = lane.inputs[0]  # incidents/committed (replays are this node's own business)
                 source.buffered.clear()
+                mark = resume_after(marks, name)
                 if mark > source.offset:
                     self._commit(source, mark)
                 source.read_through = source.offset
-            self.mark_proposed = mark
-            self.log.info("dispatch_leading", term=role.get("term"), resume_after=mark)
+                self.mark_proposed[name] = mark
+            self.log.info(
+                "dispatch_leading",
+                term=role.get("term"),
+                resume_after={name: lane.inputs[0].offset for name, lane in self.lanes.items()},
+            )
         elif not leading and self.leading:
             for lane in self.lanes.values():
                 lane.inputs[0].buffered.clear()
@@ -278,31 +287,38 @@ class DispatcherActor(SupervisedActor):
         """Whether the mark of the last batch is not applied yet: the next batch waits for it (looking every
         MARK_WAIT_S; the apply of a mark rings nobody). That bounds what a new leader delivers again to
         the batch in flight, and fences a leader cut off from the majority: its mark cannot commit."""
-        applied = int(self.event_log.get_value(self.raft_prefix + "dispatched", 0))
-        if self.mark_proposed <= applied:
+        marks = self._applied_marks()
+        if all(offset <= resume_after(marks, name) for name, offset in self.mark_proposed.items()):
             return False
         if not self.mark_wait_armed:
             self.mark_wait_armed = True
             self.schedule("mark_wait", MARK_WAIT_S)
         return True
 
+    def _applied_marks(self) -> AppliedMarks | None:
+        marks: AppliedMarks | None = self.event_log.get_value(self.raft_prefix + "dispatch_marks")
+        return marks
+
     def _propose_mark(self) -> None:
-        through = min(lane.inputs[0].offset for lane in self.lanes.values())
-        if through <= self.mark_proposed:
+        """Mark each sink's progress once any sink moved: per sink, so a stuck sink holds back only itself."""
+        offsets = {name: lane.inputs[0].offset for name, lane in self.lanes.items()}
+        if all(offset <= self.mark_proposed.get(name, 0) for name, offset in offsets.items()):
             return
         assert self.config is not None
         node = self.config.node
+        through = min(offsets.values())
         mark = {
-            "incident_id": f"dispatched-{node}-{through}",
+            # unique per mark (a replica applies an incident_id once): the offsets only grow
+            "incident_id": f"dispatched-{node}-{through}-{sum(offsets.values())}",
             "timestamp": time.time(),
             "type": DISPATCH_MARK,
             "source_node": node,
             "sensor": "-",
             "confidence": 1.0,
-            "payload": {"through": through},
+            "payload": {"through": through, "sinks": offsets},
         }
         self.event_log.append(PROPOSED_INCIDENTS, [mark])  # the replica signs and proposes it
-        self.mark_proposed = through
+        self.mark_proposed = offsets
         self._awaiting_mark()  # look for its apply from now on
 
     def _pump_some(self, lane: _Lane) -> None:

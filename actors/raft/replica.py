@@ -51,6 +51,7 @@ from thespian.actors import ActorAddress
 
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
+from actors.dispatch.marks import AppliedMarks, merge_mark
 from actors.eventlog import WriteBatch
 from actors.hoptrace import stamp
 from actors.messages import Location, PeerGatewayUp, PeerSend, WhereIs
@@ -283,7 +284,13 @@ class RaftReplicaActor(SupervisedActor):
         self.applied_count = int(self.event_log.get_value(self.prefix + "applied_count", 0))
         # (index, bytes) of the last snapshot materialised for a follower: resent as is while unchanged
         self.sent_snapshot: tuple[int, bytes] | None = None
-        self.dispatched = int(self.event_log.get_value(self.prefix + "dispatched", 0))
+        self.dispatch_marks: AppliedMarks | None = self.event_log.get_value(self.prefix + "dispatch_marks")
+        if self.dispatch_marks is None and self.event_log.get_value(self.prefix + "dispatched"):
+            # a log from before per-sink marks: what every sink had
+            self.dispatch_marks = {
+                "through": int(self.event_log.get_value(self.prefix + "dispatched")),
+                "sinks": {},
+            }
         self.published = self.event_log.last_seq(COMMITTED_INCIDENTS)
         self.last_role: tuple[str, int, str | None] | None = None
         self._find_peers()
@@ -786,10 +793,11 @@ class RaftReplicaActor(SupervisedActor):
             batch.put_value(self.prefix + "applied/" + iid, raft_index)
             batch.put_value(f"{self.prefix}incident/{raft_index:020d}", incident)
             if incident.get("type") == DISPATCH_MARK:  # the leader's dispatch progress, not an incident
-                through = incident["payload"].get("through")
-                if type(through) is int and through > self.dispatched:
-                    self.dispatched = through
-                    batch.put_value(self.prefix + "dispatched", through)
+                marks = merge_mark(self.dispatch_marks, incident.get("payload"))
+                if marks is not None:
+                    self.dispatch_marks = marks
+                    batch.put_value(self.prefix + "dispatch_marks", marks)
+                    batch.put_value(self.prefix + "dispatched", marks["through"])  # what every sink has
                 return
             newly.append((raft_index, incident))
             if self.publish:

@@ -38,6 +38,8 @@ from tests.harness.fault_proxy import FaultProxy
 REPO = Path(__file__).resolve().parents[2]
 GATEWAYS = ("gw-1", "gw-2", "gw-3")
 SINK_FILE = "incidents.jsonl"  # each gateway's file sink, relative to its data_dir
+# port 1 on loopback: nothing listens, every attempt is refused at once (a retryable failure)
+STUCK_SINK = {"kind": "webhook", "name": "stuck", "url": "http://127.0.0.1:1/incidents", "timeout": 0.5}
 
 
 class ClusterError(AssertionError):
@@ -51,6 +53,7 @@ def gateway_tree(
     consume_readings: bool = False,
     intensity: int = 50,  # the nemesis restarts children far faster than production intensities expect
     dispatch_batch: int | None = None,  # the dispatcher's items per batch (its default: 100)
+    stuck_sink: bool = False,  # a second sink, a webhook nobody listens on: it never delivers
 ) -> dict[str, Any]:
     """config/city.yaml's gateway: Raft replica (cluster mode, publishing), peer gateway, CRDT, dispatch."""
     return {
@@ -86,8 +89,10 @@ def gateway_tree(
                 "actor": "actors.dispatch.actor.DispatcherActor",
                 "args": {
                     "cluster": True,
-                    "sinks": [{"kind": "file", "path": SINK_FILE}],
+                    "sinks": [{"kind": "file", "path": SINK_FILE}, *([STUCK_SINK] if stuck_sink else [])],
                     **({"batch": dispatch_batch} if dispatch_batch is not None else {}),
+                    # the stuck sink retries for the whole test instead of dead-lettering its head
+                    **({"max_attempts": 1000, "backoff": {"base": 0.2, "cap": 1}} if stuck_sink else {}),
                 },
             },
         ],
@@ -234,9 +239,11 @@ class Cluster:
         seed: int = 0,
         consume_readings: bool = False,
         dispatch_batch: int | None = None,
+        stuck_sink: bool = False,
     ) -> None:
         self.workdir = workdir
         self.dispatch_batch = dispatch_batch
+        self.stuck_sink = stuck_sink
         self.names = list(gateways)
         self.edges = list(edges)
         self.everyone = [*self.names, *self.edges]
@@ -287,6 +294,7 @@ class Cluster:
                         self.snapshot_every,
                         self.consume_readings,
                         dispatch_batch=self.dispatch_batch,
+                        stuck_sink=self.stuck_sink,
                     )
                 ),
             }

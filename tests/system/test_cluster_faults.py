@@ -292,8 +292,10 @@ def test_a_leader_cut_off_mid_dispatch_delivers_at_most_its_batch_in_flight_and_
     """Each committed incident is dispatched once cluster-wide: the leader's dispatcher delivers a batch only
     once the mark of the one before is applied, so a leader cut off mid-way delivers at most its batch in
     flight (its next mark cannot commit, even before it learns it lost the lead), and the new leader
-    resumes after the last applied mark: a sink sees at most that batch again. Batches of 1 here."""
-    c = make_cluster(dispatch_batch=1)
+    resumes after the last applied mark: a sink sees at most that batch again. Batches of 1 here. A second
+    sink is stuck the whole time (nobody listens at its URL): the marks are per sink, so it holds back only
+    itself, and the file sink's batches past it are not delivered again by the new leader."""
+    c = make_cluster(dispatch_batch=1, stuck_sink=True)
     c.start()
     leader = c.wait_leader(60)
     ids = [f"burst-{k}" for k in range(300)]
@@ -316,6 +318,11 @@ def test_a_leader_cut_off_mid_dispatch_delivers_at_most_its_batch_in_flight_and_
         assert after_cut <= 1, f"the cut-off leader delivered {after_cut} more after the cut"
     finally:
         c.heal()
+    # the stuck sink really was stuck on both leaders: attempted and failed, never delivered
+    for node in (leader, new):
+        failed = c.nodes[node].events("dispatch_failed", sink="stuck")
+        assert failed, f"{node}'s stuck sink was never attempted"
+        assert not c.nodes[node].events("incident_dispatched", sink="stuck"), f"{node}'s stuck sink delivered"
     delivered = [iid for n in c.names for iid in c.dispatched(n)]
     again = len(delivered) - len(set(delivered))
     assert set(delivered) == set(ids) and again <= 1, f"{again} delivered twice (at most the batch in flight)"

@@ -15,6 +15,7 @@ PURE = [
     "supervisors/sequencer.py",
     "supervisors/poison.py",
     "actors/dispatch/policy.py",
+    "actors/dispatch/marks.py",
     "actors/linearizability/__init__.py",
     "actors/linearizability/models.py",
     "actors/linearizability/history.py",
