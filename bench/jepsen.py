@@ -5,7 +5,7 @@
 Each seed starts three gateway nodes (`garrison run`) with a fault proxy on every directed peer link,
 and E edge nodes (no Raft replica: they forward), runs K clients (POST incidents against a random node,
 edges included; linearizable reads of the whole log against a random gateway) while a
-seeded nemesis partitions, SIGKILLs/restarts and SIGSTOPs/SIGCONTs nodes, then heals and checks: the
+seeded nemesis partitions, SIGKILLs/restarts, SIGSTOPs/SIGCONTs and slows nodes, then heals and checks: the
 history with `garrison check-history --model log`, identical final logs, no incident twice, no
 acknowledged incident lost, no incident answered 4xx/503 in the log (tests/harness/jepsen.py).
 Each seed prints its number first (`--seed N --seeds 1` reruns it), its faults and verdicts, then one JSON

@@ -257,6 +257,7 @@ class Cluster:
                     proxy = FaultProxy(("127.0.0.1", self.ports[dst]), seed=seed * 100 + i * 10 + j)
                     self.proxies[(src, dst)] = proxy.start()
         self.cut: set[tuple[str, str]] = set()  # directed links blackholed now
+        self.slowed: set[tuple[str, str]] = set()  # directed links delayed now
         self.nodes: dict[str, Node] = {}
         self.generations: dict[str, int] = dict.fromkeys(self.everyone, 0)
         self.keys = {
@@ -343,18 +344,37 @@ class Cluster:
     def isolate(self, name: str) -> list[tuple[str, str]]:
         return self.partition([name], [n for n in self.names if n != name])
 
+    def slow(self, name: str, ms: float, jitter_ms: float) -> list[tuple[str, str]]:
+        """Delay every byte to and from ``name`` by ``ms`` (+- ``jitter_ms``, order kept) until :meth:`heal`;
+        returns the links slowed."""
+        links = [(name, n) for n in self.everyone if n != name] + [
+            (n, name) for n in self.everyone if n != name
+        ]
+        for link in links:
+            self.proxies[link].delay(ms, jitter_ms)
+            self.slowed.add(link)
+        return links
+
     def heal(self) -> None:
         """Forward every link again; links that were blackholed are reset (their TLS streams lost bytes),
-        so the nodes redial at once instead of waiting for a corrupt record."""
+        so the nodes redial at once instead of waiting for a corrupt record. Slowed links lost nothing:
+        they go on at full speed."""
         for link in sorted(self.cut):
             proxy = self.proxies[link]
             proxy.heal()
             proxy.cut()
         self.cut.clear()
+        for link in sorted(self.slowed):
+            self.proxies[link].heal()
+        self.slowed.clear()
 
     def dropped(self, links: Iterable[tuple[str, str]]) -> int:
         """Bytes the proxies of ``links`` threw away: proof that a partition really hit traffic."""
         return sum(sum(self.proxies[link].dropped.values()) for link in links)
+
+    def delayed(self, links: Iterable[tuple[str, str]]) -> int:
+        """Bytes the proxies of ``links`` held back: proof that a delay really hit traffic."""
+        return sum(sum(self.proxies[link].delayed.values()) for link in links)
 
     def kill(self, name: str) -> list[int]:
         """SIGKILL the whole node; returns its pids after checking every one of them is gone."""

@@ -4,8 +4,8 @@
 from the test's thread: ``blackhole(direction)`` reads and discards the bytes going one way (or both),
 ``delay(ms, jitter_ms, direction)`` holds them back (order kept), ``heal()`` forwards normally again and
 ``cut()`` resets every open connection. Directions: ``"to_target"`` is what the dialling side sends,
-``"to_client"`` what comes back. Counters (``forwarded``, ``dropped``) let a test check that a fault really
-hit traffic before it asserts anything about the nodes. It runs its own asyncio loop in one daemon thread;
+``"to_client"`` what comes back. Counters (``forwarded``, ``dropped``, ``delayed``) let a test check that a
+fault really hit traffic before it asserts anything about the nodes. It runs its own asyncio loop in one daemon thread;
 ``stop()`` closes everything it opened.
 """
 
@@ -37,6 +37,7 @@ class FaultProxy:
         self._faults = {d: _Fault() for d in DIRECTIONS}
         self.forwarded: Counter[str] = Counter()  # bytes per direction
         self.dropped: Counter[str] = Counter()
+        self.delayed: Counter[str] = Counter()  # bytes held back by a delay
         self.connections = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
@@ -148,6 +149,8 @@ class FaultProxy:
                     self.dropped[direction] += len(data)
                     continue
                 delay = fault.delay_ms + self._rng.uniform(-fault.jitter_ms, fault.jitter_ms)
+                if delay > 0:
+                    self.delayed[direction] += len(data)
                 last_release = max(time.monotonic() + max(delay, 0.0) / 1000, last_release)
                 queue.put_nowait((last_release, data))
         finally:

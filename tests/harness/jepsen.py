@@ -38,7 +38,8 @@ from tests.harness.cluster import REPO, Cluster, ClusterError, incident
 
 POST_TIMEOUT_S = 15.0  # above the API's 10 s commit deadline (which answers 504 itself)
 READ_TIMEOUT_S = 12.0
-FAULTS = ("isolate-follower", "isolate-leader", "leader-outbound", "kill", "pause")
+FAULTS = ("isolate-follower", "isolate-leader", "leader-outbound", "kill", "pause", "delay")
+DELAY_MS = (20.0, 250.0)  # a delay fault's one-way delay: from below a heartbeat to past an election timeout
 
 
 @dataclasses.dataclass
@@ -229,6 +230,15 @@ class JepsenRun:
             c.restart(victim)
             landed = bool(pids)
             outcome = f"kill {victim} ({len(pids)} processes gone) for {hold}s, restarted"
+        elif kind == "delay":  # every link to and from one node, leader or not: slow, reordered never
+            ms = round(self.rng.uniform(*DELAY_MS))
+            links = c.slow(victim, ms, jitter_ms=ms / 4)
+            before = c.delayed(links)
+            time.sleep(hold)
+            delayed = c.delayed(links) - before
+            c.heal()
+            landed = delayed > 0
+            outcome = f"delay {victim} by {ms}+-{ms // 4} ms for {hold}s: {delayed} bytes delayed"
         else:
             pids = c.pause(victim)  # raises unless every process is in state T
             time.sleep(hold)
