@@ -99,14 +99,29 @@ def gateway_tree(
     }
 
 
-def edge_tree(name: str, everyone: list[str], intensity: int = 50) -> dict[str, Any]:
-    """config/city.yaml's edge without its sensors: no Raft replica, a peer gateway and a CRDT replica."""
+def edge_tree(name: str, everyone: list[str], intensity: int = 50, sensing: bool = False) -> dict[str, Any]:
+    """config/city.yaml's edge: no Raft replica, a peer gateway and a CRDT replica; with ``sensing``, also
+    its simulated sensors and inference (as shipped), whose detections go to ``incidents/proposed``."""
+    senses = [
+        {
+            "id": "sensors",
+            "actor": "actors.pipeline.sensor.SimulatedSensorActor",
+            "args": {"sensors": ["S1", "S2", "S3"], "seed": 7, "speedup": 300},
+        },
+        {
+            "id": "inference",
+            "actor": "actors.pipeline.inference.InferenceActor",
+            "args": {"threshold": 0.85},
+            "backoff": {"min": 0.2, "max": 10},
+        },
+    ]
     return {
         "id": "root",
         "strategy": "one_for_one",
         "intensity": intensity,
         "period": 10,
         "children": [
+            *(senses if sensing else []),
             {
                 "id": "peer",
                 "actor": "supervisors.peer.shell.PeerGatewayActor",
