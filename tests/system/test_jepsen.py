@@ -1,9 +1,10 @@
 """Jepsen-style proof on real processes (issue 9): concurrent clients against a 3-gateway cluster while a
 seeded nemesis partitions, kills, pauses and slows nodes; the history must be linearizable (`garrison
 check-history --model log`), no acknowledged incident lost, none duplicated, none answered 4xx/503 in the
-log, and every node's final log identical. CI size: two seeds of 20 s of faults, the second with an edge node (clients append
-through it; the nemesis cuts, kills and pauses it too); `python -m bench.jepsen` runs
-many more. The seed is printed first: `python -m bench.jepsen --seed N --seeds 1` reruns it.
+log, and every node's final log identical. CI size: three seeds of 16 s of faults, two of them with an edge
+node (clients append through it; the nemesis cuts, kills, pauses and slows it too), each seed chosen so that
+its first three faults cover a partition, a kill or pause, and a delay; `python -m bench.jepsen` runs many
+more. The seed is printed first: `python -m bench.jepsen --seed N --seeds 1` reruns it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from tests.harness.jepsen import run
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
-SECONDS = 20.0
+SECONDS = 16.0
 
 
-@pytest.mark.parametrize(("seed", "edges"), [(11, ()), (23, ("edge-1",))])
+@pytest.mark.parametrize(("seed", "edges"), [(31, ()), (19, ("edge-1",)), (37, ("edge-1",))])
 def test_history_is_linearizable_and_nothing_acknowledged_is_lost(
     tmp_path: Path, seed: int, edges: tuple[str, ...]
 ) -> None:
@@ -32,7 +33,7 @@ def test_history_is_linearizable_and_nothing_acknowledged_is_lost(
     kinds = set(report.kinds)
     assert kinds & {"isolate-follower", "isolate-leader", "leader-outbound"}, report.summary()
     assert kinds & {"kill", "pause"}, report.summary()
-    assert "delay" in kinds, report.summary()  # both CI seeds slow every link of one named node
+    assert "delay" in kinds, report.summary()  # every CI seed slows every link of one named node
     assert report.verdicts["faults landed"] == "ok", report.summary()
     assert report.outcomes["append 201"] > 0 and report.outcomes["read ok"] > 0, report.summary()
     if edges:  # the edge really took appends (forwarded to the leader) and really was hit by a fault
