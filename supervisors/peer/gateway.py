@@ -71,6 +71,11 @@ SNAPSHOT_ROOM_POLL_S: Final = 0.01  # a snapshot stream waiting for room on its 
 SNAPSHOT_STALL_S: Final = 30.0  # no room for this long: the peer does not read; report the snapshot failed
 PIPE_OUT_LIMIT: Final = 16 << 20  # stdout bytes the shell has not read yet; above it Raft frames drop
 GOSSIP_BATCH: Final = 256
+# How often the gossip sent to peers is recorded durably (offsets + compaction of their outboxes). Not per
+# round: a durable commit in this loop holds up every Raft frame of the node for its fsync, and a gateway
+# that crashes only sends again what it sent in the last second, which gossip tolerates (a CRDT merge is
+# idempotent; a delta counts as delivered only once the receiving replica acks its durable merge).
+GOSSIP_PERSIST_S: Final = 1.0
 FORWARD_WINDOW: Final = 512  # records in flight to the gateways
 FORWARD_BATCH: Final = 128  # records per forward frame
 FORWARD_RESEND_S: Final = 2.0  # an unacked record is sent again (maybe to another member) after this
@@ -169,6 +174,8 @@ class Gateway:
         self.pipe_in = PipeReader()
         self.inboxes: list[Inbox] = []
         self.gossip_offsets: dict[str, int] = {}
+        self.gossip_unpersisted: set[str] = set()  # peers whose offset moved since the last durable record
+        self.gossip_persisted_at = 0.0
         self.gossip_sent = 0
         self.gossip_received = 0
         self.refused = 0
@@ -243,6 +250,8 @@ class Gateway:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), POLL_S)
         finally:
+            with contextlib.suppress(Exception):  # a stop must not fail on it: at worst gossip is sent again
+                self._persist_gossip_offsets()
             for inbox in self.inboxes:
                 loop.remove_reader(inbox.fd)
                 inbox.close()
@@ -478,9 +487,23 @@ class Gateway:
             self.gossip_sent += 1
         if sent != offset:
             self.gossip_offsets[peer] = sent
-            with self.event_log.batch() as batch:
+            self.gossip_unpersisted.add(peer)
+        if self.gossip_unpersisted and time.monotonic() - self.gossip_persisted_at >= GOSSIP_PERSIST_S:
+            self._persist_gossip_offsets()
+
+    def _persist_gossip_offsets(self) -> None:
+        """One durable transaction for every peer's gossip offset that moved (see GOSSIP_PERSIST_S)."""
+        peers, self.gossip_unpersisted = sorted(self.gossip_unpersisted), set()
+        self.gossip_persisted_at = time.monotonic()
+        if not peers:
+            return
+        with self.event_log.batch() as batch:
+            for peer in peers:
+                sent = self.gossip_offsets[peer]
                 batch.put_value(f"{CONSUMER}/gossip/{peer}", sent)
-                batch.compact(stream, sent)  # nobody else on this node reads a remote replica's inbox
+                batch.compact(
+                    f"gossip/{peer}", sent
+                )  # nobody else on this node reads a remote replica's inbox
 
     def _gossip_in(self, peer: str, payload: bytes) -> None:
         try:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -653,7 +654,12 @@ def test_the_shipped_city_runs_as_one_cluster_under_garrison_up(tmp_path: Path) 
                 return result
             time.sleep(0.2)
         tail = [e for e in events if e.get("level") in ("warning", "error")][-15:]
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; warnings: {tail}")
+        seen = Counter(
+            f"{e.get('node')}:{e.get('event')}" for e in events
+        )  # what did happen, for a diagnosis
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what}; warnings: {tail}; events: {seen}"
+        )
 
     gateways = ("gw-1", "gw-2", "gw-3")
     try:

@@ -23,7 +23,7 @@ from supervisors.peer.bridge import MAX_PIPE_FRAME, PipeError, PipeRaft, PipeRea
 from supervisors.peer.bridge_cluster import ClusterView
 from supervisors.peer.config import PeerConfig
 from supervisors.peer.frames import Body, ForwardFrame, GossipFrame, RaftFrame, SnapshotChunk
-from supervisors.peer.gateway import SNAPSHOT_CHUNK, ForwardBody, Gateway
+from supervisors.peer.gateway import GOSSIP_PERSIST_S, SNAPSHOT_CHUNK, ForwardBody, Gateway
 from tests.harness.fake_links import NODES, ROLES, FakeLinks
 
 
@@ -338,3 +338,34 @@ def test_an_edge_reaching_no_member_answers_504_for_an_incident_an_earlier_attem
     waiting, fresh = asyncio.run(scenario())
     assert waiting.status == "timeout" and "earlier attempt" in waiting.reason, waiting
     assert fresh.status == "unavailable" and "not appended" in fresh.reason, fresh
+
+
+def test_gossip_sent_is_recorded_durably_once_a_second_and_at_stop_not_per_round(tmp_path: Path) -> None:
+    """A durable commit in the gateway's loop holds up every Raft frame for its fsync, so the offsets of the
+    gossip sent to peers are recorded at most every GOSSIP_PERSIST_S (and when the gateway stops); a crash
+    in between only sends that gossip again, which a CRDT merge absorbs."""
+    gw, links = make(tmp_path, "gw-1")
+    key, outbox = "peer-gateway/gossip/gw-2", "gossip/gw-2"
+    gw.gossip_offsets["gw-2"] = 0
+
+    def gossip_frames() -> int:
+        return sum(isinstance(body, GossipFrame) for _, body in links.sent)
+
+    gw.event_log.append(outbox, [b"first"])
+    gw._send_gossip("gw-2")  # nothing recorded yet: due at once
+    assert gossip_frames() == 1 and gw.event_log.get_value(key) == 1
+    gw.event_log.append(outbox, [b"second"])
+    gw._send_gossip("gw-2")
+    assert gossip_frames() == 2, "the round must still send"
+    assert gw.event_log.get_value(key) == 1, "recorded durably on the very next round"
+    gw.gossip_persisted_at -= (
+        GOSSIP_PERSIST_S  # a second later: the next round records it, with nothing to send
+    )
+    gw._send_gossip("gw-2")
+    assert gossip_frames() == 2 and gw.event_log.get_value(key) == 2
+    assert gw.event_log.read(outbox) == [], "the sent gossip was not compacted away"
+    gw.event_log.append(outbox, [b"third"])
+    gw._send_gossip("gw-2")
+    assert gw.event_log.get_value(key) == 2
+    gw._persist_gossip_offsets()  # what a stopping gateway does last
+    assert gw.event_log.get_value(key) == 3
