@@ -218,10 +218,7 @@ class JepsenRun:
                     c.cut.add((src, dst))
             else:  # from every other node, edges included
                 links = c.partition([victim], [n for n in names if n != victim])
-            before = c.dropped(links)
-            time.sleep(hold)
-            dropped = c.dropped(links) - before
-            c.heal()
+            dropped = self._hold(links, hold, c.dropped)
             landed = dropped > 0
             outcome = f"{kind} {victim} for {hold}s: {dropped} bytes dropped"
         elif kind == "kill":
@@ -232,11 +229,7 @@ class JepsenRun:
             outcome = f"kill {victim} ({len(pids)} processes gone) for {hold}s, restarted"
         elif kind == "delay":  # every link to and from one node, leader or not: slow, reordered never
             ms = round(self.rng.uniform(*DELAY_MS))
-            links = c.slow(victim, ms, jitter_ms=ms / 4)
-            before = c.delayed(links)
-            time.sleep(hold)
-            delayed = c.delayed(links) - before
-            c.heal()
+            delayed = self._hold(c.slow(victim, ms, jitter_ms=ms / 4), hold, c.delayed)
             landed = delayed > 0
             outcome = f"delay {victim} by {ms}+-{ms // 4} ms for {hold}s: {delayed} bytes delayed"
         else:
@@ -247,6 +240,17 @@ class JepsenRun:
             outcome = f"pause {victim} ({len(pids)} processes in state T) for {hold}s, resumed"
         self.faults_landed += landed
         return kind, outcome + ("" if landed else "  [DID NOT LAND]")
+
+    def _hold(
+        self, links: list[tuple[str, str]], hold: float, hits: Callable[[list[tuple[str, str]]], int]
+    ) -> int:
+        """Keep the fault on ``links`` for ``hold`` s, heal, and return what ``hits`` counted meanwhile (bytes
+        dropped or delayed: the proof that the fault landed)."""
+        before = hits(links)
+        time.sleep(hold)
+        hit = hits(links) - before
+        self.cluster.heal()
+        return hit
 
     # -- the run --
 
