@@ -18,7 +18,8 @@ msgpack, no signature, one 600-byte frame in flight. The leader is this process;
   ``hops+fsync``.
 - ``asyncio hops`` (``+fsync``): the two gateways relay on asyncio streams, as the issue prescribes for the
   peer links (and ``uvloop ...`` where uvloop is installed: it is not a garrison dependency).
-- ``fsync``: the LMDB commit alone, in this process; ``sign``: one Ed25519 signature of the entry, which
+- ``fsync``: the LMDB commit alone, in this process, back to back and after 1 ms of idling (a follower of a
+  serial client idles between commits: that is why the commit costs more inside the chain); ``sign``: one Ed25519 signature of the entry, which
   the issue's signed log needs before the entry leaves the proposer (its check could wait for the apply).
 
 The last lines compare with PySyncObj's best serial p50 (3 processes, no fsync, two hops) in the same run:
@@ -260,11 +261,15 @@ def chain(workdir: Path, ops: int, disk: bool, loop: str = "blocking") -> list[f
             p.wait(timeout=10)
 
 
-def fsync_alone(workdir: Path, ops: int) -> list[float]:
-    env = lmdb.open(str(workdir / "alone.lmdb"), map_size=1 << 30)
+def fsync_alone(workdir: Path, ops: int, idle_s: float = 0.0) -> list[float]:
+    """One durable LMDB commit of one entry (ms), back to back or after ``idle_s`` of idling (as a follower
+    idles between the commits of a serial client: its disk and CPU wake up for each one)."""
+    env = lmdb.open(str(workdir / f"alone-{idle_s}.lmdb"), map_size=1 << 30)
     body = os.urandom(ENTRY_BYTES)
     times = []
     for seq in range(1, ops + 1):
+        if idle_s:
+            time.sleep(idle_s)
         t0 = time.perf_counter()
         with env.begin(write=True) as txn:
             txn.put(seq.to_bytes(8, "big"), body)
@@ -321,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             rows[f"{loop} hops"] = chain(Path(tmp) / loop, args.ops, disk=False, loop=loop)
             rows[f"{loop} hops+fsync"] = chain(Path(tmp) / f"{loop}-disk", args.ops, disk=True, loop=loop)
         rows["fsync"] = fsync_alone(Path(tmp), args.ops)
+        rows["fsync, 1 ms idle"] = fsync_alone(Path(tmp), args.ops, idle_s=0.001)
         rows["sign"] = sign_only(args.ops)
     pso_p50: float | None = None
     if not args.skip_pysyncobj:
