@@ -232,9 +232,8 @@ class DispatcherActor(SupervisedActor):
         self.cluster = a.cluster
         self.leading = not a.cluster
         self.raft_prefix = f"raft/{self.config.node}/"  # the cluster-mode replica's id is the node name
-        self.mark_proposed: dict[
-            str, int
-        ] = {}  # sink -> its offset in the last mark this dispatcher proposed
+        # sink -> its offset in the last mark this dispatcher proposed
+        self.mark_proposed: dict[str, int] = {}
         self.mark_wait_armed = False
         if self.cluster:
             self.schedule("leader_check", LEADER_CHECK_S)
@@ -297,6 +296,9 @@ class DispatcherActor(SupervisedActor):
 
     def _applied_marks(self) -> AppliedMarks | None:
         marks: AppliedMarks | None = self.event_log.get_value(self.raft_prefix + "dispatch_marks")
+        if marks is None:  # a log whose marks were all applied before they were per sink: what every sink had
+            through = int(self.event_log.get_value(self.raft_prefix + "dispatched", 0))
+            return {"through": through, "sinks": {}} if through else None
         return marks
 
     def _propose_mark(self) -> None:
