@@ -15,7 +15,7 @@ COMMITTED_INCIDENTS = "incidents/committed"
 
 
 # The incident type of an entry that records "the leader's dispatcher delivered incidents/committed through
-# payload.through" (actors/dispatch/actor.py): applied into a value, never published as an incident. Only the
+# payload.sinks[S] to each sink S" (actors/dispatch/marks.py): applied into a value, never published. Only the
 # dispatcher proposes one: the HTTP API refuses the type (400) and a gateway refuses it on the forward lane,
 # or anyone could make the next leader skip dispatching (a mark far ahead).
 DISPATCH_MARK = "dispatch_mark"

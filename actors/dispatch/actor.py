@@ -38,7 +38,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
-from actors.dispatch.marks import AppliedMarks, resume_after
+from actors.dispatch.marks import AppliedMarks, resume_after, stored_marks
 from actors.dispatch.policy import CircuitBreaker, RetryPolicy, Transition
 from actors.dispatch.sinks import Delivery, DeliveryFailed, Sink, build_sink
 from actors.streams import (
@@ -295,11 +295,10 @@ class DispatcherActor(SupervisedActor):
         return True
 
     def _applied_marks(self) -> AppliedMarks | None:
-        marks: AppliedMarks | None = self.event_log.get_value(self.raft_prefix + "dispatch_marks")
-        if marks is None:  # a log whose marks were all applied before they were per sink: what every sink had
-            through = int(self.event_log.get_value(self.raft_prefix + "dispatched", 0))
-            return {"through": through, "sinks": {}} if through else None
-        return marks
+        return stored_marks(
+            self.event_log.get_value(self.raft_prefix + "dispatch_marks"),
+            self.event_log.get_value(self.raft_prefix + "dispatched"),
+        )
 
     def _propose_mark(self) -> None:
         """Mark each sink's progress once any sink moved: per sink, so a stuck sink holds back only itself."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AppliedMarks", "merge_mark", "resume_after"]
+__all__ = ["AppliedMarks", "merge_mark", "resume_after", "stored_marks"]
 
 # {"through": int, "sinks": {sink name: int}}
 AppliedMarks = dict[str, Any]
@@ -21,6 +21,14 @@ MAX_SINKS = 50  # as DispatcherArgs.sinks: a mark naming more is not a dispatche
 
 def empty() -> AppliedMarks:
     return {"through": 0, "sinks": {}}
+
+
+def stored_marks(marks: AppliedMarks | None, dispatched: int | None) -> AppliedMarks | None:
+    """The applied marks as a replica stored them: its ``dispatch_marks``, or on a log whose marks were all
+    applied before they were per sink, its single ``dispatched`` offset (what every sink had)."""
+    if marks is not None:
+        return marks
+    return {"through": int(dispatched), "sinks": {}} if dispatched else None
 
 
 def merge_mark(applied: AppliedMarks | None, payload: Any) -> AppliedMarks | None:

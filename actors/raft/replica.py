@@ -51,7 +51,7 @@ from thespian.actors import ActorAddress
 
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
-from actors.dispatch.marks import AppliedMarks, merge_mark
+from actors.dispatch.marks import AppliedMarks, merge_mark, stored_marks
 from actors.eventlog import WriteBatch
 from actors.hoptrace import stamp
 from actors.messages import Location, PeerGatewayUp, PeerSend, WhereIs
@@ -284,13 +284,10 @@ class RaftReplicaActor(SupervisedActor):
         self.applied_count = int(self.event_log.get_value(self.prefix + "applied_count", 0))
         # (index, bytes) of the last snapshot materialised for a follower: resent as is while unchanged
         self.sent_snapshot: tuple[int, bytes] | None = None
-        self.dispatch_marks: AppliedMarks | None = self.event_log.get_value(self.prefix + "dispatch_marks")
-        if self.dispatch_marks is None and self.event_log.get_value(self.prefix + "dispatched"):
-            # a log from before per-sink marks: what every sink had
-            self.dispatch_marks = {
-                "through": int(self.event_log.get_value(self.prefix + "dispatched")),
-                "sinks": {},
-            }
+        self.dispatch_marks: AppliedMarks | None = stored_marks(
+            self.event_log.get_value(self.prefix + "dispatch_marks"),
+            self.event_log.get_value(self.prefix + "dispatched"),
+        )
         self.published = self.event_log.last_seq(COMMITTED_INCIDENTS)
         self.last_role: tuple[str, int, str | None] | None = None
         self._find_peers()

@@ -501,9 +501,8 @@ class Gateway:
             for peer in peers:
                 sent = self.gossip_offsets[peer]
                 batch.put_value(f"{CONSUMER}/gossip/{peer}", sent)
-                batch.compact(
-                    f"gossip/{peer}", sent
-                )  # nobody else on this node reads a remote replica's inbox
+                # nobody else on this node reads a remote replica's inbox
+                batch.compact(f"gossip/{peer}", sent)
 
     def _gossip_in(self, peer: str, payload: bytes) -> None:
         try:

@@ -359,12 +359,15 @@ class Cluster:
     def isolate(self, name: str) -> list[tuple[str, str]]:
         return self.partition([name], [n for n in self.names if n != name])
 
+    def links_of(self, name: str) -> list[tuple[str, str]]:
+        """Every directed link from ``name`` to another node, then every one to it (edges included)."""
+        others = [n for n in self.everyone if n != name]
+        return [(name, n) for n in others] + [(n, name) for n in others]
+
     def slow(self, name: str, ms: float, jitter_ms: float) -> list[tuple[str, str]]:
         """Delay every byte to and from ``name`` by ``ms`` (+- ``jitter_ms``, order kept) until :meth:`heal`;
         returns the links slowed."""
-        links = [(name, n) for n in self.everyone if n != name] + [
-            (n, name) for n in self.everyone if n != name
-        ]
+        links = self.links_of(name)
         for link in links:
             self.proxies[link].delay(ms, jitter_ms)
             self.slowed.add(link)

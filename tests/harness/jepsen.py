@@ -210,9 +210,7 @@ class JepsenRun:
             victim = self.rng.choice(names)
         if kind.startswith("isolate") or kind == "leader-outbound":
             if kind == "leader-outbound":  # asymmetric: the leader hears the others, they never hear it
-                links = [(victim, n) for n in names if n != victim] + [
-                    (n, victim) for n in names if n != victim
-                ]
+                links = c.links_of(victim)
                 for src, dst in links:
                     c.proxies[(src, dst)].blackhole("to_target" if src == victim else "to_client")
                     c.cut.add((src, dst))

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from actors.dispatch.marks import merge_mark, resume_after
+from actors.dispatch.marks import merge_mark, resume_after, stored_marks
 
 
 def test_each_sink_moves_on_its_own_and_never_back() -> None:
@@ -46,3 +46,10 @@ def test_a_mark_of_the_older_version_carries_only_through() -> None:
 )
 def test_a_malformed_mark_moves_nothing(payload: Any) -> None:
     assert merge_mark({"through": 0, "sinks": {}}, payload) is None
+
+
+def test_the_stored_marks_of_a_log_from_before_per_sink_marks_are_its_single_offset() -> None:
+    per_sink = {"through": 3, "sinks": {"file": 9}}
+    assert stored_marks(per_sink, 3) is per_sink
+    assert stored_marks(None, 6) == {"through": 6, "sinks": {}}
+    assert stored_marks(None, None) is None and stored_marks(None, 0) is None
