@@ -591,7 +591,12 @@ class EventLog:
         return decode_envelope(bytes(raw), f"{self.path / 'data.mdb'}: value {key!r}")
 
     def values_with_prefix(self, prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        return dict(self.iter_values(prefix))
+
+    def iter_values(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        """(key, value) of every value whose key starts with ``prefix``, in key order, decoded one at a time
+        from ONE read transaction (a consistent view, however many there are; nothing is held but the one
+        being decoded). Exhaust or close the iterator soon: a read transaction pins the pages it sees."""
         raw_prefix = prefix.encode()
         with self._read_txn() as txn:
             cursor = txn.cursor(db=self._values)
@@ -600,8 +605,7 @@ class EventLog:
                     if not key.startswith(raw_prefix):
                         break
                     where = f"{self.path / 'data.mdb'}: value {key.decode()!r}"
-                    out[key.decode()] = decode_envelope(bytes(raw), where)
-        return out
+                    yield key.decode(), decode_envelope(bytes(raw), where)
 
     def load_snapshot(self, stream: str) -> tuple[int, Any] | None:
         with self._read_txn() as txn:

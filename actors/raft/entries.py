@@ -171,6 +171,14 @@ def open_snapshot(data: object) -> tuple[list[tuple[int, dict[str, Any]]], list[
         return [], [(0, str(exc))]
     except Exception as exc:
         return [], [(0, f"malformed snapshot: {type(exc).__name__}: {str(exc)[:200]}")]
+    return check_snapshot_items(items)
+
+
+def check_snapshot_items(
+    items: list[Any],
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
+    """The (raft index, incident) pairs among a snapshot's ``[raft_index, incident]`` items (one piece of a
+    snapshot file, or an inline snapshot's list), and the (index, reason) of the others. Never raises."""
     good: list[tuple[int, dict[str, Any]]] = []
     bad: list[tuple[int, str]] = []
     for item in items:

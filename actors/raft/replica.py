@@ -42,6 +42,7 @@ import dataclasses
 import heapq
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,11 +59,25 @@ from actors.messages import Location, PeerGatewayUp, PeerSend, WhereIs
 from actors.raft.codec import decode_message, encode_message
 from actors.raft.core import RaftCore
 from actors.raft.durable_storage import DurableRaftStorage, needs_persist
-from actors.raft.entries import MAX_BATCH, open_entry, open_snapshot, signed_batch, signed_entry
+from actors.raft.entries import (
+    MAX_BATCH,
+    check_snapshot_items,
+    open_entry,
+    open_snapshot,
+    signed_batch,
+    signed_entry,
+)
 from actors.raft.errors import NotLeader, ProposalDropped, RaftError
 from actors.raft.gateway_link import RaftLinkClient
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, public_key_b64
-from actors.raft.types import ConfChange, Message, MessageType, RaftConfig, Ready
+from actors.raft.snapshot_file import (
+    SnapshotFileError,
+    SnapshotSpool,
+    encode_reference,
+    read_pieces,
+    spool_reference,
+)
+from actors.raft.types import ConfChange, Message, MessageType, RaftConfig, Ready, Snapshot
 from actors.streams import COMMITTED_INCIDENTS, DISPATCH_MARK, PROPOSED_INCIDENTS
 from supervisors.peer.bridge import PipeUnreachable
 
@@ -241,10 +256,13 @@ class RaftReplicaActor(SupervisedActor):
         self.link_fd: int | None = None  # its fd while watched
         self.link_flush_armed = False
         cluster_keys: dict[str, str] = {}
+        # snapshot files to and from the gateway (cluster mode; replicas of one node send theirs inline)
+        self.spool: SnapshotSpool | None = None
         if a.cluster:
             self.replica, self.peers, cluster_keys = self._cluster_view()
             self.remote = set(self.peers)
             self.link = RaftLinkClient(self.config.data_dir)
+            self.spool = SnapshotSpool(self.config.data_dir, self.replica)
         self.publish = a.publish
         self.tick_s = a.tick_s
         self.snapshot_every = a.snapshot_every
@@ -699,11 +717,11 @@ class RaftReplicaActor(SupervisedActor):
             rd = self.core.ready()
             early, late = self._split_messages(rd)
             for m in early:  # a leader's appends go out while it writes its own log (thesis 10.2.1)
-                self._send_raft(m.to, encode_message(self._outgoing(m)))
+                self._send_message(m)
             stamp("R persist")
             newly, assigned = self._persist_and_apply(rd)  # durable BEFORE any message that depends on it
             for m in late:
-                self._send_raft(m.to, encode_message(self._outgoing(m)))
+                self._send_message(m)
             stamp("R sent")
             if assigned:  # the consumers (the gateway's API tail) wake after our acks left, not before
                 self.event_log.ring(assigned)
@@ -714,6 +732,8 @@ class RaftReplicaActor(SupervisedActor):
                 waiter = self.read_waiters.pop(ctx, None)
                 if waiter is not None:
                     self.pending_reads.append((state.index, ctx, waiter))
+        if self.spool is not None:
+            self.spool.close_inbox()  # installed above, or refused by the core as stale
         self._serve_reads()
         self._maybe_compact()
         role = (self.core.role, self.core.term, self.core.leader_id)
@@ -768,15 +788,105 @@ class RaftReplicaActor(SupervisedActor):
         offset_moved = self.publish and self._done_offset() != self.offset
         if not (needs_persist(rd) or apply or offset_moved):
             return [], []
+        inline = None
+        if rd.snapshot is not None:
+            # the state machine a snapshot carried is applied below (inline) or already, piece by piece
+            # (a file); either way this replica's event log then holds it, so what it keeps as its snapshot
+            # is the same constant-size reference a compaction makes (see _snapshot_data)
+            inline = None if self._install_spooled(rd.snapshot) else rd.snapshot.data
+            kept = dataclasses.replace(rd.snapshot, data=self._snapshot_data(rd.snapshot.index))
+            rd = dataclasses.replace(rd, snapshot=kept)
         with self.event_log.batch(durable=rd.must_sync, ring=False) as batch:
             self.storage.stage_ready(batch, rd)
-            newly = self._stage_apply(rd, batch)
+            newly = self._stage_apply(rd, batch, inline)
         self.storage.mirror_ready(rd)
         return newly, list(batch.assigned)
 
-    def _stage_apply(self, rd: Ready, batch: WriteBatch) -> list[tuple[int, dict[str, Any]]]:
-        """Stage the apply of ``rd``'s snapshot and committed entries in ``batch``; the incidents newly
-        applied (for :meth:`_applied` once the batch is committed)."""
+    def _install_spooled(self, snap: Snapshot) -> bool:
+        """Apply the state machine of a snapshot that came as a file (``snapshot_file.py``), one durable
+        transaction per piece, and publish each piece as it lands; False when ``snap`` is not such a
+        snapshot. A crash part way leaves a prefix applied, which is what a replayed apply does anyway:
+        the leader sends the snapshot again and what is applied already is skipped (``incident_id``)."""
+        ref = spool_reference(snap.data)
+        if ref is None:
+            return False
+        stream = self.spool.opened(ref) if self.spool is not None else None
+        if stream is None:  # _step took the file before the core saw the message: a bug if missing
+            raise SnapshotFileError(f"snapshot file {ref.spool!r} was not opened before its install")
+        count = pieces = 0
+        try:
+            for piece in read_pieces(stream):
+                good, bad = check_snapshot_items(piece)
+                self._log_rejected(bad, snap.term)
+                with self.event_log.batch(ring=False) as batch:
+                    newly = self._stage_incidents(batch, [(i, inc, None) for i, inc in good])
+                self.event_log.ring(batch.assigned)
+                self._applied(newly)
+                count += len(piece)
+                pieces += 1
+        except SnapshotFileError as exc:  # the gateway checked the file's shape and size: only corruption
+            self._log_rejected([(0, f"malformed snapshot file: {exc}")], snap.term)
+        self.log.info(
+            "raft_snapshot_installed",
+            replica=self.replica,
+            index=snap.index,
+            incidents=count,
+            pieces=pieces,
+            bytes=ref.bytes,
+        )
+        return True
+
+    def _log_rejected(self, bad: list[tuple[int, str]], term: int) -> None:
+        for raft_index, why in bad:
+            self.log.warning(
+                "entry_rejected",
+                replica=self.replica,
+                index=raft_index,
+                term=term,
+                reason=why,
+                source="snapshot",
+            )
+
+    def _stage_apply(
+        self, rd: Ready, batch: WriteBatch, inline: bytes | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Stage the apply of an ``inline`` snapshot's state machine and ``rd``'s committed entries in
+        ``batch``; the incidents newly applied (for :meth:`_applied` once the batch is committed)."""
+        items: list[tuple[int, dict[str, Any], bytes | None]] = []
+        if inline and rd.snapshot is not None:
+            # installed from the leader because we were behind its compacted log: its state machine
+            incidents, bad = open_snapshot(inline)
+            items += [(raft_index, incident, None) for raft_index, incident in incidents]
+            self._log_rejected(bad, rd.snapshot.term)
+            self.log.info("raft_snapshot_installed", replica=self.replica, index=rd.snapshot.index)
+        for entry in rd.committed_entries:
+            if entry.kind != "normal" or not entry.data:
+                continue
+            # total: a malformed committed entry is a no-op here (`applied` still advances past it),
+            # never an exception, or the replica would crash on it at every boot
+            opened, why = open_entry(entry.data, self.trusted)
+            if opened is None:
+                batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
+                self.log.warning(
+                    "entry_rejected",
+                    replica=self.replica,
+                    index=entry.index,
+                    term=entry.term,
+                    reason=why,
+                )
+                continue
+            items.append((entry.index, opened, entry.data))
+        newly = self._stage_incidents(batch, items)
+        if self.publish:
+            self.offset = self._done_offset()
+            batch.put_value(self.offset_key, self.offset)
+        return newly
+
+    def _stage_incidents(
+        self, batch: WriteBatch, items: list[tuple[int, dict[str, Any], bytes | None]]
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Stage the apply of (raft index, incident, its entry or None) in ``batch``: each incident once
+        (``incident_id``), dispatch marks merged, the published records; the incidents newly applied."""
         newly: list[tuple[int, dict[str, Any]]] = []
         records: list[dict[str, Any]] = []  # for incidents/committed, encoded in one pass at the end
         seen: set[str] = set()
@@ -809,45 +919,12 @@ class RaftReplicaActor(SupervisedActor):
                     record["proposed_seq"] = mine[1]
                 records.append(record)
 
-        if rd.snapshot is not None and rd.snapshot.data:
-            # installed from the leader because we were behind its compacted log: its state machine
-            incidents, bad = open_snapshot(rd.snapshot.data)
-            for raft_index, incident in incidents:
-                apply_incident(raft_index, incident)
-            for raft_index, why in bad:
-                self.log.warning(
-                    "entry_rejected",
-                    replica=self.replica,
-                    index=raft_index,
-                    term=rd.snapshot.term,
-                    reason=why,
-                    source="snapshot",
-                )
-            self.log.info("raft_snapshot_installed", replica=self.replica, index=rd.snapshot.index)
-        for entry in rd.committed_entries:
-            if entry.kind != "normal" or not entry.data:
-                continue
-            # total: a malformed committed entry is a no-op here (`applied` still advances past it),
-            # never an exception, or the replica would crash on it at every boot
-            opened, why = open_entry(entry.data, self.trusted)
-            if opened is None:
-                batch.put_value(f"{self.prefix}rejected/{entry.index}", why)
-                self.log.warning(
-                    "entry_rejected",
-                    replica=self.replica,
-                    index=entry.index,
-                    term=entry.term,
-                    reason=why,
-                )
-                continue
-            apply_incident(entry.index, opened, entry.data)
+        for raft_index, incident, entry in items:
+            apply_incident(raft_index, incident, entry)
         if records:
             batch.extend(COMMITTED_INCIDENTS, records)
         if newly:
             batch.put_value(self.prefix + "applied_count", self.applied_count + len(newly))
-        if self.publish:
-            self.offset = self._done_offset()
-            batch.put_value(self.offset_key, self.offset)
         return newly
 
     def _applied(self, newly: list[tuple[int, dict[str, Any]]]) -> None:
@@ -911,7 +988,43 @@ class RaftReplicaActor(SupervisedActor):
                 reason="the snapshot holds no incidents, only a reference to the sender's event log",
             )
             return
+        ref = spool_reference(m.snapshot.data) if m.snapshot is not None else None
+        if ref is not None:
+            why = self.spool.take(ref) if self.spool is not None else "snapshot files are for cluster mode"
+            if why is not None:
+                self.log.error(
+                    "raft_snapshot_refused",
+                    replica=self.replica,
+                    sender=m.sender,
+                    index=ref.applied_index,
+                    reason=why,
+                )
+                return
         self.core.step(m)
+
+    def _send_message(self, m: Message) -> None:
+        """``m`` to its replica. A snapshot for another node leaves as a file (``snapshot_file.py``): the
+        message names it, the gateway streams it, so it is never one value in memory however large the
+        state machine grew; replicas of one node still get it inline through Thespian."""
+        snap = m.snapshot
+        if snap is not None and self.spool is not None and m.to in self.remote and _is_reference(snap.data):
+            ref = self.spool.outgoing(snap.index, lambda: self._state_machine(snap.index))
+            data = encode_message(
+                dataclasses.replace(m, snapshot=dataclasses.replace(snap, data=encode_reference(ref)))
+            )
+            self._to_gateway(m.to, data, "snapshot")
+            return
+        self._send_raft(m.to, encode_message(self._outgoing(m)))
+
+    def _state_machine(self, index: int) -> Iterator[tuple[int, Any]]:
+        """(raft index, incident) of every incident applied up to ``index``, in index order, read from one
+        LMDB cursor (an apply is durable before a compaction can cover it)."""
+        prefix = self.prefix + "incident/"
+        for key, incident in self.event_log.iter_values(prefix):
+            raft_index = int(key[len(prefix) :])
+            if raft_index > index:
+                return
+            yield raft_index, incident
 
     def _outgoing(self, m: Message) -> Message:
         """``m``, with a referenced snapshot replaced by the state machine it stands for (the only place
@@ -926,12 +1039,7 @@ class RaftReplicaActor(SupervisedActor):
         (an apply is durable before a compaction can cover it). A retry of the same snapshot reuses it."""
         if self.sent_snapshot is not None and self.sent_snapshot[0] == index:
             return self.sent_snapshot[1]
-        prefix = self.prefix + "incident/"
-        incidents = [
-            [raft_index, incident]
-            for key, incident in self.event_log.values_with_prefix(prefix).items()
-            if (raft_index := int(key[len(prefix) :])) <= index
-        ]
+        incidents = [[raft_index, incident] for raft_index, incident in self._state_machine(index)]
         data = _encode({"applied_index": index, "incidents": incidents})
         self.sent_snapshot = (index, data)
         return data

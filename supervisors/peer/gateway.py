@@ -9,8 +9,9 @@ contexts must not cross a fork), and dies with it (PR_SET_PDEATHSIG; end of stdi
 - **Raft** (low latency, loss allowed): frames from the shell on stdin (``PipeRaft``) go to the named
   peer; Raft frames from a peer go to the shell on stdout, which tells the local replica. A Raft frame is
   accepted only from a Raft member (the links check the sender's role) and only if the raft message's own
-  ``sender`` is the authenticated peer. Messages over ``SNAPSHOT_CHUNK`` bytes (InstallSnapshot) travel as
-  chunks on the snapshot lane and are reassembled before they reach the shell.
+  ``sender`` is the authenticated peer. A snapshot travels as a file, streamed in chunks on the snapshot
+  lane from the leader's spool file to ours (``snapshot_stream.py``); any other message over
+  ``SNAPSHOT_CHUNK`` bytes is chunked there too and reassembled before it reaches the replica.
 - **Gossip** (durable, low rate): the CRDT replica appends messages for replica ``R`` (= node ``R``) to the
   local stream ``gossip/R``; for every remote ``R`` the gateway tails that stream (doorbell ``Inbox``), sends
   each message to node R and compacts what it sent. Inbound gossip whose sender is the authenticated peer
@@ -54,6 +55,7 @@ from actors.logs import configure_logging, get_logger
 from actors.raft.codec import decode_message as decode_raft
 from actors.raft.gateway_link import RaftLinkServer
 from actors.raft.node_keys import load_or_create_signing_key, parse_public_key, verify
+from actors.raft.snapshot_file import plain_name, spool_dir
 from actors.streams import DISPATCH_MARK, PROPOSED_INCIDENTS
 from actors.wakeups import Inbox, wake_dir
 from supervisors.peer.bridge import PipeError, PipeRaft, PipeReader, PipeUnreachable, encode_pipe
@@ -62,10 +64,17 @@ from supervisors.peer.forward_service import ForwardService
 from supervisors.peer.frames import Body, ForwardFrame, GossipFrame, Lane, RaftFrame, SnapshotChunk
 from supervisors.peer.links import PeerLinks
 from supervisors.peer.node_backend import NodeBackend
+from supervisors.peer.snapshot_stream import (
+    FILE_MARK,
+    SnapshotReceiver,
+    SnapshotStreamError,
+    file_chunks,
+    reference_of,
+)
 
 CONSUMER: Final = "peer-gateway"  # the gateway's name as a stream consumer (doorbells, offsets)
 SNAPSHOT_CHUNK: Final = 256 << 10  # raft messages above this go chunked on the snapshot lane
-MAX_REASSEMBLY: Final = 64 << 20
+MAX_REASSEMBLY: Final = 64 << 20  # a raft message sent whole (not a snapshot file) is at most this
 NOT_A_MEMBER: Final = "not a Raft member of the topology (cluster.raft_members)"
 SNAPSHOT_ROOM_POLL_S: Final = 0.01  # a snapshot stream waiting for room on its lane looks this often
 SNAPSHOT_STALL_S: Final = 30.0  # no room for this long: the peer does not read; report the snapshot failed
@@ -169,6 +178,9 @@ class Gateway:
         self.chunk_bytes = max(min(SNAPSHOT_CHUNK, view.peer_config.max_frame // 2), 256)
         self.snapshot_seq = itertools.count(1)
         self.snapshot_streams: dict[str, asyncio.Task[None]] = {}  # peer -> chunks waiting for room
+        self.spool = spool_dir(data_dir)
+        self.file_streams: dict[str, str] = {}  # peer -> the snapshot file streaming to it
+        self.snapshots_in = SnapshotReceiver(self.spool)
         self.pipe_out: _PipeOut | None = None
         self.raft_link: RaftLinkServer | None = None  # the replica's direct socket (actors/raft/gateway_link)
         self.pipe_in = PipeReader()
@@ -257,6 +269,7 @@ class Gateway:
                 inbox.close()
             for task in [*self.calls.tasks, *self.snapshot_streams.values()]:
                 task.cancel()
+            self.snapshots_in.close()
             if self.raft_link is not None:
                 self.raft_link.close()
             await self.links.close()
@@ -301,6 +314,8 @@ class Gateway:
         if peer not in self.members:
             self.log.warning("raft_send_refused", peer=peer, reason="not a Raft member of the topology")
             return
+        if kind == "snapshot":
+            return self._send_snapshot_file(peer, data)
         payload = KIND_BYTE.get(kind, b"R") + data
         size = self.chunk_bytes
         if self.links.state(peer) == "down":
@@ -318,6 +333,53 @@ class Gateway:
         if stale is not None:
             stale.cancel()  # a newer snapshot replaces one still streaming: its chunks would be wasted
         self._pump(peer, self._chunks(peer, payload))
+
+    def _send_snapshot_file(self, peer: str, message: bytes) -> None:
+        """Stream the snapshot file ``message`` names (in our spool directory, written by our replica) to
+        ``peer``. The same file still streaming to ``peer`` is left to finish: Raft sends a snapshot again
+        when a few heartbeats pass without progress, and restarting the stream each time would never let a
+        snapshot that takes longer than that arrive."""
+        ref = reference_of(message)
+        if ref is None or not plain_name(ref.spool):
+            self.log.error(
+                "snapshot_send_failed", peer=peer, reason="the replica's message names no snapshot file"
+            )
+            return
+        if self.file_streams.get(peer) == ref.spool:
+            return
+        if self.links.state(peer) == "down":  # as for any raft message: nothing queued for it
+            self.raft_dropped += 1
+            self._on_unreachable(peer, Lane.SNAPSHOT)
+            return
+        try:
+            stream = open(self.spool / ref.spool, "rb")  # noqa: SIM115 - file_chunks closes it
+        except OSError as exc:  # replaced by a newer snapshot meanwhile: Raft sends that one
+            self.log.warning("snapshot_send_failed", peer=peer, reason=f"{type(exc).__name__}: {exc}")
+            self._on_unreachable(peer, Lane.SNAPSHOT)
+            return
+        stale = self.snapshot_streams.pop(peer, None)
+        if stale is not None:
+            stale.cancel()  # a newer snapshot replaces one still streaming: its chunks would be wasted
+        self.file_streams[peer] = ref.spool
+        sid = f"{self.node}-{os.getpid()}-{next(self.snapshot_seq)}"
+        self.log.info(
+            "snapshot_sending", peer=peer, index=ref.applied_index, bytes=ref.bytes, incidents=ref.count
+        )
+        self._pump(
+            peer,
+            self._streamed(
+                peer, ref.spool, file_chunks(self.node, peer, sid, message, stream, self.chunk_bytes)
+            ),
+        )
+
+    def _streamed(self, peer: str, name: str, chunks: Iterator[SnapshotChunk]) -> Iterator[SnapshotChunk]:
+        """``chunks``, forgetting that ``name`` streams to ``peer`` once they end or are abandoned."""
+        try:
+            yield from chunks
+        finally:
+            chunks.close()  # type: ignore[attr-defined]
+            if self.file_streams.get(peer) == name:
+                del self.file_streams[peer]
 
     def _chunks(self, peer: str, payload: bytes) -> Iterator[SnapshotChunk]:
         """``payload`` as snapshot-lane chunks, cut as they are sent (not all copied at once)."""
@@ -401,28 +463,48 @@ class Gateway:
         if peer not in self.members:
             return self._refuse(peer, "snapshot", NOT_A_MEMBER)
         key = (peer, body.snapshot_id)
-        buf = self.reassembly.get(key)
-        if buf is None:
-            if body.offset != 0:
-                return  # the start was lost: Raft will send the snapshot again
-            # one snapshot per peer at a time: a newer one replaces an unfinished older one
+        if body.offset == 0 and key not in self.reassembly and not self.snapshots_in.receiving(*key):
+            # one stream per peer at a time: a newer one replaces an unfinished older one
             for old in [k for k in self.reassembly if k[0] == peer]:
                 del self.reassembly[old]
-            buf = self.reassembly[key] = bytearray()
+            self.snapshots_in.drop(peer)
+            if body.data[:1] == FILE_MARK:
+                try:
+                    self.snapshots_in.begin(peer, body.snapshot_id)
+                except SnapshotStreamError as exc:
+                    self.log.error("snapshot_dropped", peer=peer, reason=str(exc))
+                    return
+            else:
+                self.reassembly[key] = bytearray()
+        if self.snapshots_in.receiving(*key):
+            return self._snapshot_file_in(peer, body)
+        buf = self.reassembly.get(key)
+        if buf is None:
+            return  # the start was lost: Raft will send the snapshot again
         if body.offset != len(buf) or len(buf) + len(body.data) > MAX_REASSEMBLY:
             del self.reassembly[key]
             if body.offset == len(buf):  # in order, but too big: say so (a gap is only a lost chunk, resent)
                 self.log.error(
                     "snapshot_dropped",
                     peer=peer,
-                    reason=f"a snapshot over {MAX_REASSEMBLY} bytes: the state machine outgrew what one "
-                    "snapshot carries; this node cannot catch up by snapshot",
+                    reason=f"a raft message over {MAX_REASSEMBLY} bytes sent whole: only a snapshot file may "
+                    "be larger (is the peer running an older garrison?)",
                 )
             return
         buf += body.data
         if body.last:
             del self.reassembly[key]
             self._raft_in(peer, bytes(buf))
+
+    def _snapshot_file_in(self, peer: str, body: SnapshotChunk) -> None:
+        try:
+            message = self.snapshots_in.feed(peer, body)
+        except SnapshotStreamError as exc:
+            self.log.error("snapshot_dropped", peer=peer, reason=str(exc))
+            return
+        if message is not None:
+            self.log.info("snapshot_received", peer=peer, bytes=body.offset + len(body.data))
+            self._raft_in(peer, KIND_BYTE["raft"] + message)
 
     def _on_peer_lost(self, peer: str) -> None:
         """``peer``'s connection to us ended: a Raft member's replica hears of it (its leader may be dead)."""

@@ -183,6 +183,12 @@ def test_a_node_away_past_the_log_retention_catches_up_by_snapshot_over_the_link
     c.wait(lambda: c.nodes[behind].events("raft_snapshot_installed"), 60, f"{behind} installing a snapshot")
     final = c.wait_converged(60)
     assert sorted(i for _, i in final) == sorted(expected)
+    # it came as a file (actors/raft/snapshot_file.py): streamed from the leader's spool, never one message
+    installed = c.nodes[behind].events("raft_snapshot_installed")[0]
+    assert installed.get("pieces", 0) >= 1 and installed["incidents"] >= have, installed
+    assert c.nodes[behind].events("snapshot_received") and c.nodes[leader].events("snapshot_sending")
+    spool = c.data_dir(behind) / "snapshots"
+    assert not list(spool.iterdir()), f"snapshot files left behind: {list(spool.iterdir())}"
     assert c.proxies[(leader, behind)].forwarded["to_target"] > carried, "nothing crossed the leader's link"
 
 

@@ -26,8 +26,10 @@ PURE = [
     *sorted(
         str(p.relative_to(ROOT))
         for p in (ROOT / "actors" / "raft").glob("*.py")
-        # the shell side of actors/raft: the replica actor, its LMDB storage, its keys, its socket to the gateway
-        if p.name not in ("replica.py", "durable_storage.py", "node_keys.py", "gateway_link.py")
+        # the shell side of actors/raft: the replica actor, its LMDB storage, its keys, its socket to the
+        # gateway, its snapshot files
+        if p.name
+        not in ("replica.py", "durable_storage.py", "node_keys.py", "gateway_link.py", "snapshot_file.py")
     ),
     *sorted(
         str(p.relative_to(ROOT)) for p in (ROOT / "actors" / "crdt").glob("*.py") if p.name != "replica.py"

@@ -1,0 +1,107 @@
+"""Snapshot files (``actors/raft/snapshot_file.py``): what is written is read back piece by piece; a file cut
+short or overlong is refused before anything is installed; a replica takes only a file its own gateway put
+in its spool directory, under a plain ``in-`` name, of the size its message states, and unlinks it at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.raft.snapshot_file import (
+    MAGIC,
+    PIECE_ITEMS,
+    SnapshotFileError,
+    SnapshotSpool,
+    SpoolReference,
+    check_shape,
+    encode_reference,
+    read_pieces,
+    spool_reference,
+    write_snapshot,
+)
+from tests.harness.cluster import incident
+
+
+def items(n: int) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, incident(f"i-{i}")) for i in range(1, n + 1)]
+
+
+def test_a_snapshot_file_reads_back_in_pieces_of_at_most_piece_items(tmp_path: Path) -> None:
+    path = tmp_path / "s.snap"
+    size, count = write_snapshot(path, iter(items(2 * PIECE_ITEMS + 7)))
+    assert count == 2 * PIECE_ITEMS + 7 and size == path.stat().st_size
+    assert not list(tmp_path.glob("*.part")), "the temporary name was left behind"
+    with open(path, "rb") as stream:
+        check_shape(stream)
+        pieces = list(read_pieces(stream))
+    assert [len(p) for p in pieces] == [PIECE_ITEMS, PIECE_ITEMS, 7]
+    assert [tuple(item) for piece in pieces for item in piece] == items(2 * PIECE_ITEMS + 7)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda b: b[:-1], "end mark"),  # cut inside the end mark
+        (lambda b: b[:-9], "cut short"),  # cut inside the last piece
+        (lambda b: b + b"x", "after"),  # trailing bytes
+        (lambda b: b"not-garrison" + b[len(MAGIC) :], "magic"),
+    ],
+)
+def test_a_damaged_file_is_refused_by_its_shape_and_by_its_reader(
+    tmp_path: Path, damage: Any, reason: str
+) -> None:
+    path = tmp_path / "s.snap"
+    write_snapshot(path, iter(items(30)))
+    path.write_bytes(damage(path.read_bytes()))
+    with open(path, "rb") as stream:
+        with pytest.raises(SnapshotFileError, match=reason):
+            check_shape(stream)
+        with pytest.raises(SnapshotFileError):
+            list(read_pieces(stream))
+
+
+def test_a_reference_is_recognised_and_an_inline_snapshot_is_not() -> None:
+    ref = SpoolReference(applied_index=9, spool="in-gw-1-1.snap", bytes=100, count=3)
+    assert spool_reference(encode_reference(ref)) == ref
+    assert spool_reference(b"\x81\xa9incidents\x90") is None  # {"incidents": []}: inline
+    assert spool_reference(b"x" * 1000) is None
+
+
+def test_a_replica_takes_only_its_gateways_complete_file_and_unlinks_it(tmp_path: Path) -> None:
+    spool = SnapshotSpool(tmp_path, "gw-2")
+    path = spool.dir / "in-gw-1-7.snap"
+    size, count = write_snapshot(path, iter(items(5)))
+    (tmp_path / "elsewhere.snap").write_bytes(path.read_bytes())
+
+    def ref(name: str, size: int = size) -> SpoolReference:
+        return SpoolReference(applied_index=5, spool=name, bytes=size, count=count)
+
+    assert "not a file its gateway received" in (spool.take(ref("../elsewhere.snap")) or "")
+    assert "not a file its gateway received" in (spool.take(ref("out-gw-2-5.snap")) or "")
+    assert "bytes" in (spool.take(ref("in-gw-1-7.snap", size + 1)) or "")
+    assert not path.exists(), "a refused file stays: nothing would ever remove it"
+    write_snapshot(path, iter(items(5)))
+    assert spool.take(ref("in-gw-1-7.snap")) is None
+    assert not path.exists(), "taken but not unlinked"
+    stream = spool.opened(ref("in-gw-1-7.snap"))
+    assert stream is not None and [len(p) for p in read_pieces(stream)] == [5]
+    spool.close_inbox()
+    assert stream.closed and spool.opened(ref("in-gw-1-7.snap")) is None
+
+
+def test_the_file_for_an_index_is_written_once_and_replaced_when_the_index_moves(tmp_path: Path) -> None:
+    spool = SnapshotSpool(tmp_path, "gw-1")
+    calls: list[int] = []
+
+    def source(n: int) -> Any:
+        return lambda: calls.append(n) or iter(items(n))
+
+    first = spool.outgoing(4, source(4))
+    assert spool.outgoing(4, source(4)) == first and calls == [4], "a snapshot sent again was rewritten"
+    second = spool.outgoing(8, source(8))
+    assert calls == [4, 8] and second.count == 8
+    assert sorted(p.name for p in spool.dir.iterdir()) == [second.spool], "the older file was kept"
+    SnapshotSpool(tmp_path, "gw-1")  # a restarted replica: its previous instance's files are stale
+    assert list(spool.dir.iterdir()) == []
