@@ -7,6 +7,8 @@ forward offset moves only over acked records. The pipe between shell and gateway
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +17,17 @@ import pytest
 
 from actors.crdt.codec import encode
 from actors.crdt.gossip import AckMessage
-from actors.raft.codec import encode_message
+from actors.raft.codec import decode_message, encode_message
 from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
-from actors.raft.types import Message
+from actors.raft.snapshot_file import SpoolReference, encode_reference, spool_reference, write_snapshot
+from actors.raft.types import ConfState, Message, Snapshot
 from actors.streams import PROPOSED_INCIDENTS
 from supervisors.peer.bridge import MAX_PIPE_FRAME, PipeError, PipeRaft, PipeReader, encode_pipe
 from supervisors.peer.bridge_cluster import ClusterView
 from supervisors.peer.config import PeerConfig
 from supervisors.peer.frames import Body, ForwardFrame, GossipFrame, RaftFrame, SnapshotChunk
-from supervisors.peer.gateway import GOSSIP_PERSIST_S, SNAPSHOT_CHUNK, ForwardBody, Gateway
+from supervisors.peer.gateway import GOSSIP_PERSIST_S, MAX_REASSEMBLY, SNAPSHOT_CHUNK, ForwardBody, Gateway
+from supervisors.peer.snapshot_stream import file_chunks
 from tests.harness.fake_links import NODES, ROLES, FakeLinks
 
 
@@ -369,3 +373,117 @@ def test_gossip_sent_is_recorded_durably_once_a_second_and_at_stop_not_per_round
     assert gw.event_log.get_value(key) == 2
     gw._persist_gossip_offsets()  # what a stopping gateway does last
     assert gw.event_log.get_value(key) == 3
+
+
+# -- snapshots as files (actors/raft/snapshot_file.py, supervisors/peer/snapshot_stream.py) ---------------
+
+
+class Relay(FakeLinks):
+    """Links that hand every frame straight to ``receiver`` as from ``sender`` (a link that is never full),
+    keeping only the size of the largest frame."""
+
+    def __init__(self, receiver: Gateway, sender: str) -> None:
+        super().__init__()
+        self.receiver, self.sender = receiver, sender
+        self.frames = self.largest = 0
+
+    def send(self, peer: str, body: Body) -> bool:
+        self.frames += 1
+        if isinstance(body, SnapshotChunk):
+            self.largest = max(self.largest, len(body.data))
+        self.receiver._on_frame(self.sender, body)
+        return True
+
+
+def snapshot_file(gateway: Gateway, items: list[tuple[int, dict[str, Any]]], sender: str = "gw-2") -> bytes:
+    """A snapshot file in ``gateway``'s spool (as its replica writes one) and the message that names it."""
+    index = items[-1][0]
+    name = f"out-{sender}-{index}.snap"
+    size, count = write_snapshot(gateway.spool / name, iter(items))
+    ref = SpoolReference(applied_index=index, spool=name, bytes=size, count=count)
+    snap = Snapshot(index=index, term=2, conf_state=ConfState(("gw-1", "gw-2")), data=encode_reference(ref))
+    return encode_message(Message(type="snapshot", sender=sender, to="gw-1", term=2, snapshot=snap))
+
+
+def received_snapshot(receiver: Gateway) -> tuple[Message, SpoolReference, Path]:
+    pipe: PipeRecorder = receiver.pipe_out  # type: ignore[assignment]
+    assert len(pipe.messages) == 1, pipe.messages
+    message = decode_message(pipe.messages[0].data)
+    assert message.snapshot is not None
+    ref = spool_reference(message.snapshot.data)
+    assert ref is not None, "the replica got no file reference"
+    return message, ref, receiver.spool / ref.spool
+
+
+def test_a_snapshot_larger_than_any_message_streams_from_spool_file_to_spool_file_a_chunk_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """The state machine here is past the old 64 MiB cap on a whole snapshot (reassembled in memory, and
+    refused beyond it: such a node never caught up); it now arrives whole while neither gateway holds more
+    than a few chunks."""
+    sender, _ = make(tmp_path, "gw-2")
+    receiver, _ = make(tmp_path, "gw-1")
+    relay = Relay(receiver, "gw-2")
+    relay.states["gw-1"] = "up"
+    sender.links = relay  # type: ignore[assignment]
+    blob = "x" * 60_000
+    items = [(i, {**incident(f"i-{i}"), "payload": {"blob": blob}}) for i in range(1, 1201)]
+    message = snapshot_file(sender, items)
+    sent = sender.spool / "out-gw-2-1200.snap"
+    assert sent.stat().st_size > MAX_REASSEMBLY, "not past the old cap: proves nothing"
+    tracemalloc.start()
+    try:
+        sender.send_raft("gw-1", message, "snapshot")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    got, ref, path = received_snapshot(receiver)
+    assert got.sender == "gw-2" and got.snapshot is not None and got.snapshot.index == 1200
+    assert ref.spool.startswith("in-gw-2-") and ref.bytes == sent.stat().st_size and ref.count == 1200
+    assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(sent.read_bytes()).digest()
+    assert relay.frames >= ref.bytes // sender.chunk_bytes and relay.largest <= sender.chunk_bytes
+    assert peak < 16 << 20, f"{peak} bytes held while streaming {ref.bytes}: not chunk by chunk"
+    assert not list(receiver.spool.glob("*.part")) and not sender.file_streams
+
+
+def test_a_snapshot_sent_again_while_it_streams_is_not_restarted_and_a_broken_stream_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        sender, _ = make(tmp_path, "gw-2")
+        links = LaneQueue(capacity=3)
+        links.states["gw-1"] = "up"
+        sender.links = links  # type: ignore[assignment]
+        sender.chunk_bytes = 4096
+        message = snapshot_file(sender, [(i, incident(f"i-{i}")) for i in range(1, 3001)])
+        sender.send_raft("gw-1", message, "snapshot")
+        waiting = sender.snapshot_streams["gw-1"]
+        # Raft sends it again after a few heartbeats without progress: the stream goes on, not from 0
+        sender.send_raft("gw-1", message, "snapshot")
+        assert sender.snapshot_streams["gw-1"] is waiting and len(links.queued) == 3
+        while links.queued or sender.snapshot_streams:
+            links.write(1)
+            await asyncio.sleep(0.001)
+        chunks = [b for b in links.written if isinstance(b, SnapshotChunk)]
+        assert [c.offset for c in chunks] == sorted({c.offset for c in chunks}), "a chunk was sent twice"
+        assert chunks[-1].last and not sender.file_streams
+
+        receiver, _ = make(tmp_path, "gw-1")
+        for body in chunks[:5] + chunks[6:]:  # one chunk lost on the way
+            receiver._on_frame("gw-2", body)
+        pipe: PipeRecorder = receiver.pipe_out  # type: ignore[assignment]
+        assert pipe.messages == [] and list(receiver.spool.iterdir()) == [], "a broken stream left a file"
+        for body in chunks:  # sent again whole: accepted
+            receiver._on_frame("gw-2", body)
+        received_snapshot(receiver)
+
+        # a stream from gw-2 whose message claims gw-1's snapshot: refused, no file
+        forged = snapshot_file(sender, [(1, incident("i-1"))], sender="gw-1")
+        stream = open(sender.spool / "out-gw-1-1.snap", "rb")  # noqa: SIM115 - file_chunks closes it
+        pipe.messages.clear()
+        for body in file_chunks("gw-2", "gw-1", "forged", forged, stream, 4096):
+            receiver._on_frame("gw-2", body)
+        assert pipe.messages == [] and not list(receiver.spool.glob("*.part"))
+        assert [p.suffix for p in receiver.spool.iterdir()] == [".snap"]  # only the good one, for the replica
+
+    asyncio.run(scenario())
