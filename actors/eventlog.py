@@ -304,15 +304,22 @@ class EventLog:
                 os.chmod(self.path / name, DATA_FILE_MODE)
             self._check_format(data_file)
             _PREPARED.add(str(self.path))
-        self._events = self._env.open_db(b"events")
-        self._heads = self._env.open_db(b"heads")
-        self._values = self._env.open_db(b"values")
-        self._snapshots = self._env.open_db(b"snapshots")
+        try:
+            self._open_dbs()
+        except lmdb.MapResizedError:  # a writer in another process grew the map between open and here
+            self._env.set_mapsize(0)  # adopt its size (as _read_txn does), then open them again
+            self._open_dbs()
         # fence tokens this handle writes under (one per actor path; one entry per process in production,
         # several when in-process test bases run many actors in one process)
         self._fences: dict[bytes, int] = {}
         self._doorbells: Doorbells | None = None
         self._last_batch: _DecodedBatch | None = None  # see _decode_values
+
+    def _open_dbs(self) -> None:
+        self._events = self._env.open_db(b"events")
+        self._heads = self._env.open_db(b"heads")
+        self._values = self._env.open_db(b"values")
+        self._snapshots = self._env.open_db(b"snapshots")
 
     def _check_format(self, data_file: Path) -> None:
         expected = FORMAT_MARKER + b"/" + str(FORMAT_VERSION).encode()

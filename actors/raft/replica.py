@@ -258,6 +258,7 @@ class RaftReplicaActor(SupervisedActor):
         cluster_keys: dict[str, str] = {}
         # snapshot files to and from the gateway (cluster mode; replicas of one node send theirs inline)
         self.spool: SnapshotSpool | None = None
+        self.snapshot_waiting: dict[str, Message] = {}  # peer -> a snapshot whose file is being written
         if a.cluster:
             self.replica, self.peers, cluster_keys = self._cluster_view()
             self.remote = set(self.peers)
@@ -357,7 +358,7 @@ class RaftReplicaActor(SupervisedActor):
         self.core.tick()
         if self.ticks % 100 == 0:
             self._find_peers()
-        if self.core.has_ready():
+        if self.core.has_ready() or self.snapshot_waiting:
             self._drain()
 
     def _ticks_ahead(self) -> int:
@@ -365,7 +366,7 @@ class RaftReplicaActor(SupervisedActor):
         every tick (proposals to re-propose, the gateway socket to reconnect), else until the core's
         next due tick (``RaftCore.ticks_until_due``); a one-member cluster's leader, which has nobody to
         send heartbeats to, at most once a second."""
-        if self.pending or (self.link is not None and not self.link.connected):
+        if self.pending or self.snapshot_waiting or (self.link is not None and not self.link.connected):
             return 1
         ahead = self.core.ticks_until_due()
         if not self.peers and self.core.role == "leader":
@@ -713,6 +714,8 @@ class RaftReplicaActor(SupervisedActor):
     # -- the Ready loop -------------------------------------------------------------------------------
 
     def _drain(self) -> None:
+        for waiting in list(self.snapshot_waiting.values()):
+            self._send_message(waiting)  # its file may be written by now
         while self.core.has_ready():
             rd = self.core.ready()
             early, late = self._split_messages(rd)
@@ -1008,7 +1011,16 @@ class RaftReplicaActor(SupervisedActor):
         state machine grew; replicas of one node still get it inline through Thespian."""
         snap = m.snapshot
         if snap is not None and self.spool is not None and m.to in self.remote and _is_reference(snap.data):
-            ref = self.spool.outgoing(snap.index, lambda: self._state_machine(snap.index))
+            self.snapshot_waiting.pop(m.to, None)
+            try:
+                ref = self.spool.outgoing(snap.index, lambda: self._state_machine(snap.index))
+            except SnapshotFileError as exc:  # Raft sends it again: probe, then a new snapshot
+                self.log.error("snapshot_write_failed", replica=self.replica, peer=m.to, reason=str(exc))
+                self.core.report_snapshot(m.to, failed=True)
+                return
+            if ref is None:  # a thread writes the file: sent from _drain once it is there
+                self.snapshot_waiting[m.to] = m
+                return
             data = encode_message(
                 dataclasses.replace(m, snapshot=dataclasses.replace(snap, data=encode_reference(ref)))
             )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final, Literal
@@ -171,28 +172,64 @@ class SnapshotSpool:
     """One replica's snapshot files: the one it last wrote for followers (``out-<replica>-<index>.snap``,
     rewritten only when the snapshot's index moves) and those its gateway received for it (opened when
     their message is stepped, then unlinked at once: the open file lives until the install has read it,
-    and nothing is left behind whatever happens next)."""
+    and nothing is left behind whatever happens next).
+
+    A file for followers is written by a thread: ~3 s for 150k incidents, longer than an election timeout,
+    during which a leader that wrote it inline sent no heartbeat and was deposed. The replica is a leaf
+    actor (it forks no child), so a thread may live in it; reading LMDB from it is safe (py-lmdb opens with
+    MDB_NOTLS: a read transaction per thread)."""
 
     def __init__(self, data_dir: str | os.PathLike[str], replica: str) -> None:
         self.dir = spool_dir(data_dir)
         self.replica = replica
         self.sent: SpoolReference | None = None
         self.inbox: dict[str, IO[bytes]] = {}
+        self._writing: tuple[int, threading.Thread, list[SpoolReference | BaseException]] | None = None
         for stale in self.dir.glob(f"out-{replica}-*"):  # a previous instance's: rebuilt when needed
             remove_quietly(stale)
 
-    def outgoing(self, index: int, items: Callable[[], Iterable[tuple[int, Any]]]) -> SpoolReference:
-        """The reference to the state machine up to ``index`` in a file, written from ``items()`` unless
-        the file for ``index`` is there already (a snapshot sent again)."""
+    def outgoing(self, index: int, items: Callable[[], Iterable[tuple[int, Any]]]) -> SpoolReference | None:
+        """The reference to the state machine up to ``index`` in a file, or None while a thread writes it
+        from ``items()`` (started by the first ask; ask again later). Raises :class:`SnapshotFileError`
+        once if the write failed (a full disk); the next ask starts it again."""
         sent = self.sent
         if sent is not None and sent.applied_index == index and (self.dir / sent.spool).exists():
             return sent
+        if self._writing is not None:
+            writing, thread, box = self._writing
+            if thread.is_alive():
+                return None
+            self._writing = None
+            (outcome,) = box
+            if isinstance(outcome, BaseException):
+                raise SnapshotFileError(f"writing the snapshot at {writing} failed: {outcome}") from outcome
+            if sent is not None and sent.spool != outcome.spool:
+                remove_quietly(self.dir / sent.spool)
+            self.sent = outcome
+            if outcome.applied_index == index:
+                return outcome
+        self._start(index, items)
+        return None
+
+    def _start(self, index: int, items: Callable[[], Iterable[tuple[int, Any]]]) -> None:
         name = f"out-{self.replica}-{index}.snap"
-        size, count = write_snapshot(self.dir / name, items())
-        if sent is not None and sent.spool != name:
-            remove_quietly(self.dir / sent.spool)
-        self.sent = SpoolReference(applied_index=index, spool=name, bytes=size, count=count)
-        return self.sent
+        box: list[SpoolReference | BaseException] = []
+
+        def write() -> None:
+            try:
+                size, count = write_snapshot(self.dir / name, items())
+                box.append(SpoolReference(applied_index=index, spool=name, bytes=size, count=count))
+            except Exception as exc:  # reported by the next outgoing(), in the replica's thread
+                box.append(exc)
+
+        thread = threading.Thread(target=write, name=f"snapshot-{index}", daemon=True)
+        self._writing = (index, thread, box)
+        thread.start()
+
+    def wait_written(self, timeout: float = 60.0) -> None:
+        """Block until a write in progress ended (tests, and a replica stopping)."""
+        if self._writing is not None:
+            self._writing[1].join(timeout)
 
     def take(self, ref: SpoolReference) -> str | None:
         """Open the received file ``ref`` names and unlink it; None when it is ready to install, else why

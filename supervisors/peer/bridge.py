@@ -13,7 +13,7 @@ from typing import Annotated, Final
 
 import msgspec
 
-MAX_PIPE_FRAME: Final = 64 << 20  # a whole reassembled snapshot may cross the pipe
+MAX_PIPE_FRAME: Final = 64 << 20  # a raft message sent whole may cross the pipe (a snapshot is a file)
 _LEN: Final = struct.Struct(">I")
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]

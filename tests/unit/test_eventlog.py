@@ -5,6 +5,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
@@ -146,3 +147,36 @@ def test_a_reader_follows_a_map_another_process_grew(tmp_path: Path) -> None:
     reader.append("s", [{"n": 82}])  # and writes after it
     assert reader.read("s", after=81)[0].payload == {"n": 82}
     reader.close()
+
+
+def test_a_log_opened_while_another_process_grows_its_map_opens(tmp_path: Path, monkeypatch: Any) -> None:
+    """The same race at open: the map grows between LMDB's open and the first transaction (a consumer
+    starting while the producer appends a backlog). The benchmark's reader crashed on it, as would a
+    gateway starting then."""
+    EventLog(tmp_path / "log").close()
+    grow = (
+        "import sys; from actors.eventlog import EventLog; log = EventLog(sys.argv[1]); "
+        "log.append('s', [b'x' * (1 << 20)] * 80); print(log.map_size())"
+    )
+    original = EventLog._open_dbs
+    grown: list[int] = []
+
+    def open_after_growth(self: EventLog) -> None:
+        if not grown:
+            done = subprocess.run(
+                [sys.executable, "-c", grow, str(tmp_path / "log")],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            grown.append(int(done.stdout))
+            with pytest.raises(lmdb.MapResizedError):  # the race really happened
+                original(self)
+            raise lmdb.MapResizedError("from the test")
+        original(self)
+
+    monkeypatch.setattr(EventLog, "_open_dbs", open_after_growth)
+    log = EventLog(tmp_path / "log")
+    assert grown and log.map_size() >= grown[0] and log.last_seq("s") == 80
+    log.close()

@@ -79,7 +79,7 @@ def _follower(log: EventLog, key: Ed25519PrivateKey) -> tuple[RaftReplicaActor, 
     r.sent_snapshot, r.dispatched, r.published, r.applied_count = None, 0, 0, 0
     r.trusted = {"node-a": key.public_key()}
     r.pending_reads, r.read_waiters, r.last_role, r.snapshot_every = [], {}, None, 0
-    r.spool = None
+    r.spool, r.snapshot_waiting = None, {}
     sent: list[Message] = []
     r._send_raft = lambda to, data: sent.append(decode_message(data))  # type: ignore[method-assign]
     return r, sent

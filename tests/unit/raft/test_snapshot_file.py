@@ -4,6 +4,7 @@ in its spool directory, under a plain ``in-`` name, of the size its message stat
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +25,20 @@ from actors.raft.snapshot_file import (
 from tests.harness.cluster import incident
 
 
-def items(n: int) -> list[tuple[int, dict[str, Any]]]:
+def items_of(n: int) -> list[tuple[int, dict[str, Any]]]:
     return [(i, incident(f"i-{i}")) for i in range(1, n + 1)]
 
 
-def test_a_snapshot_file_reads_back_in_pieces_of_at_most_piece_items(tmp_path: Path) -> None:
+def test_a_snapshot_file_reads_back_in_pieces_of_at_most_piece_items_of(tmp_path: Path) -> None:
     path = tmp_path / "s.snap"
-    size, count = write_snapshot(path, iter(items(2 * PIECE_ITEMS + 7)))
+    size, count = write_snapshot(path, iter(items_of(2 * PIECE_ITEMS + 7)))
     assert count == 2 * PIECE_ITEMS + 7 and size == path.stat().st_size
     assert not list(tmp_path.glob("*.part")), "the temporary name was left behind"
     with open(path, "rb") as stream:
         check_shape(stream)
         pieces = list(read_pieces(stream))
     assert [len(p) for p in pieces] == [PIECE_ITEMS, PIECE_ITEMS, 7]
-    assert [tuple(item) for piece in pieces for item in piece] == items(2 * PIECE_ITEMS + 7)
+    assert [tuple(item) for piece in pieces for item in piece] == items_of(2 * PIECE_ITEMS + 7)
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_a_damaged_file_is_refused_by_its_shape_and_by_its_reader(
     tmp_path: Path, damage: Any, reason: str
 ) -> None:
     path = tmp_path / "s.snap"
-    write_snapshot(path, iter(items(30)))
+    write_snapshot(path, iter(items_of(30)))
     path.write_bytes(damage(path.read_bytes()))
     with open(path, "rb") as stream:
         with pytest.raises(SnapshotFileError, match=reason):
@@ -72,7 +73,7 @@ def test_a_reference_is_recognised_and_an_inline_snapshot_is_not() -> None:
 def test_a_replica_takes_only_its_gateways_complete_file_and_unlinks_it(tmp_path: Path) -> None:
     spool = SnapshotSpool(tmp_path, "gw-2")
     path = spool.dir / "in-gw-1-7.snap"
-    size, count = write_snapshot(path, iter(items(5)))
+    size, count = write_snapshot(path, iter(items_of(5)))
     (tmp_path / "elsewhere.snap").write_bytes(path.read_bytes())
 
     def ref(name: str, size: int = size) -> SpoolReference:
@@ -82,7 +83,7 @@ def test_a_replica_takes_only_its_gateways_complete_file_and_unlinks_it(tmp_path
     assert "not a file its gateway received" in (spool.take(ref("out-gw-2-5.snap")) or "")
     assert "bytes" in (spool.take(ref("in-gw-1-7.snap", size + 1)) or "")
     assert not path.exists(), "a refused file stays: nothing would ever remove it"
-    write_snapshot(path, iter(items(5)))
+    write_snapshot(path, iter(items_of(5)))
     assert spool.take(ref("in-gw-1-7.snap")) is None
     assert not path.exists(), "taken but not unlinked"
     stream = spool.opened(ref("in-gw-1-7.snap"))
@@ -91,17 +92,48 @@ def test_a_replica_takes_only_its_gateways_complete_file_and_unlinks_it(tmp_path
     assert stream.closed and spool.opened(ref("in-gw-1-7.snap")) is None
 
 
-def test_the_file_for_an_index_is_written_once_and_replaced_when_the_index_moves(tmp_path: Path) -> None:
+def test_the_file_for_an_index_is_written_once_by_a_thread_and_replaced_when_the_index_moves(
+    tmp_path: Path,
+) -> None:
     spool = SnapshotSpool(tmp_path, "gw-1")
-    calls: list[int] = []
+    calls: list[tuple[int, str]] = []
+    release = threading.Event()
 
     def source(n: int) -> Any:
-        return lambda: calls.append(n) or iter(items(n))
+        def slow() -> Any:
+            calls.append((n, threading.current_thread().name))
+            release.wait(10)  # a large state machine: the replica must not wait for it
+            return iter(items_of(n))
 
+        return slow
+
+    assert spool.outgoing(4, source(4)) is None, "the replica waited for the file"
+    assert spool.outgoing(4, source(4)) is None and len(calls) == 1, "a second writer started"
+    release.set()
+    spool.wait_written()
     first = spool.outgoing(4, source(4))
-    assert spool.outgoing(4, source(4)) == first and calls == [4], "a snapshot sent again was rewritten"
+    assert first is not None and first.count == 4 and calls == [(4, "snapshot-4")]
+    assert spool.outgoing(4, source(4)) == first and len(calls) == 1, "a snapshot sent again was rewritten"
+    assert spool.outgoing(8, source(8)) is None
+    spool.wait_written()
     second = spool.outgoing(8, source(8))
-    assert calls == [4, 8] and second.count == 8
+    assert second is not None and second.count == 8
     assert sorted(p.name for p in spool.dir.iterdir()) == [second.spool], "the older file was kept"
     SnapshotSpool(tmp_path, "gw-1")  # a restarted replica: its previous instance's files are stale
     assert list(spool.dir.iterdir()) == []
+
+
+def test_a_failed_write_is_reported_once_and_tried_again(tmp_path: Path) -> None:
+    spool = SnapshotSpool(tmp_path, "gw-1")
+
+    def broken() -> Any:
+        raise OSError(28, "No space left on device")
+
+    assert spool.outgoing(4, broken) is None
+    spool.wait_written()
+    with pytest.raises(SnapshotFileError, match="No space left"):
+        spool.outgoing(4, broken)
+    assert spool.outgoing(4, lambda: iter(items_of(4))) is None  # started again
+    spool.wait_written()
+    ref = spool.outgoing(4, lambda: iter(items_of(4)))
+    assert ref is not None and ref.count == 4

@@ -70,6 +70,10 @@ def test_a_follower_installs_a_snapshot_file_piece_by_piece_and_keeps_only_a_ref
     follower.remote = {"a"}
     follower._to_gateway = lambda to, data, kind: to_gateway.append((to, data, kind))  # type: ignore[method-assign]
     follower._send_message(Message(type="snapshot", sender="b", to="a", term=3, snapshot=kept))
+    assert to_gateway == [] and "a" in follower.snapshot_waiting, "the replica waited for its file"
+    follower.spool.wait_written()
+    follower._drain()  # its next turn: the file is there, the message leaves
+    assert follower.snapshot_waiting == {}
     ((to, data, kind),) = to_gateway
     message = decode_message(data)
     assert (to, kind, message.type) == ("a", "snapshot", "snapshot") and message.snapshot is not None
