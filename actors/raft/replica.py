@@ -979,30 +979,27 @@ class RaftReplicaActor(SupervisedActor):
         return _encode({"applied_index": applied, "incidents_in": "event_log"})
 
     def _step(self, m: Message) -> None:
-        """``core.step``, except a snapshot that is only a reference to its sender's event log (a leader
-        must never send one: ``_outgoing``). Installing it would move this replica past entries whose
-        incidents it never received; refused, the follower only waits for a real snapshot."""
-        if m.snapshot is not None and _is_reference(m.snapshot.data):
+        """``core.step``, except a snapshot this replica cannot install, refused before Raft sees it (the
+        leader sends it again): one that is only a reference to its sender's event log (a leader must
+        never send one: ``_send_message``; installing it would move this replica past entries whose
+        incidents it never received), or one naming a file its gateway did not put complete in its spool
+        (``SnapshotSpool.take``, which also opens and unlinks the file it accepts)."""
+        snap = m.snapshot
+        if snap is None:
+            self.core.step(m)
+            return
+        ref = spool_reference(snap.data)
+        if _is_reference(snap.data):
+            why: str | None = "the snapshot holds no incidents, only a reference to the sender's event log"
+        elif ref is not None:
+            why = self.spool.take(ref) if self.spool is not None else "snapshot files are for cluster mode"
+        else:
+            why = None  # inline: a replica of this node's
+        if why is not None:
             self.log.error(
-                "raft_snapshot_refused",
-                replica=self.replica,
-                sender=m.sender,
-                index=m.snapshot.index,
-                reason="the snapshot holds no incidents, only a reference to the sender's event log",
+                "raft_snapshot_refused", replica=self.replica, sender=m.sender, index=snap.index, reason=why
             )
             return
-        ref = spool_reference(m.snapshot.data) if m.snapshot is not None else None
-        if ref is not None:
-            why = self.spool.take(ref) if self.spool is not None else "snapshot files are for cluster mode"
-            if why is not None:
-                self.log.error(
-                    "raft_snapshot_refused",
-                    replica=self.replica,
-                    sender=m.sender,
-                    index=ref.applied_index,
-                    reason=why,
-                )
-                return
         self.core.step(m)
 
     def _send_message(self, m: Message) -> None:
