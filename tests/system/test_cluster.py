@@ -624,12 +624,15 @@ def test_the_shipped_city_runs_as_one_cluster_under_garrison_up(tmp_path: Path) 
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     events: list[dict[str, Any]] = []
+    other: list[str] = []  # lines that are not JSON events (a traceback of `garrison up` itself)
 
     def read() -> None:
         assert up.stderr is not None
         for line in up.stderr:
-            with contextlib.suppress(json.JSONDecodeError):
+            try:
                 events.append(json.loads(line))
+            except json.JSONDecodeError:
+                other.append(line.rstrip())
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -658,7 +661,8 @@ def test_the_shipped_city_runs_as_one_cluster_under_garrison_up(tmp_path: Path) 
             f"{e.get('node')}:{e.get('event')}" for e in events
         )  # what did happen, for a diagnosis
         raise AssertionError(
-            f"timed out after {timeout}s waiting for {what}; warnings: {tail}; events: {seen}"
+            f"timed out after {timeout}s waiting for {what}; warnings: {tail}; events: {seen}; "
+            f"`garrison up` exit code: {up.poll()}; other output: {other[-30:]}"
         )
 
     gateways = ("gw-1", "gw-2", "gw-3")
