@@ -27,7 +27,7 @@ from actors.eventlog import EventLog
 from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 from supervisors.certs import ensure_cluster_certs
-from supervisors.thespian_env import free_loopback_ports, free_peer_and_api_ports, processes_in_session
+from supervisors.thespian_env import free_peer_and_api_ports, processes_in_session
 from tests.harness.cluster import edge_tree as harness_edge_tree
 from tests.harness.cluster import gateway_tree as harness_gateway_tree
 from tests.system.nodes import REPO
@@ -600,10 +600,12 @@ def shipped_city(tmp_path: Path) -> Path:
     """config/city.yaml as shipped, with only its addresses (free loopback ports) and directories (under
     ``tmp_path``) changed, so that the test runs next to anything else on the machine."""
     city = yaml.safe_load((REPO / "config" / "city.yaml").read_text())
+    # every port in one draw: a draw per node could give a node's API the port another node's peer
+    # listener got (each was free when drawn), which garrison up then refused as a duplicate address
+    peer_ports, api_ports = free_peer_and_api_ports([node["name"] for node in city["nodes"]])
     for node in city["nodes"]:
-        peer_port, api_port = free_loopback_ports(2)
-        node["peer"] = f"127.0.0.1:{peer_port}"
-        node["api"] = f"127.0.0.1:{api_port}"
+        node["peer"] = f"127.0.0.1:{peer_ports[node['name']]}"
+        node["api"] = f"127.0.0.1:{api_ports[node['name']]}"
         node["data_dir"] = str(tmp_path / "data" / node["name"])
     city["cluster"]["certs_dir"] = "certs"  # relative to the copy: created by `garrison up`
     path = tmp_path / "city.yaml"

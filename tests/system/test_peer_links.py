@@ -29,7 +29,7 @@ import pytest
 from supervisors import certs
 from supervisors.peer import Lane, PeerConfig, PeerNode
 from supervisors.peer.frames import GossipFrame, Heartbeat, RaftFrame, encode_frame
-from supervisors.thespian_env import free_loopback_port, free_loopback_ports
+from supervisors.thespian_env import free_loopback_ports
 from tests.harness.fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
@@ -414,10 +414,10 @@ def test_blackholing_one_direction_makes_the_peer_suspect_then_down_and_heal_bri
     certs_dir: Path, tmp_path: Path, procs: list[PeerProc], direction: str
 ) -> None:
     # a reaches b only through the proxy; b listens on its real port
-    real_b = free_loopback_port()
+    real_b, port_a = free_loopback_ports(2)  # one draw: two draws may return the same port
     with FaultProxy(("127.0.0.1", real_b)) as proxy:
         nodes = (
-            PeerNode("a", "gateway", "127.0.0.1", free_loopback_port()),
+            PeerNode("a", "gateway", "127.0.0.1", port_a),
             PeerNode("b", "gateway", "127.0.0.1", proxy.port),
         )
         a = PeerProc(config(certs_dir, "a", nodes), tmp_path)
@@ -444,10 +444,10 @@ def test_blackholing_one_direction_makes_the_peer_suspect_then_down_and_heal_bri
 def test_a_delay_through_the_proxy_shows_in_the_measured_rtt_and_the_link_stays_up(
     certs_dir: Path, tmp_path: Path, procs: list[PeerProc]
 ) -> None:
-    real_b = free_loopback_port()
+    real_b, port_a = free_loopback_ports(2)  # one draw: two draws may return the same port
     with FaultProxy(("127.0.0.1", real_b), seed=1) as proxy:
         nodes = (
-            PeerNode("a", "gateway", "127.0.0.1", free_loopback_port()),
+            PeerNode("a", "gateway", "127.0.0.1", port_a),
             PeerNode("b", "gateway", "127.0.0.1", proxy.port),
         )
         procs.append(PeerProc(config(certs_dir, "a", nodes), tmp_path))

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from supervisors.process_tree import descendants
-from supervisors.thespian_env import free_loopback_port
+from supervisors.thespian_env import free_loopback_ports
 from tests.system.nodes import REPO
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
@@ -31,15 +31,16 @@ TREE = {"id": "root", "children": [{"id": "counter", "actor": "actors.examples.C
 def write_cluster(tmp_path: Path) -> Path:
     import yaml
 
+    ports = free_loopback_ports(2)  # one draw: two draws may return the same port
     nodes = [
         {
             "name": name,
             "role": role,
-            "peer": f"127.0.0.1:{free_loopback_port()}",
+            "peer": f"127.0.0.1:{port}",
             "data_dir": str(tmp_path / "data" / name),
             "tree": TREE,
         }
-        for name, role in (("gw-1", "gateway"), ("edge-1", "edge"))
+        for (name, role), port in zip((("gw-1", "gateway"), ("edge-1", "edge")), ports, strict=True)
     ]
     path = tmp_path / "city.yaml"
     path.write_text(yaml.safe_dump({"nodes": nodes, "cluster": {"certs_dir": "certs"}}))
