@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -74,13 +74,15 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def free_loopback_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports: two draws of :func:`free_loopback_port` can return the same port
-    (each is free when drawn, none is held), which gave a test node its API on its own peer port."""
+def free_loopback_ports(n: int, avoid: Collection[int] = ()) -> list[int]:
+    """``n`` distinct free loopback ports, none of ``avoid``: two draws of :func:`free_loopback_port` can
+    return the same port (each is free when drawn, none is held), which gave a test node its API on its
+    own peer port, and a fault proxy the peer port of the node behind it. Pass what an earlier draw gave
+    and is not bound yet as ``avoid``."""
     ports: list[int] = []
     while len(ports) < n:
         port = free_loopback_port()
-        if port not in ports:
+        if port not in ports and port not in avoid:
             ports.append(port)
     return ports
 

@@ -32,7 +32,7 @@ import yaml
 
 from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from supervisors.certs import ensure_cluster_certs
-from supervisors.thespian_env import free_peer_and_api_ports, processes_in_session
+from supervisors.thespian_env import free_loopback_ports, free_peer_and_api_ports, processes_in_session
 from tests.harness.fault_proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -265,12 +265,19 @@ class Cluster:
         self.snapshot_every = snapshot_every
         self.consume_readings = consume_readings  # each gateway's CRDT counts its node's `readings`
         self.ports, self.api_ports = free_peer_and_api_ports(self.everyone)  # the real peer ports
+        links = [
+            (i, src, j, dst)
+            for i, src in enumerate(self.everyone)
+            for j, dst in enumerate(self.everyone)
+            if src != dst
+        ]
+        # the proxies' ports are drawn apart from the nodes' (not bound until the nodes start): a proxy
+        # binding port 0 was once given a node's drawn peer port, and that node never listened
+        listen = free_loopback_ports(len(links), avoid={*self.ports.values(), *self.api_ports.values()})
         self.proxies: dict[tuple[str, str], FaultProxy] = {}
-        for i, src in enumerate(self.everyone):
-            for j, dst in enumerate(self.everyone):
-                if src != dst:
-                    proxy = FaultProxy(("127.0.0.1", self.ports[dst]), seed=seed * 100 + i * 10 + j)
-                    self.proxies[(src, dst)] = proxy.start()
+        for (i, src, j, dst), port in zip(links, listen, strict=True):
+            proxy = FaultProxy(("127.0.0.1", self.ports[dst]), listen_port=port, seed=seed * 100 + i * 10 + j)
+            self.proxies[(src, dst)] = proxy.start()
         self.cut: set[tuple[str, str]] = set()  # directed links blackholed now
         self.slowed: set[tuple[str, str]] = set()  # directed links delayed now
         self.nodes: dict[str, Node] = {}

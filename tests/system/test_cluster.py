@@ -27,7 +27,7 @@ from actors.eventlog import EventLog
 from actors.raft.node_keys import load_or_create_signing_key, public_key_b64
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 from supervisors.certs import ensure_cluster_certs
-from supervisors.thespian_env import free_peer_and_api_ports, processes_in_session
+from supervisors.thespian_env import free_loopback_ports, free_peer_and_api_ports, processes_in_session
 from tests.harness.cluster import edge_tree as harness_edge_tree
 from tests.harness.cluster import gateway_tree as harness_gateway_tree
 from tests.system.nodes import REPO
@@ -443,7 +443,12 @@ def test_exposure_counters_converge_on_every_node_after_a_partition_heals(cluste
     from tests.harness.fault_proxy import FaultProxy
 
     c = cluster.make(gateways=("gw-1", "gw-2"), edges=("edge-1",))
-    proxies = {n: FaultProxy(("127.0.0.1", c.ports[n])).start() for n in c.names}
+    # drawn apart from the nodes' ports, which are not bound yet (see tests/harness/cluster.py)
+    listen = free_loopback_ports(len(c.names), avoid={*c.ports.values(), *c.api_ports.values()})
+    proxies = {
+        n: FaultProxy(("127.0.0.1", c.ports[n]), listen_port=port).start()
+        for n, port in zip(c.names, listen, strict=True)
+    }
     try:
         city = yaml.safe_load(c.topology.read_text())
         edge_view = yaml.safe_load(c.topology.read_text())

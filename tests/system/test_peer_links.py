@@ -414,8 +414,8 @@ def test_blackholing_one_direction_makes_the_peer_suspect_then_down_and_heal_bri
     certs_dir: Path, tmp_path: Path, procs: list[PeerProc], direction: str
 ) -> None:
     # a reaches b only through the proxy; b listens on its real port
-    real_b, port_a = free_loopback_ports(2)  # one draw: two draws may return the same port
-    with FaultProxy(("127.0.0.1", real_b)) as proxy:
+    real_b, port_a, proxy_port = free_loopback_ports(3)  # one draw: two draws may return the same port
+    with FaultProxy(("127.0.0.1", real_b), listen_port=proxy_port) as proxy:
         nodes = (
             PeerNode("a", "gateway", "127.0.0.1", port_a),
             PeerNode("b", "gateway", "127.0.0.1", proxy.port),
@@ -444,8 +444,8 @@ def test_blackholing_one_direction_makes_the_peer_suspect_then_down_and_heal_bri
 def test_a_delay_through_the_proxy_shows_in_the_measured_rtt_and_the_link_stays_up(
     certs_dir: Path, tmp_path: Path, procs: list[PeerProc]
 ) -> None:
-    real_b, port_a = free_loopback_ports(2)  # one draw: two draws may return the same port
-    with FaultProxy(("127.0.0.1", real_b), seed=1) as proxy:
+    real_b, port_a, proxy_port = free_loopback_ports(3)  # one draw: two draws may return the same port
+    with FaultProxy(("127.0.0.1", real_b), listen_port=proxy_port, seed=1) as proxy:
         nodes = (
             PeerNode("a", "gateway", "127.0.0.1", port_a),
             PeerNode("b", "gateway", "127.0.0.1", proxy.port),

@@ -13,6 +13,8 @@ def test_the_ports_are_distinct_even_when_draws_repeat(monkeypatch) -> None:  # 
     draws = iter([40001, 40001, 40002, 40001, 40003])  # what two independent draws can do
     monkeypatch.setattr(thespian_env, "free_loopback_port", lambda: next(draws))
     assert free_loopback_ports(3) == [40001, 40002, 40003]
+    draws = iter([40001, 40002, 40003, 40004])  # 40002 was drawn before and is not bound yet
+    assert free_loopback_ports(2, avoid={40002}) == [40001, 40003]
 
 
 def test_real_ports_are_distinct_and_bindable() -> None:
