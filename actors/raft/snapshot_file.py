@@ -227,7 +227,8 @@ class SnapshotSpool:
         thread.start()
 
     def wait_written(self, timeout: float = 60.0) -> None:
-        """Block until a write in progress ended (tests, and a replica stopping)."""
+        """Block until a write in progress ended (tests; a replica that stops leaves the thread a daemon,
+        and the next instance removes its file)."""
         if self._writing is not None:
             self._writing[1].join(timeout)
 

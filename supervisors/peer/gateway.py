@@ -361,7 +361,7 @@ class Gateway:
         if stale is not None:
             stale.cancel()  # a newer snapshot replaces one still streaming: its chunks would be wasted
         self.file_streams[peer] = ref.spool
-        sid = f"{self.node}-{os.getpid()}-{next(self.snapshot_seq)}"
+        sid = self._new_snapshot_id()
         self.log.info(
             "snapshot_sending", peer=peer, index=ref.applied_index, bytes=ref.bytes, incidents=ref.count
         )
@@ -371,6 +371,10 @@ class Gateway:
                 peer, ref.spool, file_chunks(self.node, peer, sid, message, stream, self.chunk_bytes)
             ),
         )
+
+    def _new_snapshot_id(self) -> str:
+        """Unique per stream from this gateway (and from any restarted one: the pid)."""
+        return f"{self.node}-{os.getpid()}-{next(self.snapshot_seq)}"
 
     def _streamed(self, peer: str, name: str, chunks: Iterator[SnapshotChunk]) -> Iterator[SnapshotChunk]:
         """``chunks``, forgetting that ``name`` streams to ``peer`` once they end or are abandoned."""
@@ -383,7 +387,7 @@ class Gateway:
 
     def _chunks(self, peer: str, payload: bytes) -> Iterator[SnapshotChunk]:
         """``payload`` as snapshot-lane chunks, cut as they are sent (not all copied at once)."""
-        sid = f"{self.node}-{os.getpid()}-{next(self.snapshot_seq)}"
+        sid = self._new_snapshot_id()
         size = self.chunk_bytes
         for offset in range(0, len(payload), size):
             yield SnapshotChunk(

@@ -25,7 +25,6 @@ from actors.raft.codec import decode_message, encode_message
 from actors.raft.snapshot_file import (
     SpoolReference,
     encode_reference,
-    plain_name,
     remove_quietly,
     spool_reference,
 )
@@ -162,26 +161,23 @@ class SnapshotReceiver:
         except (msgspec.DecodeError, ValueError, TypeError) as exc:
             remove_quietly(inc.part)
             raise SnapshotStreamError(f"the header is not a raft message: {exc}") from None
-        ref = spool_reference(message.snapshot.data) if message.snapshot is not None else None
+        snap = message.snapshot
+        ref = spool_reference(snap.data) if snap is not None and message.type == "snapshot" else None
         size = inc.part.stat().st_size
-        why = (
-            "the header is not a snapshot sent as a file"
-            if ref is None or message.type != "snapshot"
-            else f"the header is from {message.sender!r}"
-            if message.sender != peer
-            else f"the file has {size} bytes, the header says {ref.bytes}"
-            if size != ref.bytes
-            else None
-        )
-        if why is not None or ref is None or message.snapshot is None:
-            remove_quietly(inc.part)
-            raise SnapshotStreamError(why or "not a snapshot")
-        name = inc.part.name.removesuffix(".part") + ".snap"
-        assert plain_name(name)
-        os.replace(inc.part, self.spool / name)
-        local = msgspec.structs.replace(ref, spool=name)
-        snapshot = dataclasses.replace(message.snapshot, data=encode_reference(local))
-        return encode_message(dataclasses.replace(message, snapshot=snapshot))
+        if snap is None or ref is None:
+            why = "the header is not a snapshot sent as a file"
+        elif message.sender != peer:
+            why = f"the header is from {message.sender!r}"
+        elif size != ref.bytes:
+            why = f"the file has {size} bytes, the header says {ref.bytes}"
+        else:
+            name = inc.part.name.removesuffix(".part") + ".snap"
+            os.replace(inc.part, self.spool / name)
+            local = msgspec.structs.replace(ref, spool=name)
+            snapshot = dataclasses.replace(snap, data=encode_reference(local))
+            return encode_message(dataclasses.replace(message, snapshot=snapshot))
+        remove_quietly(inc.part)
+        raise SnapshotStreamError(why)
 
     def drop(self, peer: str) -> None:
         inc = self.incoming.pop(peer, None)
