@@ -94,6 +94,7 @@ class SnapshotReceiver:
     def __init__(self, spool: Path) -> None:
         self.spool = spool
         self.incoming: dict[str, _Incoming] = {}
+        self.handed: dict[str, Path] = {}  # per peer, the last file handed to the replica
         self.names = 0
         for stale in spool.glob("in-*"):  # a previous gateway's; their leaders send them again
             remove_quietly(stale)
@@ -173,6 +174,13 @@ class SnapshotReceiver:
         else:
             name = inc.part.name.removesuffix(".part") + ".snap"
             os.replace(inc.part, self.spool / name)
+            # The replica unlinks a file when it takes it, so the previous one of this peer still here was
+            # never taken (its message was lost to a replica restarting): this newer snapshot replaces it.
+            # Should its message still be on the way, the replica refuses it and installs this one.
+            untaken = self.handed.get(peer)
+            if untaken is not None:
+                remove_quietly(untaken)
+            self.handed[peer] = self.spool / name
             local = msgspec.structs.replace(ref, spool=name)
             snapshot = dataclasses.replace(snap, data=encode_reference(local))
             return encode_message(dataclasses.replace(message, snapshot=snapshot))

@@ -484,6 +484,14 @@ def test_a_snapshot_sent_again_while_it_streams_is_not_restarted_and_a_broken_st
         for body in file_chunks("gw-2", "gw-1", "forged", forged, stream, 4096):
             receiver._on_frame("gw-2", body)
         assert pipe.messages == [] and not list(receiver.spool.glob("*.part"))
-        assert [p.suffix for p in receiver.spool.iterdir()] == [".snap"]  # only the good one, for the replica
+        (untaken,) = receiver.spool.iterdir()
+        assert untaken.suffix == ".snap"  # only the good one, for the replica
+
+        # the replica never took that file (its message was lost while it restarted) and the leader sends
+        # its snapshot again: the newer file replaces the untaken one, so none piles up
+        for body in chunks:
+            receiver._on_frame("gw-2", body)
+        newer = received_snapshot(receiver)[2]
+        assert newer != untaken and list(receiver.spool.iterdir()) == [newer]
 
     asyncio.run(scenario())
