@@ -39,7 +39,7 @@ from supervisors.spec import ChildSpec, SupervisorSpec, WorkerSpec
 from supervisors.supervisor import SUPERVISOR_CLASS, child_start_timeout
 from supervisors.thespian_env import (
     SYSTEM_BASE,
-    free_loopback_port,
+    free_loopback_ports,
     prepare_environment,
     processes_in_session,
 )
@@ -98,7 +98,7 @@ class NodeRunner:
         log_defs = prepare_environment(node.data_dir)
         if self.topology_file is not None:  # cluster-mode actors and the peer gateway read their cluster here
             os.environ["GARRISON_TOPOLOGY"] = str(self.topology_file.absolute())
-        port = free_loopback_port()
+        port = admin_port(node)
         from thespian.actors import ActorSystem
 
         asys = ActorSystem(SYSTEM_BASE, {"Admin Port": port}, logDefs=log_defs)
@@ -315,6 +315,15 @@ def _lock_data_dir(data_dir: Path) -> TextIO:
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     return lock
+
+
+def admin_port(node: NodeConfig) -> int:
+    """A free loopback port for the node's Thespian admin, none of the peer and API ports the topology gives
+    its nodes: one of a node that is not listening yet or right now (a node of a local cluster restarting)
+    is free when drawn, and that node could then not start."""
+    nodes = node.cluster.nodes if node.cluster is not None else ()
+    addresses = [node.peer, node.api] + [a for n in nodes for a in (n.peer, n.api)]
+    return free_loopback_ports(1, avoid={a.port for a in addresses if a is not None})[0]
 
 
 def run_node(
