@@ -101,7 +101,7 @@ _LEADER_EARLY: frozenset[MessageType] = frozenset({"append", "heartbeat", "snaps
 
 class _SnapshotReference(msgspec.Struct):
     """A compaction's snapshot as this replica keeps it: a reference to its own event log, where the state
-    machine (``incident/<raft index>``) already is. Never sent: see ``RaftReplicaActor._outgoing``."""
+    machine (``incident/<raft index>``) already is. Never sent: see ``RaftReplicaActor._send_message``."""
 
     applied_index: int
     incidents_in: Literal["event_log"]
@@ -256,14 +256,13 @@ class RaftReplicaActor(SupervisedActor):
         self.link_fd: int | None = None  # its fd while watched
         self.link_flush_armed = False
         cluster_keys: dict[str, str] = {}
-        # snapshot files to and from the gateway (cluster mode; replicas of one node send theirs inline)
-        self.spool: SnapshotSpool | None = None
         self.snapshot_waiting: dict[str, Message] = {}  # peer -> a snapshot whose file is being written
         if a.cluster:
             self.replica, self.peers, cluster_keys = self._cluster_view()
             self.remote = set(self.peers)
             self.link = RaftLinkClient(self.config.data_dir)
-            self.spool = SnapshotSpool(self.config.data_dir, self.replica)
+        # snapshot files: for the gateway to stream to other nodes, or for replicas of this node to read
+        self.spool = SnapshotSpool(self.config.data_dir, self.replica)
         self.publish = a.publish
         self.tick_s = a.tick_s
         self.snapshot_every = a.snapshot_every
@@ -301,8 +300,6 @@ class RaftReplicaActor(SupervisedActor):
         self.pending: dict[str, tuple[bytes, int, int]] = {}  # incident_id -> (entry, seq, tick sent)
         self.ticks = 0
         self.applied_count = int(self.event_log.get_value(self.prefix + "applied_count", 0))
-        # (index, bytes) of the last snapshot materialised for a follower: resent as is while unchanged
-        self.sent_snapshot: tuple[int, bytes] | None = None
         self.dispatch_marks: AppliedMarks | None = stored_marks(
             self.event_log.get_value(self.prefix + "dispatch_marks"),
             self.event_log.get_value(self.prefix + "dispatched"),
@@ -735,8 +732,7 @@ class RaftReplicaActor(SupervisedActor):
                 waiter = self.read_waiters.pop(ctx, None)
                 if waiter is not None:
                     self.pending_reads.append((state.index, ctx, waiter))
-        if self.spool is not None:
-            self.spool.close_inbox()  # installed above, or refused by the core as stale
+        self.spool.close_inbox()  # installed above, or refused by the core as stale
         self._serve_reads()
         self._maybe_compact()
         role = (self.core.role, self.core.term, self.core.leader_id)
@@ -975,15 +971,15 @@ class RaftReplicaActor(SupervisedActor):
         (every ``snapshot_every`` entries) encoded and durably rewrote every incident ever applied: O(all
         history) per compaction, ~10 % of a pipelining follower's CPU at 50k incidents and growing with
         the log. Now a compaction is O(1), and the incidents are read when a snapshot is actually sent to
-        a follower behind the log (:meth:`_outgoing`), as etcd sends its bbolt file."""
+        a follower behind the log (:meth:`_send_message`), as etcd sends its bbolt file."""
         return _encode({"applied_index": applied, "incidents_in": "event_log"})
 
     def _step(self, m: Message) -> None:
         """``core.step``, except a snapshot this replica cannot install, refused before Raft sees it (the
         leader sends it again): one that is only a reference to its sender's event log (a leader must
         never send one: ``_send_message``; installing it would move this replica past entries whose
-        incidents it never received), or one naming a file its gateway did not put complete in its spool
-        (``SnapshotSpool.take``, which also opens and unlinks the file it accepts)."""
+        incidents it never received), or one naming a file that is not a complete snapshot of the sender's
+        in this node's spool (``SnapshotSpool.take``, which also opens the file it accepts)."""
         snap = m.snapshot
         if snap is None:
             self.core.step(m)
@@ -992,9 +988,9 @@ class RaftReplicaActor(SupervisedActor):
         if _is_reference(snap.data):
             why: str | None = "the snapshot holds no incidents, only a reference to the sender's event log"
         elif ref is not None:
-            why = self.spool.take(ref) if self.spool is not None else "snapshot files are for cluster mode"
+            why = self.spool.take(ref, m.sender, from_this_node=m.sender not in self.remote)
         else:
-            why = None  # inline: a replica of this node's
+            why = None  # inline, as an older garrison sent it
         if why is not None:
             self.log.error(
                 "raft_snapshot_refused", replica=self.replica, sender=m.sender, index=snap.index, reason=why
@@ -1003,27 +999,32 @@ class RaftReplicaActor(SupervisedActor):
         self.core.step(m)
 
     def _send_message(self, m: Message) -> None:
-        """``m`` to its replica. A snapshot for another node leaves as a file (``snapshot_file.py``): the
-        message names it, the gateway streams it, so it is never one value in memory however large the
-        state machine grew; replicas of one node still get it inline through Thespian."""
+        """``m`` to its replica. A snapshot leaves as a file (``snapshot_file.py``) that the message names:
+        a replica of this node reads it from the spool they share, the gateway streams it to another node.
+        So it is never one value in memory however large the state machine grew (before, replicas of one
+        node got the whole state machine in one Thespian message)."""
         snap = m.snapshot
-        if snap is not None and self.spool is not None and m.to in self.remote and _is_reference(snap.data):
-            self.snapshot_waiting.pop(m.to, None)
-            try:
-                ref = self.spool.outgoing(snap.index, lambda: self._state_machine(snap.index))
-            except SnapshotFileError as exc:  # Raft sends it again: probe, then a new snapshot
-                self.log.error("snapshot_write_failed", replica=self.replica, peer=m.to, reason=str(exc))
-                self.core.report_snapshot(m.to, failed=True)
-                return
-            if ref is None:  # a thread writes the file: sent from _drain once it is there
-                self.snapshot_waiting[m.to] = m
-                return
-            data = encode_message(
-                dataclasses.replace(m, snapshot=dataclasses.replace(snap, data=encode_reference(ref)))
-            )
-            self._to_gateway(m.to, data, "snapshot")
+        if snap is None or not _is_reference(snap.data):
+            # no snapshot, or one an older leader sent inline (it holds its incidents)
+            self._send_raft(m.to, encode_message(m))
             return
-        self._send_raft(m.to, encode_message(self._outgoing(m)))
+        self.snapshot_waiting.pop(m.to, None)
+        try:
+            ref = self.spool.outgoing(snap.index, lambda: self._state_machine(snap.index))
+        except SnapshotFileError as exc:  # Raft sends it again: probe, then a new snapshot
+            self.log.error("snapshot_write_failed", replica=self.replica, peer=m.to, reason=str(exc))
+            self.core.report_snapshot(m.to, failed=True)
+            return
+        if ref is None:  # a thread writes the file: sent from _drain once it is there
+            self.snapshot_waiting[m.to] = m
+            return
+        data = encode_message(
+            dataclasses.replace(m, snapshot=dataclasses.replace(snap, data=encode_reference(ref)))
+        )
+        if m.to in self.remote:
+            self._to_gateway(m.to, data, "snapshot")
+        else:
+            self._send_raft(m.to, data)
 
     def _state_machine(self, index: int) -> Iterator[tuple[int, Any]]:
         """(raft index, incident) of every incident applied up to ``index``, in index order, read from one
@@ -1034,24 +1035,6 @@ class RaftReplicaActor(SupervisedActor):
             if raft_index > index:
                 return
             yield raft_index, incident
-
-    def _outgoing(self, m: Message) -> Message:
-        """``m``, with a referenced snapshot replaced by the state machine it stands for (the only place
-        a snapshot leaves this replica, so a follower always receives the incidents themselves)."""
-        snap = m.snapshot
-        if snap is None or not _is_reference(snap.data):
-            return m  # no snapshot, or one installed from a leader (it holds its incidents)
-        return dataclasses.replace(m, snapshot=dataclasses.replace(snap, data=self._materialised(snap.index)))
-
-    def _materialised(self, index: int) -> bytes:
-        """The state machine up to ``index``: every applied incident with its raft index, read from LMDB
-        (an apply is durable before a compaction can cover it). A retry of the same snapshot reuses it."""
-        if self.sent_snapshot is not None and self.sent_snapshot[0] == index:
-            return self.sent_snapshot[1]
-        incidents = [[raft_index, incident] for raft_index, incident in self._state_machine(index)]
-        data = _encode({"applied_index": index, "incidents": incidents})
-        self.sent_snapshot = (index, data)
-        return data
 
     def _maybe_compact(self) -> None:
         applied = self.core.applied_index

@@ -170,9 +170,9 @@ def remove_quietly(path: Path) -> None:
 
 class SnapshotSpool:
     """One replica's snapshot files: the one it last wrote for followers (``out-<replica>-<index>.snap``,
-    rewritten only when the snapshot's index moves) and those its gateway received for it (opened when
-    their message is stepped, then unlinked at once: the open file lives until the install has read it,
-    and nothing is left behind whatever happens next).
+    rewritten only when the snapshot's index moves; replicas of the same node read it in place) and those
+    its gateway received for it (opened when their message is stepped, then unlinked at once: the open file
+    lives until the install has read it, and nothing is left behind whatever happens next).
 
     A file for followers is written by a thread: ~3 s for 150k incidents, longer than an election timeout,
     during which a leader that wrote it inline sent no heartbeat and was deposed. The replica is a leaf
@@ -232,17 +232,24 @@ class SnapshotSpool:
         if self._writing is not None:
             self._writing[1].join(timeout)
 
-    def take(self, ref: SpoolReference) -> str | None:
-        """Open the received file ``ref`` names and unlink it; None when it is ready to install, else why
-        it cannot be (the message is then refused, and the leader sends the snapshot again)."""
-        if not plain_name(ref.spool) or not ref.spool.startswith("in-"):
+    def take(self, ref: SpoolReference, sender: str, from_this_node: bool) -> str | None:
+        """Open the file ``ref`` names; None when it is ready to install, else why it cannot be (the message
+        is then refused, and the leader sends the snapshot again). From another node: a file the gateway
+        received (``in-*``), unlinked once open. From a replica of this node: that replica's own file for
+        that index (``out-<sender>-<index>.snap``), left to it: it may send it to another follower."""
+        if from_this_node:
+            own = f"out-{sender}-{ref.applied_index}.snap"
+            if ref.spool != own:
+                return f"the snapshot names {ref.spool!r}, not {own!r}: the file of its sender for its index"
+        elif not plain_name(ref.spool) or not ref.spool.startswith("in-"):
             return f"the snapshot names {ref.spool!r}, not a file its gateway received"
         path = self.dir / ref.spool
         try:
             stream = open(path, "rb")  # noqa: SIM115 - held until the install reads it (see close_inbox)
         except OSError as exc:
             return f"the snapshot file is not there: {exc}"
-        remove_quietly(path)
+        if not from_this_node:
+            remove_quietly(path)
         size = os.fstat(stream.fileno()).st_size
         if size != ref.bytes:
             stream.close()

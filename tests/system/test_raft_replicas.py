@@ -162,7 +162,8 @@ def test_a_replica_behind_the_compacted_log_catches_up_from_the_leaders_snapshot
             )
         finally:
             os.kill(gw3, signal.SIGCONT)
-        node.wait_for("raft_snapshot_installed", replica="gw3", timeout=30)
+        installed = node.wait_for("raft_snapshot_installed", replica="gw3", timeout=30)[0]
+        assert installed.get("pieces", 0) >= 1, "installed from one message, not read from the leader's file"
 
         def settled(committed: list, applied: dict, extra: dict) -> bool:
             return (

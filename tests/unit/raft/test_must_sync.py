@@ -27,6 +27,7 @@ from actors.raft.core import RaftCore
 from actors.raft.durable_storage import DurableRaftStorage
 from actors.raft.entries import signed_batch
 from actors.raft.replica import RaftReplicaActor
+from actors.raft.snapshot_file import SnapshotSpool
 from actors.raft.storage import MemoryStorage
 from actors.raft.types import Message, RaftConfig
 from actors.streams import COMMITTED_INCIDENTS
@@ -76,10 +77,10 @@ def _follower(log: EventLog, key: Ed25519PrivateKey) -> tuple[RaftReplicaActor, 
     )
     r.publish, r.pending, r.prefix = True, {}, "raft/b/"
     r.offset_key, r.offset, r.read_upto = "offset/raft/b", 0, 0
-    r.sent_snapshot, r.dispatched, r.published, r.applied_count = None, 0, 0, 0
+    r.dispatched, r.published, r.applied_count = 0, 0, 0
     r.trusted = {"node-a": key.public_key()}
     r.pending_reads, r.read_waiters, r.last_role, r.snapshot_every = [], {}, None, 0
-    r.spool, r.snapshot_waiting = None, {}
+    r.spool, r.snapshot_waiting, r.remote = SnapshotSpool(log.path.parent, "b"), {}, set()
     sent: list[Message] = []
     r._send_raft = lambda to, data: sent.append(decode_message(data))  # type: ignore[method-assign]
     return r, sent

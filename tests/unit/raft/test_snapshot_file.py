@@ -79,17 +79,36 @@ def test_a_replica_takes_only_its_gateways_complete_file_and_unlinks_it(tmp_path
     def ref(name: str, size: int = size) -> SpoolReference:
         return SpoolReference(applied_index=5, spool=name, bytes=size, count=count)
 
-    assert "not a file its gateway received" in (spool.take(ref("../elsewhere.snap")) or "")
-    assert "not a file its gateway received" in (spool.take(ref("out-gw-2-5.snap")) or "")
-    assert "bytes" in (spool.take(ref("in-gw-1-7.snap", size + 1)) or "")
+    assert "not a file its gateway received" in (spool.take(ref("../elsewhere.snap"), "gw-1", False) or "")
+    assert "not a file its gateway received" in (spool.take(ref("out-gw-2-5.snap"), "gw-1", False) or "")
+    assert "bytes" in (spool.take(ref("in-gw-1-7.snap", size + 1), "gw-1", False) or "")
     assert not path.exists(), "a refused file stays: nothing would ever remove it"
     write_snapshot(path, iter(items_of(5)))
-    assert spool.take(ref("in-gw-1-7.snap")) is None
+    assert spool.take(ref("in-gw-1-7.snap"), "gw-1", False) is None
     assert not path.exists(), "taken but not unlinked"
     stream = spool.opened(ref("in-gw-1-7.snap"))
     assert stream is not None and [len(p) for p in read_pieces(stream)] == [5]
     spool.close_inbox()
     assert stream.closed and spool.opened(ref("in-gw-1-7.snap")) is None
+
+
+def test_a_replica_of_the_same_node_reads_the_senders_own_file_in_place(tmp_path: Path) -> None:
+    leader = SnapshotSpool(tmp_path, "r1")
+    path = leader.dir / "out-r1-5.snap"
+    size, count = write_snapshot(path, iter(items_of(5)))
+    follower = SnapshotSpool(tmp_path, "r2")  # the same data_dir: the same spool directory
+
+    def ref(name: str, index: int = 5) -> SpoolReference:
+        return SpoolReference(applied_index=index, spool=name, bytes=size, count=count)
+
+    for name, index in (("out-r3-5.snap", 5), ("out-r1-5.snap", 4), ("in-r1-5.snap", 5), ("../x", 5)):
+        assert "the file of its sender" in (follower.take(ref(name, index), "r1", True) or ""), name
+    assert path.exists()
+    assert follower.take(ref("out-r1-5.snap"), "r1", True) is None
+    assert path.exists(), "a follower unlinked the leader's file: it could not send it to another"
+    stream = follower.opened(ref("out-r1-5.snap"))
+    assert stream is not None and [len(p) for p in read_pieces(stream)] == [5]
+    follower.close_inbox()
 
 
 def test_the_file_for_an_index_is_written_once_by_a_thread_and_replaced_when_the_index_moves(

@@ -3,7 +3,8 @@ a list, as in test_must_sync.py). The leader writes its state machine up to the 
 file and hands the gateway only a message naming it; a follower installs a received file one durable
 transaction per piece, publishes each incident once (skipping what it had applied, logging what is not an
 incident), acknowledges the snapshot's index, keeps a constant-size reference as its own snapshot, unlinks
-the file, and can send the same state machine on from its event log."""
+the file, and can send the same state machine on from its event log, to another node or to a replica of
+its own node."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def test_a_follower_installs_a_snapshot_file_piece_by_piece_and_keeps_only_a_ref
     log.batch = rec.batch  # type: ignore[method-assign]
     follower, sent = _follower(log, Ed25519PrivateKey.generate())
     follower.spool = SnapshotSpool(tmp_path, "b")
+    follower.remote = {"a"}  # the leader is on another node: its file came through the gateway
     log.put_value("raft/b/applied/i-2", 2)  # applied before (an entry it had): not published again
     items: list[Any] = [(i, incident(f"i-{i}")) for i in range(1, N + 1)]
     items[9] = (10, {"not": "an incident"})  # refused as the original inline install refuses it
@@ -67,7 +69,6 @@ def test_a_follower_installs_a_snapshot_file_piece_by_piece_and_keeps_only_a_ref
 
     # this replica, leading later, sends the same state machine on, as a file of its own
     to_gateway: list[tuple[str, bytes, str]] = []
-    follower.remote = {"a"}
     follower._to_gateway = lambda to, data, kind: to_gateway.append((to, data, kind))  # type: ignore[method-assign]
     follower._send_message(Message(type="snapshot", sender="b", to="a", term=3, snapshot=kept))
     assert to_gateway == [] and "a" in follower.snapshot_waiting, "the replica waited for its file"
@@ -82,6 +83,13 @@ def test_a_follower_installs_a_snapshot_file_piece_by_piece_and_keeps_only_a_ref
     with open(follower.spool.dir / out.spool, "rb") as stream:
         again = [(item[0], item[1]["incident_id"]) for piece in read_pieces(stream) for item in piece]
     assert again == [(i, f"i-{i}") for i in expected]
+
+    # to a replica of this node: the same file, named in a message through Thespian, read where it lies
+    sent.clear()
+    follower._send_message(Message(type="snapshot", sender="b", to="c", term=3, snapshot=kept))
+    (local,) = [m for m in sent if m.to == "c"]
+    assert local.snapshot is not None and spool_reference(local.snapshot.data) == out
+    assert SnapshotSpool(tmp_path, "c").take(out, "b", from_this_node=True) is None
     log.close()
 
 
@@ -91,7 +99,16 @@ def test_a_snapshot_file_the_spool_does_not_hold_is_refused_before_raft_sees_it(
     follower.spool = SnapshotSpool(tmp_path, "b")
     stepped: list[Message] = []
     follower.core.step = stepped.append  # type: ignore[method-assign]
-    for name in ("in-a-9-9.snap", "../eventlog/data.mdb", "out-b-5.snap"):
+    (follower.spool.dir / "out-c-5.snap").write_bytes(b"x" * 10)  # another replica's: not the sender's
+    cases: list[tuple[set[str], str]] = [
+        ({"a"}, "in-a-9-9.snap"),
+        ({"a"}, "../eventlog/data.mdb"),
+        ({"a"}, "out-b-5.snap"),
+        (set(), "out-c-5.snap"),  # from a replica of this node: only its own file for that index
+        (set(), "out-a-5.snap"),  # the sender's name, but not there
+    ]
+    for remote, name in cases:
+        follower.remote = remote
         ref = SpoolReference(applied_index=5, spool=name, bytes=10, count=1)
         snap = Snapshot(index=5, term=2, conf_state=ConfState(("a", "b")), data=encode_reference(ref))
         follower._step(Message(type="snapshot", sender="a", to="b", term=2, snapshot=snap))

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from actors.eventlog import EventLog
+from actors.raft.codec import decode_message
 from actors.raft.durable_storage import DurableRaftStorage
 from actors.raft.entries import open_snapshot
 from actors.raft.replica import RaftReplicaActor, _is_reference
@@ -23,7 +24,6 @@ def _replica(log: EventLog) -> RaftReplicaActor:
     replica._event_log = log
     replica.prefix = "raft/gw-1/"
     replica.storage = DurableRaftStorage(log, "gw-1")
-    replica.sent_snapshot = None
     return replica
 
 
@@ -58,33 +58,24 @@ def test_a_compaction_keeps_a_constant_size_reference_whatever_the_history(log: 
     assert open_snapshot(data)[0] == []  # a follower could do nothing with it: it must never leave
 
 
-def test_a_sent_snapshot_carries_the_state_machine_up_to_its_index(log: EventLog) -> None:
+def test_the_state_machine_read_for_a_snapshot_stops_at_its_index(log: EventLog) -> None:
     replica = _replica(log)
     _apply(replica, log, 1, 9)  # index 9 is applied after the snapshot point (8)
-    sent = replica._outgoing(_snapshot_message(replica._snapshot_data(8), 8))
-    assert sent.snapshot is not None and not _is_reference(sent.snapshot.data)
-    assert (sent.snapshot.index, sent.snapshot.term, sent.to) == (8, 1, "gw-2")
-    incidents, bad = open_snapshot(sent.snapshot.data)
-    assert bad == []
+    incidents = list(replica._state_machine(8))
     assert [index for index, _ in incidents] == list(range(1, 9))
     assert incidents[0][1]["incident_id"] == "i-1" and incidents[2][1]["type"] == "dispatch_mark"
-    assert msgspec.msgpack.decode(sent.snapshot.data)["applied_index"] == 8
-    # a retry of the same snapshot reuses what was read; a newer one is read again
-    again = replica._outgoing(_snapshot_message(replica._snapshot_data(8), 8))
-    assert again.snapshot is not None and again.snapshot.data is sent.snapshot.data
-    newer = replica._outgoing(_snapshot_message(replica._snapshot_data(9), 9))
-    assert newer.snapshot is not None
-    assert [index for index, _ in open_snapshot(newer.snapshot.data)[0]] == list(range(1, 10))
 
 
 def test_messages_without_a_reference_leave_unchanged(log: EventLog) -> None:
     replica = _replica(log)
-    _apply(replica, log, 1, 3)
+    sent: list[tuple[str, bytes]] = []
+    replica._send_raft = lambda to, data: sent.append((to, data))  # type: ignore[method-assign]
     installed = msgspec.msgpack.encode({"applied_index": 3, "incidents": [[1, incident("from-leader")]]})
-    full = _snapshot_message(installed, 3)  # installed from a leader: it holds its incidents
-    assert replica._outgoing(full) is full
+    full = _snapshot_message(installed, 3)  # installed inline from an older leader: it holds its incidents
     heartbeat = Message(type="heartbeat", sender="gw-1", to="gw-2", term=1)
-    assert replica._outgoing(heartbeat) is heartbeat
+    replica._send_message(full)
+    replica._send_message(heartbeat)
+    assert [decode_message(data) for _, data in sent] == [full, heartbeat]
 
 
 def test_a_follower_refuses_a_snapshot_that_is_only_a_reference(log: EventLog) -> None:
@@ -105,6 +96,7 @@ def test_a_follower_refuses_a_snapshot_that_is_only_a_reference(log: EventLog) -
     replica._step(reference)
     assert stepped == []
     _apply(replica, log, 1, 8)
-    real = replica._outgoing(reference)
-    replica._step(real)
+    incidents = [[index, inc] for index, inc in replica._state_machine(8)]
+    real = _snapshot_message(msgspec.msgpack.encode({"applied_index": 8, "incidents": incidents}), 8)
+    replica._step(real)  # inline, as an older leader sent it: installed
     assert stepped == [real]
