@@ -1,5 +1,5 @@
 """The floor of issue 9's process shape: the fastest a serial commit could be with nothing but its hops and
-one durable write, next to PySyncObj's whole serial commit in the same run.
+its durable writes, next to PySyncObj's whole serial commit in the same run.
 
     python -m bench.hop_floor [--ops N] [--skip-pysyncobj]
 

@@ -74,12 +74,15 @@ class ForwardFrame(_Body, frozen=True, forbid_unknown_fields=True):
     kind: ForwardKind = "propose"
 
 
-class Heartbeat(_Body, frozen=True, forbid_unknown_fields=True):
-    """Ping (``reply`` false) or its echo; ``sent_ns`` is the pinger's monotonic clock, read only by it."""
+class Heartbeat(_Body, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Ping (``reply`` false) or its echo; ``sent_ns`` is the pinger's monotonic clock, read only by it.
+    ``leaving``: the pinger is stopping on purpose, and the echo says the peer heard it. Defaults are left
+    out of the bytes, so an ordinary heartbeat is what a peer without ``leaving`` expects."""
 
     seq: Count
     sent_ns: Count
     reply: bool = False
+    leaving: bool = False
 
 
 class SnapshotChunk(_Body, frozen=True, forbid_unknown_fields=True):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import random
 import socket
@@ -49,6 +50,7 @@ from supervisors.peer.tls import PeerRefused, client_context, dns_names, identif
 
 DATA_LANES: Final = tuple(DEFAULT_QUEUE_SIZES)  # the queued lanes, in round-robin order
 ECHO_BUFFER_LIMIT: Final = 64 << 10  # skip echoing heartbeats to a peer that does not read them
+LEAVE_WAIT_S: Final = 0.5  # how long a stopping node waits for its peers to echo its leave
 LOG_DROP_EVERY: Final = 1000  # after the first drop of an episode, log every Nth
 # a frame goes straight to an idle link's transport while it holds less than this (else it is queued and
 # the write loop, which awaits drain(), is the flow control)
@@ -119,6 +121,8 @@ class _Peer:
     dropped: collections.Counter[Lane] = dataclasses.field(default_factory=collections.Counter)
     dropping: set[Lane] = dataclasses.field(default_factory=set)  # lanes in a drop episode
     rr: int = 0
+    left: bool = False  # it said it was stopping on purpose: its links ending is no failure
+    heard_leaving: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # it echoed our leave
 
     def __post_init__(self) -> None:
         self.queues = {lane: collections.deque() for lane in DATA_LANES}
@@ -199,6 +203,7 @@ class PeerLinks:
 
     async def close(self) -> None:
         self._closing = True
+        await self._say_leaving()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -208,6 +213,23 @@ class PeerLinks:
                     w.transport.abort()
         if self._listener is not None:
             self._listener.close()
+
+    async def _say_leaving(self) -> None:
+        """Tell every peer we have a link to that this node is stopping on purpose, and wait (at most
+        ``LEAVE_WAIT_S``) until each echoed it: their logs then read a planned stop (``peer_left``, info),
+        not a failure (a rolling restart of a city logged some thirty warnings)."""
+        told = []
+        for peer in self._peers.values():
+            writer = peer.out_writer
+            if writer is None or writer.is_closing():
+                continue
+            peer.heard_leaving.clear()
+            # whole frames only: the write loop writes each frame in one call, so this one goes between two
+            writer.write(encode_frame(Heartbeat(seq=peer.seq, sent_ns=time.monotonic_ns(), leaving=True)))
+            told.append(peer)
+        if told:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(p.heard_leaving.wait() for p in told)), LEAVE_WAIT_S)
 
     @property
     def port(self) -> int:
@@ -306,7 +328,7 @@ class PeerLinks:
         if peer.state == state:
             return
         previous, peer.state, peer.state_since = peer.state, state, time.monotonic()
-        level = self._log.info if state == "up" else self._log.warning
+        level = self._log.info if state == "up" or peer.left else self._log.warning
         level(
             "peer_state",
             peer=peer.name,
@@ -334,7 +356,7 @@ class PeerLinks:
                     # a peer never seen up that refuses the connection is still starting (every node of a
                     # cluster started at once logs this for its later peers): not yet worth a warning
                     starting = peer.connections == 0 and isinstance(error, ConnectionRefusedError)
-                    log = self._log.info if starting else self._log.warning
+                    log = self._log.info if starting or peer.left else self._log.warning
                     log("peer_dial_failed", peer=peer.name, reason=reason, attempt=attempt + 1)
                 peer.last_error = reason
                 self._set_state(peer, "down")
@@ -383,6 +405,7 @@ class PeerLinks:
         self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> str:
         peer.out_writer = writer
+        peer.left = False  # it is back
         peer.ping = None  # a ping left from the last connection would report a stale RTT
         peer.last_echo_ns = time.monotonic_ns()  # the grace period starts at the handshake
         self._log.info("peer_connected", peer=peer.name, direction="out", address=f"{peer.host}:{peer.port}")
@@ -401,7 +424,8 @@ class PeerLinks:
             await asyncio.gather(*tasks, return_exceptions=True)
             peer.out_writer = None
             writer.transport.abort()  # close() would wait to flush to a peer that may never read
-        self._log.warning("peer_disconnected", peer=peer.name, direction="out", reason=reason)
+        log = self._log.info if peer.left else self._log.warning
+        log("peer_disconnected", peer=peer.name, direction="out", reason=reason)
         return reason
 
     async def _write_loop(self, peer: _Peer, writer: asyncio.StreamWriter) -> None:
@@ -441,10 +465,14 @@ class PeerLinks:
             now = time.monotonic_ns()
             if body.sent_ns > now:
                 raise self._protocol_violation(peer, Lane.HEARTBEAT, "echo of a heartbeat never sent")
+            if body.leaving:
+                peer.heard_leaving.set()
+                continue
             peer.last_echo_ns = now
             peer.rtt_ms = (now - body.sent_ns) / 1e6
-            peer.last_error = None
-            self._set_state(peer, "up")
+            if not peer.left:  # its last echoes while it stops do not make it up again
+                peer.last_error = None
+                self._set_state(peer, "up")
 
     # ---- inbound -----------------------------------------------------------------------------------
 
@@ -492,6 +520,7 @@ class PeerLinks:
         if peer.in_writer is not None:  # the peer redialled: its old connection is dead to it
             peer.in_writer.transport.abort()
         peer.in_writer = writer
+        peer.left = False  # it is back
         self._log.info("peer_connected", peer=name, direction="in", address=address)
         if peer.out_writer is None:
             peer.redial.set()  # our dial to it is backing off: it is up, dial now
@@ -506,7 +535,8 @@ class PeerLinks:
         if lost:
             peer.in_writer = None
         writer.transport.abort()
-        self._log.warning("peer_disconnected", peer=name, direction="in", address=address, reason=reason)
+        log = self._log.info if peer.left else self._log.warning
+        log("peer_disconnected", peer=name, direction="in", address=address, reason=reason)
         if lost and self._on_peer_lost is not None:
             self._on_peer_lost(name)
 
@@ -532,8 +562,10 @@ class PeerLinks:
             if isinstance(body, Heartbeat):
                 if body.reply:
                     raise self._protocol_violation(peer, lane, "heartbeat echo on the peer's own link")
-                if writer.transport.get_write_buffer_size() < ECHO_BUFFER_LIMIT:
-                    echo = Heartbeat(seq=body.seq, sent_ns=body.sent_ns, reply=True)
+                if body.leaving:
+                    self._on_leaving(peer)
+                if body.leaving or writer.transport.get_write_buffer_size() < ECHO_BUFFER_LIMIT:
+                    echo = Heartbeat(seq=body.seq, sent_ns=body.sent_ns, reply=True, leaving=body.leaving)
                     writer.write(encode_frame(echo))
                 continue
             peer.received[lane] += 1
@@ -543,6 +575,14 @@ class PeerLinks:
                 self._log.error(
                     "peer_frame_handler_failed", peer=peer.name, lane=lane.name.lower(), error=describe(error)
                 )
+
+    def _on_leaving(self, peer: _Peer) -> None:
+        if peer.left:
+            return
+        peer.left = True
+        peer.last_error = "stopped on purpose"
+        self._log.info("peer_left", peer=peer.name)
+        self._set_state(peer, "down")
 
     async def _read_frame(self, peer: _Peer, reader: asyncio.StreamReader) -> Body:
         header = await reader.readexactly(HEADER_SIZE)

@@ -519,3 +519,39 @@ def test_a_peer_still_starting_is_logged_at_info_one_that_was_up_and_went_away_a
         "a's dial to the dead b to fail",
     )
     assert "Refused" in gone[0]["reason"], gone
+
+
+def test_a_peer_stopping_on_purpose_is_logged_as_left_at_info_not_as_a_failure(
+    certs_dir: Path, tmp_path: Path, procs: list[PeerProc]
+) -> None:
+    """A node that stops gracefully tells its peers first (a heartbeat marked ``leaving``, echoed back): a
+    rolling restart of a city is not some thirty warnings of links lost. A killed peer still is a warning
+    (the test above)."""
+    nodes = topology(a="gateway", b="gateway")
+    a = PeerProc(config(certs_dir, "a", nodes, backoff_min_ms=100, backoff_max_ms=300), tmp_path)
+    b = PeerProc(config(certs_dir, "b", nodes), tmp_path)
+    procs += [a, b]
+    wait_until(lambda: peer_up(a, "b") and peer_up(b, "a"), 10, "both links up")
+    assert b.proc.stdin is not None
+    b.proc.stdin.close()  # the harness node closes its links and exits
+    assert b.proc.wait(timeout=10) == 0
+    wait_until(lambda: len(a.events("peer_disconnected", peer="b")) >= 2, 10, "a's two links to b to end")
+    wait_until(lambda: a.events("peer_dial_failed", peer="b"), 10, "a's redial of the stopped b to fail")
+    assert [e["level"] for e in a.events("peer_left", peer="b")] == ["info"]
+    for event in ("peer_disconnected", "peer_state", "peer_dial_failed"):
+        levels = {e["level"] for e in a.events(event, peer="b") if e.get("state") != "up"}
+        assert levels == {"info"}, (event, a.events(event, peer="b"))
+    (down,) = [e for e in a.events("peer_state", peer="b") if e["state"] == "down"]
+    assert down["last_error"] == "stopped on purpose"
+    # b comes back: its link is up again, and a later failure of it would be a warning again
+    (tmp_path / "again").mkdir()
+    b2 = PeerProc(config(certs_dir, "b", nodes), tmp_path / "again")
+    procs.append(b2)
+    wait_until(lambda: peer_up(a, "b"), 10, "a's link to the restarted b up")
+    b2.proc.kill()
+    assert b2.proc.wait(timeout=5) == -signal.SIGKILL
+    wait_until(
+        lambda: [e for e in a.events("peer_disconnected", peer="b") if e["level"] == "warning"],
+        10,
+        "the killed b's link to end with a warning",
+    )
