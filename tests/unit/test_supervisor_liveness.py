@@ -1,6 +1,6 @@
 """A child whose process is gone is taken to have exited even when Thespian never says so
 (``Supervisor.check_liveness``): the shell's check over a real core and real processes (a live one, an
-unreaped zombie, a reaped one)."""
+unreaped zombie, a reaped one, a SIGKILLed one not reaped yet)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,33 @@ def test_a_child_whose_process_is_gone_is_reported_lost_and_restarted(live: int,
     actions.clear()
     sup.check_liveness()  # the same exit is not reported twice
     assert not [a for a in actions if isinstance(a, Log) and a.event == "child_lost"], actions
+
+
+def test_a_killed_child_seen_before_thespian_reaped_it_is_logged_with_its_signal_and_left_to_reap(
+    live: int,
+) -> None:
+    """The liveness check can see a SIGKILLed child as a zombie before Thespian's SIGCHLD handling reaps
+    it and records its status: it was then logged lost with no signal (a chaos soak in CI expected
+    SIGKILL). Its status is read without reaping it: Thespian must still be able to."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    os.kill(pid, signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 5
+        while not process_exited(pid):
+            assert time.monotonic() < deadline, "the child did not die"
+            time.sleep(0.01)
+        sup, actions = _supervisor({"alive": live, "killed": pid})
+        sup.check_liveness()
+        (lost,) = [a for a in actions if isinstance(a, Log) and a.event == "child_lost"]
+        assert lost.fields["child"] == "killed" and lost.fields["signal"] == "SIGKILL", lost.fields
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            assert b") Z " in f.read(), "reaped by the check: Thespian would wait for it for ever"
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
 def test_children_are_checked_every_second_while_busy_and_rarely_when_quiet(
