@@ -38,6 +38,7 @@ from supervisors.process_tree import holders_of, link_forked_children, pid_alive
 from supervisors.spec import ChildSpec, SupervisorSpec, WorkerSpec
 from supervisors.supervisor import SUPERVISOR_CLASS, child_start_timeout
 from supervisors.thespian_env import (
+    ADMIN_PORTS,
     SYSTEM_BASE,
     free_loopback_ports,
     prepare_environment,
@@ -323,7 +324,7 @@ def admin_port(node: NodeConfig) -> int:
     is free when drawn, and that node could then not start."""
     nodes = node.cluster.nodes if node.cluster is not None else ()
     addresses = [node.peer, node.api] + [a for n in nodes for a in (n.peer, n.api)]
-    return free_loopback_ports(1, avoid={a.port for a in addresses if a is not None})[0]
+    return free_loopback_ports(1, avoid={a.port for a in addresses if a is not None}, pool=ADMIN_PORTS)[0]
 
 
 def run_node(

@@ -53,16 +53,23 @@ def bound_transmit_timeout(period: timedelta = TRANSMIT_TIMEOUT) -> None:
     transport.DEFAULT_MAX_TRANSMIT_PERIOD = period
 
 
-# Ports handed out for a later bind (an admin port, a node's api/peer port in a test) are drawn below the
-# kernel's ephemeral range (32768-60999 by default): every Thespian actor binds port 0, and an ephemeral
-# port checked free now could be taken by one of them before its real owner binds it.
-_PICK_FROM, _PICK_TO = 20000, 32700
+# Ports handed out for a later bind are drawn below the kernel's ephemeral range (32768-60999 by default):
+# every Thespian actor binds port 0, and an ephemeral port checked free now could be taken by one of them
+# before its real owner binds it. Two pools, so that one kind of draw can never take the other's port:
+# - PROMISED_PORTS: ports written down for another process to bind later (a test cluster's peer, API and
+#   fault-proxy ports, a broker's);
+# - ADMIN_PORTS: a starting node's own Thespian admin port. A node sees only its own topology, and in a
+#   test cluster that names the proxies in front of the other nodes, not their real peer ports: from one
+#   pool, a node's admin once took another node's drawn peer port, and that node never listened.
+PROMISED_PORTS = (20000, 26350)
+ADMIN_PORTS = (26350, 32700)
 
 
-def free_loopback_port() -> int:
+def free_loopback_port(pool: tuple[int, int] = PROMISED_PORTS) -> int:
+    """A loopback port of ``pool`` (``[low, high)``) that is free to bind now (it is not held)."""
     rng = random.SystemRandom()
     for _ in range(256):
-        port = rng.randrange(_PICK_FROM, _PICK_TO)
+        port = rng.randrange(*pool)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((LOOPBACK, port))
@@ -74,14 +81,16 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def free_loopback_ports(n: int, avoid: Collection[int] = ()) -> list[int]:
+def free_loopback_ports(
+    n: int, avoid: Collection[int] = (), pool: tuple[int, int] = PROMISED_PORTS
+) -> list[int]:
     """``n`` distinct free loopback ports, none of ``avoid``: two draws of :func:`free_loopback_port` can
     return the same port (each is free when drawn, none is held), which gave a test node its API on its
     own peer port, and a fault proxy the peer port of the node behind it. Pass what an earlier draw gave
     and is not bound yet as ``avoid``."""
     ports: list[int] = []
     while len(ports) < n:
-        port = free_loopback_port()
+        port = free_loopback_port(pool)
         if port not in ports and port not in avoid:
             ports.append(port)
     return ports

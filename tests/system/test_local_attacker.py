@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from thespian.actors import Actor, ActorAddress
 
-from supervisors.thespian_env import free_loopback_port, processes_in_session
+from supervisors.thespian_env import ADMIN_PORTS, free_loopback_port, processes_in_session
 from tests.system.nodes import REPO, LiveNode, supervisor, worker, write_topology
 
 pytestmark = pytest.mark.system
@@ -227,7 +227,7 @@ class Host:
     """A bare Thespian host process (see HOST); its admin's session is SIGKILLed when it is done."""
 
     def __init__(self, tmp_path: Path, patched: bool, squat_port: int = 0) -> None:
-        self.admin_port = free_loopback_port()
+        self.admin_port = free_loopback_port(ADMIN_PORTS)
         args = [
             str(self.admin_port),
             str(tmp_path / "thespian-host.log"),
