@@ -30,32 +30,27 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.cluster_commit import GATEWAYS, WARMUP_OPS, BenchCluster, Ids, replica_serial
+from bench.mqtt_latency import cpu_seconds
 from bench.raft_commit import incident
 from bench.raft_commit_pysyncobj import PySyncObjCluster
 from bench.restart_latency import BenchError
 from bench.scratch import run_in_scratch
+from supervisors.process_tree import process_exited
 from supervisors.thespian_env import processes_in_session
 
 PYSYNCOBJ_BEST_SERIAL = {"appendEntriesUseBatch": False}
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used; ProcessLookupError once it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        raise ProcessLookupError(pid) from None
-    if fields[0] in ("Z", "X"):
-        raise ProcessLookupError(pid)
-    # after the comm field, fields[0] is field 3 (state): utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
-
-
-def snapshot(pids: Mapping[int, str]) -> dict[int, float]:
-    return {pid: cpu_seconds(pid) for pid in pids}
+def snapshot(roles: Mapping[int, str]) -> dict[int, float]:
+    """CPU seconds of each process of ``roles``; BenchError if one has exited (its CPU would be lost, and
+    whatever replaced it is not measured)."""
+    cpu = {pid: cpu_seconds(pid) for pid in roles}
+    gone = [pid for pid, seconds in cpu.items() if seconds is None or process_exited(pid)]
+    if gone:
+        names = ", ".join(f"{pid} ({roles[pid]})" for pid in gone)
+        raise BenchError(f"process {names} exited during the measurement")
+    return {pid: seconds for pid, seconds in cpu.items() if seconds is not None}
 
 
 def ms_per_op_by_role(
@@ -76,12 +71,7 @@ def measure(roles: Mapping[int, str], ops: int, run: Callable[[], T]) -> tuple[d
     roles = {**roles, me: "client"}
     before = snapshot(roles)
     ran = run()
-    try:
-        after = snapshot(roles)
-    except ProcessLookupError as exc:
-        raise BenchError(
-            f"process {exc.args[0]} ({roles[exc.args[0]]}) exited during the measurement"
-        ) from None
+    after = snapshot(roles)
     return ms_per_op_by_role(roles, before, after, ops), ran
 
 
@@ -98,7 +88,7 @@ def garrison_roles(c: BenchCluster, leader: str) -> dict[int, str]:
         gateways = [e["pid"] for e in node.events("peer_gateway_started")]
         if not replicas or not gateways:
             raise BenchError(f"node {name} logged no replica or no peer gateway pid; see {node.log_path}")
-        for pid in {*processes_in_session(session), node.proc.pid, gateways[-1]}:
+        for pid in {*processes_in_session(session), node.proc.pid}:
             roles[pid] = f"{side} node other"
         roles[int(replicas[-1])] = f"{side} replica"
         roles[int(gateways[-1])] = f"{side} gateway"

@@ -9,39 +9,53 @@ import time
 
 import pytest
 
-from bench.commit_cpu import cpu_seconds, measure, ms_per_op_by_role
+from bench.commit_cpu import measure, ms_per_op_by_role
+from bench.mqtt_latency import cpu_seconds
 from bench.restart_latency import BenchError
 
-BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\nprint('done', flush=True)\n"
+# prints once it has burnt its CPU, then waits: it must not exit (and turn zombie) before it is read again
+BURN = (
+    "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+    "print('done', flush=True)\nsys.stdin.read()\n"
+)
 SLEEP = "import sys\nsys.stdin.read()\n"
 
 
 def test_the_cpu_a_process_burns_is_read_from_proc_and_a_reaped_one_is_gone() -> None:
-    burner = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.3)], stdout=subprocess.PIPE, text=True)
+    burner = subprocess.Popen(
+        [sys.executable, "-c", BURN.format(s=0.3)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         before = cpu_seconds(burner.pid)
         assert burner.stdout is not None and burner.stdout.readline() == "done\n"
-        after = cpu_seconds(burner.pid)  # it has not been reaped yet: still readable
-        assert after - before >= 0.25, (before, after)
+        after = cpu_seconds(burner.pid)
+        assert before is not None and after is not None and after - before >= 0.25, (before, after)
     finally:
+        assert burner.stdin is not None
+        burner.stdin.close()
         burner.wait(timeout=30)
-    with pytest.raises(ProcessLookupError):
-        cpu_seconds(burner.pid)
+    assert cpu_seconds(burner.pid) is None
 
 
-def test_a_zombie_counts_as_gone() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # exited, not reaped: the kernel keeps its /proc entry as state Z
-        with open(f"/proc/{child.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                break
-        time.sleep(0.01)
-    else:
+def test_a_process_that_turned_zombie_during_the_run_fails_the_measurement() -> None:
+    child = subprocess.Popen([sys.executable, "-c", SLEEP], stdin=subprocess.PIPE)
+
+    def let_it_exit_unreaped() -> None:
+        assert child.stdin is not None
+        child.stdin.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # exited, not reaped: the kernel keeps its /proc entry as Z
+            with open(f"/proc/{child.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+            time.sleep(0.01)
         pytest.fail("the child never became a zombie")
-    with pytest.raises(ProcessLookupError):
-        cpu_seconds(child.pid)
-    child.wait(timeout=5)
+
+    try:
+        with pytest.raises(BenchError, match=rf"process {child.pid} \(replica\) exited"):
+            measure({child.pid: "replica"}, 1, let_it_exit_unreaped)
+    finally:
+        child.wait(timeout=5)
 
 
 def test_cpu_is_summed_per_role_and_divided_by_the_ops() -> None:
