@@ -10,10 +10,15 @@ who connects to one of these sockets cannot get a pickle of theirs unpickled.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
 import random
+import select
+import selectors
 import socket
+import types
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +47,50 @@ def bind_loopback_only() -> None:
 
     IPBase.IPActorAddress.__init__ = init
     IPBase.IPActorAddress._garrison_loopback = True
+
+
+class PollPerLoopSelector(selectors.PollSelector):
+    """The selector Thespian's select loop builds, registers and closes on EVERY iteration
+    (``TCPTransport._runWithExpiry``): on epoll that is ``epoll_create1``, one ``epoll_ctl`` per fd,
+    ``epoll_wait`` and ``close``, ~8 % of a busy Raft replica's CPU (py-spy over serial commits); poll(2) is
+    one system call with the fd list. Thespian relies on one epoll behaviour: a closed watched fd raises
+    EBADF (at ``register``), which its loop catches to find and drop the bad watch (``_check_fd``); poll
+    reports it as POLLNVAL instead, so :meth:`select` raises the same ``OSError`` for it."""
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        # as selectors.PollSelector.select (ms, rounded away from zero), plus the POLLNVAL check
+        ms = None if timeout is None else 0 if timeout <= 0 else math.ceil(timeout * 1e3)
+        try:
+            fd_events = self._selector.poll(ms)  # type: ignore[attr-defined]
+        except InterruptedError:
+            return []
+        ready = []
+        for fd, event in fd_events:
+            if event & select.POLLNVAL:
+                raise OSError(errno.EBADF, f"watched file descriptor {fd} is not open")
+            events = 0
+            if event & ~select.POLLIN:
+                events |= selectors.EVENT_WRITE
+            if event & ~select.POLLOUT:
+                events |= selectors.EVENT_READ
+            key = self._fd_to_key.get(fd)  # type: ignore[attr-defined]
+            if key is not None:
+                ready.append((key, events & key.events))
+        return ready
+
+
+def poll_per_loop() -> None:
+    """Make Thespian's TCP transport (the admin and every actor forked from it) select with
+    :class:`PollPerLoopSelector` instead of a new epoll per loop iteration."""
+    from thespian.system.transport import TCPTransport
+
+    if getattr(TCPTransport.selectors, "DefaultSelector", None) is PollPerLoopSelector:
+        return
+    TCPTransport.selectors = types.SimpleNamespace(  # the module reads only these three names
+        DefaultSelector=PollPerLoopSelector,
+        EVENT_READ=selectors.EVENT_READ,
+        EVENT_WRITE=selectors.EVENT_WRITE,
+    )
 
 
 def bound_transmit_timeout(period: timedelta = TRANSMIT_TIMEOUT) -> None:
@@ -112,6 +161,7 @@ def prepare_environment(data_dir: Path) -> dict[str, Any]:
     bind_loopback_only()
     frame_auth.install()  # before ActorSystem(): the admin and the actors are forked with the secret
     bound_transmit_timeout()
+    poll_per_loop()
     return {
         "version": 1,
         "disable_existing_loggers": False,
