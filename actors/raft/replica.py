@@ -50,6 +50,7 @@ import msgspec
 from pydantic import Field, model_validator
 from thespian.actors import ActorAddress
 
+from actors import committed_index
 from actors.args import ActorArgs
 from actors.base import SupervisedActor
 from actors.dispatch.marks import AppliedMarks, merge_mark, stored_marks
@@ -305,6 +306,8 @@ class RaftReplicaActor(SupervisedActor):
             self.event_log.get_value(self.prefix + "dispatched"),
         )
         self.published = self.event_log.last_seq(COMMITTED_INCIDENTS)
+        if self.publish:
+            self._index_committed()
         self.last_role: tuple[str, int, str | None] | None = None
         self._find_peers()
         self.log.info(
@@ -326,6 +329,19 @@ class RaftReplicaActor(SupervisedActor):
         self._arm_tick()
         if self.publish:
             self.subscribe(PROPOSED_INCIDENTS)
+
+    def _index_committed(self) -> None:
+        """Index the committed records of a log written before ``committed_index`` existed (once: a mark
+        says it is done), so the API answers repeated incident_ids from disk, not from a map in memory."""
+        t0 = time.monotonic()
+        indexed = committed_index.backfill(self.event_log)
+        if indexed:
+            self.log.info(
+                "committed_index_built",
+                replica=self.replica,
+                records=indexed,
+                seconds=round(time.monotonic() - t0, 3),
+            )
 
     def on_appended(self, stream: str) -> None:
         stamp("R bell")
@@ -907,8 +923,9 @@ class RaftReplicaActor(SupervisedActor):
                 return
             newly.append((raft_index, incident))
             if self.publish:
+                index = self.published + len(newly)
                 record = {
-                    "index": self.published + len(newly),
+                    "index": index,
                     "incident": incident,
                     "raft_index": raft_index,
                 }
@@ -917,6 +934,7 @@ class RaftReplicaActor(SupervisedActor):
                     # the API which request made it (201) and which came after it (200), see node_backend
                     record["proposed_seq"] = mine[1]
                 records.append(record)
+                committed_index.stage(batch, iid, index)  # the API's duplicate check reads it
 
         for raft_index, incident, entry in items:
             apply_incident(raft_index, incident, entry)

@@ -8,8 +8,10 @@ How it reaches the node, and why this way:
   of this process, the replica or the node: it is on disk before the replica hears of it.
 - **Commit is observed, not polled.** This process subscribes to ``incidents/committed`` with its own
   doorbell FIFO (``actors.wakeups.Inbox``) watched by the asyncio loop (``loop.add_reader``); each ring
-  reads the stream after what it has seen and resolves the requests waiting for those incident_ids. The
-  committed stream is never compacted, so the map incident_id -> index is rebuilt from it at start.
+  reads the stream after what it has seen and resolves the requests waiting for those incident_ids. A
+  repeated incident_id is looked up on disk (``actors.committed_index``: the replica writes the key with
+  the record), so neither memory nor the start grows with the log's history; only a log the replica has
+  not indexed yet (written before the index existed) is read whole into a map, as it was before.
 - **The replica is asked by path through the node's control socket** (JSON lines, ``supervisors.control``)
   for its status (``{"op": "raft_status"}``) and for ReadIndex (``{"op": "read_index"}``). When the
   leader is on another node, the peer gateway sets ``remote_read_index``: the leader's gateway confirms
@@ -32,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from actors import committed_index
 from actors.eventlog import EventLog, open_event_log
 from actors.logs import get_logger
 from actors.quantiles import quantiles
@@ -193,7 +196,9 @@ class NodeBackend:
         self.control = _Control(self.data_dir)
         self.event_log: EventLog | None = None
         self.inbox: Inbox | None = None
-        self.index_of: dict[str, int] = {}  # incident_id -> committed index
+        # incident_id -> committed index, only while the log is not indexed on disk (``indexed`` False)
+        self.index_of: dict[str, int] = {}
+        self.indexed = False
         self.seen = 0  # committed stream read up to here
         self.waiters: dict[str, _Waiter] = {}
         self.appends: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
@@ -227,6 +232,9 @@ class NodeBackend:
         self.inbox = Inbox(root, COMMITTED_INCIDENTS, f"{_CONSUMER}.{os.getpid()}")
         asyncio.get_running_loop().add_reader(self.inbox.fd, self._on_ring)
         self.event_log = log
+        self.indexed = committed_index.complete(log)
+        if self.indexed:  # the past is on disk: read only what is committed from now on
+            self.seen = log.last_seq(COMMITTED_INCIDENTS)
         self._catch_up()
         self.log.info(
             "http_api_backend_started", node=self.node, replica=self.replica_path, committed=self.seen
@@ -263,6 +271,9 @@ class NodeBackend:
         # detection path's latency through inference and the Raft log, as far as this process can see it
         live, now = self.caught_up_once, time.time()
         self.caught_up_once = True
+        if not self.indexed and committed_index.complete(self.event_log):
+            self.indexed = True  # the replica finished indexing an older log: drop the map
+            self.index_of.clear()
         while True:
             records = self.event_log.read(COMMITTED_INCIDENTS, after=self.seen, limit=TAIL_BATCH)
             for rec in records:
@@ -273,7 +284,8 @@ class NodeBackend:
                     continue
                 iid = incident["incident_id"]
                 index = int(payload.get("index", rec.seq))
-                self.index_of.setdefault(iid, index)
+                if not self.indexed:
+                    self.index_of.setdefault(iid, index)
                 ingested = (incident.get("payload") or {}).get("ingested_at")
                 if live and isinstance(ingested, int | float) and not isinstance(ingested, bool):
                     self.ingest_to_commit.append(max(0.0, now - float(ingested)))
@@ -287,21 +299,30 @@ class NodeBackend:
             if len(records) < TAIL_BATCH:
                 return
 
+    def committed_index_of(self, incident_id: str) -> int | None:
+        """The committed index of ``incident_id`` in this node's log, None if it is not committed there."""
+        if self.indexed:
+            assert self.event_log is not None  # indexed is set once the log is open
+            return committed_index.lookup(self.event_log, incident_id)
+        return self.index_of.get(incident_id)
+
     # -- propose ------------------------------------------------------------------------------------
 
     async def propose(self, incident: dict[str, Any]) -> ProposeOutcome:
         self._ensure_started()
         iid = incident["incident_id"]
         self._catch_up()
-        if iid in self.index_of:
-            return ProposeOutcome("duplicate", self.index_of[iid])
+        known = self.committed_index_of(iid)
+        if known is not None:
+            return ProposeOutcome("duplicate", known)
         waiter = self.waiters.get(iid)
         first = waiter is None
         if waiter is None:
             if not await self._leader_known():
                 return self.not_appended(iid, f"no Raft leader known: {self.raft_error}")
-            if iid in self.index_of:  # committed while we asked (a retry of an earlier attempt)
-                return ProposeOutcome("duplicate", self.index_of[iid])
+            known = self.committed_index_of(iid)
+            if known is not None:  # committed while we asked (a retry of an earlier attempt)
+                return ProposeOutcome("duplicate", known)
             waiter = self.waiters.get(iid)
             first = waiter is None
         deadline = time.monotonic() + self.commit_timeout_s
@@ -336,7 +357,7 @@ class NodeBackend:
         finally:
             waiter.waiting -= 1
             if waiter.waiting == 0 and not waiter.future.done() and self.waiters.get(iid) is waiter:
-                del self.waiters[iid]  # nobody waits any more; a later commit still lands in index_of
+                del self.waiters[iid]  # nobody waits any more; a later commit is still indexed
         return waiter.outcome(index, proposed_seq, first)
 
     def not_appended(
@@ -370,12 +391,14 @@ class NodeBackend:
         read does, bounded so that the edge's own deadline is not spent here (then: what is applied)."""
         self._ensure_started()
         self._catch_up()
-        if timeout <= 0 and incident_id not in self.index_of and self.replica_path is not None:
+        index = self.committed_index_of(incident_id)
+        if timeout <= 0 and index is None and self.replica_path is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._read_index(), LOOKUP_CONFIRM_S)
             self._catch_up()
-        if incident_id in self.index_of:
-            return self.index_of[incident_id]
+            index = self.committed_index_of(incident_id)
+        if index is not None:
+            return index
         if timeout <= 0:
             return None
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -384,7 +407,7 @@ class NodeBackend:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             self._catch_up()
-            return self.index_of.get(incident_id)
+            return self.committed_index_of(incident_id)
         finally:
             futures = self.commit_waits.get(incident_id)
             if futures is not None:

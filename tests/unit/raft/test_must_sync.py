@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from actors import committed_index
 from actors.eventlog import EventLog, WriteBatch
 from actors.logs import get_logger
 from actors.raft.codec import decode_message
@@ -153,6 +154,8 @@ def test_a_follower_acks_a_new_entry_only_once_it_is_durable_and_a_commit_only_r
     # every incident applied and published once
     published = [r.payload["incident"]["incident_id"] for r in log.read(COMMITTED_INCIDENTS)]
     assert published == ["i-0", "i-1", "i-2"]
+    # each indexed on disk in its record's transaction, for the API's duplicate check
+    assert [committed_index.lookup(log, iid) for iid in published] == [1, 2, 3]
     # the last one was committed by the heartbeat alone (no new entry): that apply skipped the last fsync
     applies = [(d, keys) for d, keys in rec.commits if COMMITTED_INCIDENTS in keys]
     assert applies and not applies[-1][0], applies

@@ -13,6 +13,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from actors import committed_index
 from actors.eventlog import EventLog
 from actors.raft.codec import decode_message, decode_snapshot
 from actors.raft.replica import _is_reference
@@ -57,6 +58,9 @@ def test_a_follower_installs_a_snapshot_file_piece_by_piece_and_keeps_only_a_ref
     expected = [i for i in range(1, N + 1) if i not in (2, 10)]
     assert [p["raft_index"] for p in published] == expected
     assert [p["index"] for p in published] == list(range(1, len(expected) + 1))
+    # a snapshot's incidents are indexed on disk too, each with its published index
+    assert all(committed_index.lookup(log, p["incident"]["incident_id"]) == p["index"] for p in published)
+    assert committed_index.lookup(log, "i-2") is None  # applied before, never published: not indexed
     assert follower.core.applied_index == N and follower.core.commit_index == N
     assert [(m.type, m.to, m.index, m.reject) for m in sent] == [("append_resp", "a", N, False)]
     # one durable transaction per piece, then the Ready that records the snapshot (after every piece)
