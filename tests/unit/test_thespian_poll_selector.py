@@ -8,7 +8,10 @@ import contextlib
 import errno
 import os
 import selectors
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from thespian.system.transport import TCPTransport
@@ -84,3 +87,19 @@ def test_a_closed_watched_fd_raises_ebadf_so_thespian_drops_it(pipe: tuple[int, 
     poll_per_loop()
     with pytest.raises(OSError):
         TCPTransport.TCPTransport._check_fd(closed)
+
+
+def test_a_nodes_environment_installs_it_before_thespian_starts(tmp_path: Path) -> None:
+    # in a fresh interpreter: the patch is process-global, and this one may have it from the tests above
+    probe = (
+        "import sys; from pathlib import Path\n"
+        "from thespian.system.transport import TCPTransport\n"
+        "before = TCPTransport.selectors.DefaultSelector.__name__\n"
+        "from supervisors.thespian_env import prepare_environment\n"
+        "prepare_environment(Path(sys.argv[1]))\n"
+        "print(before, TCPTransport.selectors.DefaultSelector.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["EpollSelector", "PollPerLoopSelector"], out.stderr
