@@ -7,10 +7,10 @@ with the log's history. Now the publishing Raft replica writes ``committed_index
 transaction as the committed record (:func:`stage`), and a reader looks it up with one LMDB get
 (:func:`lookup`): the key is there exactly when the record is.
 
-A log written before this module existed has records without keys. The replica indexes them once at start
-(:func:`backfill`) and then writes :data:`COMPLETE_KEY`; a reader that finds no mark (an older log whose
-replica has not finished, or a node without a publishing replica) keeps a map in memory as before
-(:func:`complete` says which).
+A log written before this module existed has records without keys. The replica indexes them once, a step
+at a time between its other work (:func:`backfill_step`, resumable after a restart), and then writes
+:data:`COMPLETE_KEY`; a reader that finds no mark (an older log whose replica has not finished, or a node
+without a publishing replica) keeps a map in memory as before (:func:`complete` says which).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from actors.streams import COMMITTED_INCIDENTS
 
 PREFIX: Final = "committed_index/"
 COMPLETE_KEY: Final = "committed_index_complete"  # value: the last committed seq indexed by the backfill
+PROGRESS_KEY: Final = "committed_index_through"  # the committed seq the backfill has indexed up to
 BACKFILL_BATCH: Final = 1000  # records per transaction while indexing an older log
 
 
@@ -54,26 +55,40 @@ def record_key(payload: Any) -> tuple[str, int] | None:
     return incident["incident_id"], index
 
 
+def backfill_step(log: EventLog, limit: int = BACKFILL_BATCH) -> tuple[int, bool]:
+    """Index up to ``limit`` more committed records of a log from before this module, in one transaction
+    that also saves how far it got (:data:`PROGRESS_KEY`), so a restart resumes instead of starting over;
+    (records indexed, whether the log is now complete). The step that reaches the stream's end writes
+    :data:`COMPLETE_KEY`: every record after it was appended with its key. The first record of an id wins,
+    as the API's map kept it."""
+    if complete(log):
+        return 0, True
+    after = log.get_value(PROGRESS_KEY, 0)
+    records = log.read(COMMITTED_INCIDENTS, after=after, limit=limit)
+    staged: set[str] = set()  # an id twice in one step: its first record wins here too
+    done = len(records) < limit
+    with log.batch(ring=False) as batch:
+        for rec in records:
+            key = record_key(rec.payload)
+            if key is None or key[0] in staged or lookup(log, key[0]) is not None:
+                continue
+            stage(batch, *key)
+            staged.add(key[0])
+        through = records[-1].seq if records else after
+        batch.put_value(PROGRESS_KEY, through)
+        if done:
+            batch.put_value(COMPLETE_KEY, through)
+    return len(staged), done
+
+
 def backfill(log: EventLog) -> int | None:
-    """Index the committed records a log holds from before this module, then mark it complete; the number
-    of records indexed, or None when the mark was there already. The first record of an id wins, as the
-    API's map kept it. Idempotent: a crash part way leaves keys that the next run writes again."""
+    """:func:`backfill_step` until the log is complete; the number of records indexed, or None when it was
+    complete already."""
     if complete(log):
         return None
-    after = indexed = 0
+    indexed = 0
     while True:
-        records = log.read(COMMITTED_INCIDENTS, after=after, limit=BACKFILL_BATCH)
-        if not records:
-            break
-        staged: set[str] = set()  # an id twice in one batch: its first record wins here too
-        with log.batch(ring=False) as batch:
-            for rec in records:
-                key = record_key(rec.payload)
-                if key is None or key[0] in staged or lookup(log, key[0]) is not None:
-                    continue
-                stage(batch, *key)
-                staged.add(key[0])
-                indexed += 1
-        after = records[-1].seq
-    log.put_value(COMPLETE_KEY, after)
-    return indexed
+        count, done = backfill_step(log)
+        indexed += count
+        if done:
+            return indexed

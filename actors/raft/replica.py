@@ -88,6 +88,9 @@ LINK_RETRY_TICKS = 20  # a replica without its direct gateway socket tries to co
 LINK_FLUSH_S = 0.02  # bytes the gateway socket did not take at once are written again after this
 _LINK = "gateway-link"  # watched fd name of the gateway socket
 _LINK_FLUSH = "gateway-link-flush"  # its flush timer
+_INDEX = "index-committed"  # the next slice of indexing an older log's committed records
+INDEX_SLICE_S = 0.02  # at most this long per slice (~3,000 records), then Raft's turn
+INDEX_PAUSE_S = 0.002  # between slices: time for the messages and ticks that came meanwhile
 IDLE_SOLO_TICK_S = 1.0  # tick of a one-member cluster's leader with nothing pending
 PROBE_SILENT_PEER_TICKS = 100
 # Bounded forwarding: at most one ProposeEntries message of this many entries per tick.
@@ -332,16 +335,35 @@ class RaftReplicaActor(SupervisedActor):
 
     def _index_committed(self) -> None:
         """Index the committed records of a log written before ``committed_index`` existed (once: a mark
-        says it is done), so the API answers repeated incident_ids from disk, not from a map in memory."""
-        t0 = time.monotonic()
-        indexed = committed_index.backfill(self.event_log)
-        if indexed:
+        says it is done), so the API answers repeated incident_ids from disk, not from a map in memory.
+        In slices of INDEX_SLICE_S between the replica's other work, never in one go: millions of records
+        take longer than an election timeout, and than the supervisor's start timeout."""
+        self.index_started: float | None = None
+        self.index_records = 0
+        if not committed_index.complete(self.event_log):
+            self.index_started = time.monotonic()
+            self._index_slice()
+
+    def _index_slice(self) -> None:
+        if self.index_started is None:
+            return
+        deadline = time.monotonic() + INDEX_SLICE_S
+        while True:
+            count, done = committed_index.backfill_step(self.event_log)
+            self.index_records += count
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                self.schedule(_INDEX, INDEX_PAUSE_S)  # Raft's messages and ticks are handled meanwhile
+                return
+        if self.index_records:
             self.log.info(
                 "committed_index_built",
                 replica=self.replica,
-                records=indexed,
-                seconds=round(time.monotonic() - t0, 3),
+                records=self.index_records,
+                seconds=round(time.monotonic() - self.index_started, 3),
             )
+        self.index_started = None
 
     def on_appended(self, stream: str) -> None:
         stamp("R bell")
@@ -650,6 +672,9 @@ class RaftReplicaActor(SupervisedActor):
         )
 
     def on_timer(self, name: str) -> None:
+        if name == _INDEX:
+            self._index_slice()
+            return
         if name == _LINK_FLUSH:
             self.link_flush_armed = False
             if self.link is not None and self.link.flush():

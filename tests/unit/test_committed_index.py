@@ -9,6 +9,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from actors import committed_index
 from actors.eventlog import EventLog
 from actors.streams import COMMITTED_INCIDENTS
@@ -46,6 +48,46 @@ def test_a_repeat_within_one_backfill_batch_keeps_its_first_index(tmp_path: Path
     log = old_log(tmp_path, ["a", "b", "a"])
     assert committed_index.backfill(log) == 2
     assert (committed_index.lookup(log, "a"), committed_index.lookup(log, "b")) == (1, 2)
+    log.close()
+
+
+def test_a_backfill_resumes_where_a_restart_stopped_it(tmp_path: Path) -> None:
+    log = old_log(tmp_path, [f"i-{n}" for n in range(2500)])
+    assert committed_index.backfill_step(log) == (1000, False)
+    log.close()  # the replica is killed here; its next instance opens the log again
+    log = EventLog(tmp_path / "eventlog")
+    assert log.get_value(committed_index.PROGRESS_KEY) == 1000
+    assert committed_index.backfill_step(log) == (1000, False)  # records 1001-2000, not 1-1000 again
+    assert committed_index.backfill_step(log) == (500, True)
+    assert committed_index.complete(log) and committed_index.backfill_step(log) == (0, True)
+    assert [committed_index.lookup(log, f"i-{n}") for n in (0, 1000, 2499)] == [1, 1001, 2500]
+    log.close()
+
+
+def test_the_replica_indexes_an_older_log_in_slices_between_its_other_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors.logs import get_logger
+    from actors.raft import replica as replica_module
+
+    log = old_log(tmp_path, [f"i-{n}" for n in range(3500)])
+    r = replica_module.RaftReplicaActor.__new__(replica_module.RaftReplicaActor)
+    r._event_log = log
+    r.replica = "b"
+    r.log = get_logger(actor="test")
+    timers: list[str] = []
+    r.schedule = lambda name, delay: timers.append(name)  # type: ignore[method-assign]
+    monkeypatch.setattr(replica_module, "INDEX_SLICE_S", 0.0)  # one step per slice
+    r._index_committed()  # on_start: one slice, then back to Raft
+    assert timers == [replica_module._INDEX] and not committed_index.complete(log)
+    slices = 1
+    while not committed_index.complete(log):
+        assert slices < 10, "the indexing never ends"
+        timers.clear()
+        r.on_timer(replica_module._INDEX)
+        slices += 1
+    assert slices == 4 and timers == [] and r.index_started is None
+    assert committed_index.lookup(log, "i-3499") == 3500
     log.close()
 
 
