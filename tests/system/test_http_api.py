@@ -25,6 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors import committed_index
 from actors.eventlog import EventLog
 from actors.streams import COMMITTED_INCIDENTS, PROPOSED_INCIDENTS
 from supervisors.peer.api import MAX_BODY_BYTES
@@ -389,6 +390,38 @@ def test_a_paused_replica_makes_a_post_504_and_the_retry_with_the_same_id_is_saf
             r["index"] for r in c.committed() if r["incident"]["incident_id"] == "paused-1"
         )
         assert _metric(c, "garrison_proposals", outcome="timeout") == 1
+
+
+def test_a_log_from_before_the_committed_index_is_indexed_and_repeats_keep_their_index(
+    tmp_path: Path,
+) -> None:
+    ids = [f"old-{i}" for i in range(5)]
+    with running(tmp_path, {"publish": True}) as c:
+        indexes = {}
+        for iid in ids:
+            answer = c.http.post("/v1/incidents", json=incident(iid))
+            assert answer.status_code == 201, answer.text
+            indexes[iid] = answer.json()["index"]
+    # the node is stopped: make its log what an older garrison left (records, no index, no mark)
+    log = EventLog(tmp_path / "data" / "eventlog")
+    try:
+        assert all(committed_index.lookup(log, iid) == indexes[iid] for iid in ids)  # written with them
+        with log.batch() as batch:
+            for iid in ids:
+                batch.delete_value(committed_index.PREFIX + iid)
+            batch.delete_value(committed_index.COMPLETE_KEY)
+            batch.delete_value(committed_index.PROGRESS_KEY)
+        assert not committed_index.complete(log) and committed_index.lookup(log, ids[0]) is None  # really
+    finally:
+        log.close()
+    with running(tmp_path, {"publish": True}) as c:  # the same data_dir, started again
+        (built,) = c.node.wait_for("committed_index_built", timeout=30)
+        assert built["records"] == len(ids)
+        for iid in ids:
+            again = c.http.post("/v1/incidents", json=incident(iid))
+            assert again.status_code == 200, again.text
+            assert again.json()["index"] == indexes[iid]
+        assert [r["incident"]["incident_id"] for r in c.committed()] == ids  # nothing appended again
 
 
 def _proc_state(pid: int) -> str:
